@@ -1,0 +1,123 @@
+"""Command-line glue shared by embedding.py, novelsum.py and novelselect.py (click lives here).
+
+The scripts accept the reference's command lines unchanged: options with underscores and
+space-separated lists (``--density_powers 0 0.25 0.5``). Dashed aliases and comma lists
+(``--density-powers 0,0.25,0.5``) work too.
+"""
+
+import functools
+import re
+import sys
+
+import click
+from tqdm import tqdm
+
+from utils.errors import InputError
+
+_NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def merge_list_args(args, list_options):
+    """Rewrite ``--opt a b c`` into ``--opt a,b,c`` for the options named in ``list_options``.
+
+    Values are taken up to the next token that looks like an option (``-x`` or ``--x``; a
+    negative number such as ``-0.5`` is a value). ``--opt=a,b`` passes through unchanged.
+    """
+    merged, i = [], 0
+    while i < len(args):
+        token = args[i]
+        merged.append(token)
+        i += 1
+        if token in list_options:
+            values = []
+            while i < len(args) and (not args[i].startswith("-") or _NUMBER.match(args[i])):
+                values.append(args[i])
+                i += 1
+            merged.append(",".join(values))
+    return merged
+
+
+class NumberList(click.ParamType):
+    """A list of numbers written ``0,0.25,0.5`` (or, through ``merge_list_args``, ``0 0.25 0.5``)."""
+
+    def __init__(self, number_type):
+        self.number_type = number_type
+        self.name = f"{number_type.__name__} list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        if not parts:
+            self.fail("needs at least one value", param, ctx)
+        numbers = []
+        for part in parts:
+            try:
+                numbers.append(self.number_type(part))
+            except ValueError:
+                self.fail(f"{part!r} is not a{'n' if self.number_type is int else ''} "
+                          f"{self.number_type.__name__}", param, ctx)
+        if len(set(numbers)) != len(numbers):
+            self.fail(f"lists a value twice ({value})", param, ctx)
+        return numbers
+
+
+class ReferenceStyleCommand(click.Command):
+    """A click command that also parses the reference's space-separated list options."""
+
+    def __init__(self, *args, list_options=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.list_options = set(list_options)
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, merge_list_args(list(args), self.list_options))
+
+
+def clean_errors(command_body):
+    """Turn library errors into one-line messages: ``Error: ...``, exit 1, no traceback.
+
+    Ctrl-C stops with exit status 130 and a line saying that no output was written (outputs
+    are renamed into place only when complete).
+    """
+
+    @functools.wraps(command_body)
+    def wrapper(*args, **kwargs):
+        try:
+            return command_body(*args, **kwargs)
+        except InputError as err:
+            raise click.ClickException(str(err)) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted: stopped cleanly, no output was written.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+class Reporter:
+    """Progress bars and notices on stderr, all switched off by ``--quiet``."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+
+    def notice(self, message):
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def progress(self, desc, unit="it", total=None, **kwargs):
+        """A function wrapping an iterable in a tqdm bar named ``desc``."""
+        return lambda iterable: tqdm(iterable, desc=desc, unit=unit, total=total,
+                                     disable=self.quiet, file=sys.stderr, leave=False,
+                                     dynamic_ncols=True, **kwargs)
+
+    def bar(self, desc, total, unit="it", **kwargs):
+        """A manually updated tqdm bar."""
+        return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr,
+                    dynamic_ncols=True, **kwargs)
+
+
+def gpu_option(help_text):
+    return click.option("--gpu_id", "--gpu-id", type=int, default=None, show_default="GPU 0 "
+                        "if there is one, else CPU", help=help_text)
+
+
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or notices on stderr.")

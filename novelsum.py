@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""NovelSum: the diversity of one or more embedded datasets, over a grid of parameters."""
+
+import csv
+import io
+from pathlib import Path
+
+import click
+
+from cli_common import (NumberList, Reporter, ReferenceStyleCommand, clean_errors, gpu_option,
+                        quiet_option)
+from utils.atomic import write_text_atomic
+from utils.density import DensityReference
+from utils.device import resolve_device
+from utils.errors import InputError
+from utils.proximity import DEFAULT_BLOCK_MIB, novelsum_grid, proximity_profile
+from utils.shards import VECTOR_SUFFIXES, load_vectors, natural_key
+
+LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
+                "--distance-powers")
+DEFAULT_DENSITY_POWERS = [0.0, 0.25, 0.5]
+
+
+def dataset_paths(single_dataset_path, multi_datasets_dir):
+    """The datasets to measure: the single path, then each file or shard folder of the dir."""
+    paths = [Path(single_dataset_path)] if single_dataset_path else []
+    if multi_datasets_dir:
+        folder = Path(multi_datasets_dir)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: --multi_datasets_dir must be a folder of datasets")
+        found = [p for p in folder.iterdir() if not p.name.startswith(".")
+                 and (p.is_dir() or (p.is_file() and p.suffix in VECTOR_SUFFIXES))]
+        if not found:
+            raise InputError(f"{folder}: no datasets (.json or .npy files, or shard folders)")
+        paths += sorted(found, key=lambda p: natural_key(p.stem))
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+    return paths
+
+
+def results_csv(rows):
+    """The CSV text of the result rows (dicts with the same keys, in column order)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def results_table(rows, neighbors, density_powers, distance_powers):
+    """A compact text table: one line per dataset, k and beta; one column per alpha."""
+    from utils.proximity import column_name, format_number
+
+    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
+    header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
+              + "  ".join(f"{'alpha=' + format_number(a):>10}" for a in distance_powers)
+              + f"  {'cos_distance':>12}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        for beta in density_powers:
+            for k in neighbors:
+                values = "  ".join(f"{row[column_name(k, beta, a)]:>10.6g}"
+                                   for a in distance_powers)
+                lines.append(f"{row['Dataset Name']:<{name_width}}  {k:>4}  "
+                             f"{format_number(beta):>5}  {values}  "
+                             f"{row['cos_distance']:>12.6g}")
+    return "\n".join(lines)
+
+
+@click.command(cls=ReferenceStyleCommand, list_options=LIST_OPTIONS)
+@click.option("--single_dataset_path", "--single-dataset-path",
+              help="One dataset to measure: an embedding file (.json or .npy) or a shard folder.")
+@click.option("--multi_datasets_dir", "--multi-datasets-dir",
+              help="A folder of datasets to measure: each .json/.npy file or subfolder is one.")
+@click.option("--dense_ref_dir", "--dense-ref-dir",
+              help="Reference embeddings (shard folder or file) for the density factor; "
+                   "without it only density power 0 is defined.")
+@click.option("--output_csv", "--output-csv", required=True,
+              help="CSV file to write: one row per dataset, one column per grid point.")
+@gpu_option("GPU for distances and kNN (-1: CPU); falls back to CPU with a notice.")
+@click.option("--neighbors", type=NumberList(int), default="5,10", show_default=True,
+              help="Numbers of nearest neighbours k for the density factor (list).")
+@click.option("--density_powers", "--density-powers", type=NumberList(float), default=None,
+              show_default="0 0.25 0.5; 0 without --dense_ref_dir",
+              help="Powers beta applied to the density factor (list).")
+@click.option("--distance_powers", "--distance-powers", type=NumberList(float),
+              default="0,1,2", show_default=True,
+              help="Powers alpha of the proximity weights r^-alpha (list).")
+@click.option("--block_mib", "--block-mib", type=click.IntRange(min=1),
+              default=DEFAULT_BLOCK_MIB, show_default=True,
+              help="Memory for one block of distance rows, in MiB.")
+@quiet_option
+@clean_errors
+def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu_id, neighbors,
+         density_powers, distance_powers, block_mib, quiet):
+    """Compute NovelSum for embedded datasets and write one CSV row per dataset.
+
+    Lists may be space- or comma-separated. Example:
+
+        python novelsum.py --multi_datasets_dir subsets/ --dense_ref_dir pool/
+        --output_csv novelsum.csv --neighbors 5 10 --density_powers 0 0.25 0.5
+    """
+    if not single_dataset_path and not multi_datasets_dir:
+        raise click.UsageError("give --single_dataset_path, --multi_datasets_dir, or both")
+    if min(neighbors) < 1:
+        raise click.UsageError(f"--neighbors {min(neighbors)}: must be at least 1")
+    if density_powers is None:
+        density_powers = DEFAULT_DENSITY_POWERS if dense_ref_dir else [0.0]
+    if not dense_ref_dir and any(beta != 0 for beta in density_powers):
+        raise click.UsageError("--density_powers other than 0 need a reference set: "
+                               "give --dense_ref_dir (or use --density_powers 0)")
+    if Path(output_csv).is_dir():
+        raise InputError(f"{output_csv}: --output_csv is a folder; give a file name")
+    report = Reporter(quiet)
+    device = resolve_device(gpu_id, report.notice)
+    paths = dataset_paths(single_dataset_path, multi_datasets_dir)
+
+    reference = None
+    if dense_ref_dir and any(beta != 0 for beta in density_powers):
+        ref = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
+                           allow_zero=True)
+        reference = DensityReference(ref.vectors, device, source=f"{dense_ref_dir}")
+        reference.check_neighbors(neighbors)
+
+    rows = []
+    for path in paths:
+        dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"))
+        if reference is not None and dataset.vectors.shape[1] != reference.rows.shape[1]:
+            raise InputError(f"{path}: vectors have {dataset.vectors.shape[1]} dimensions but "
+                             f"the reference {dense_ref_dir} has {reference.rows.shape[1]}")
+        mean_sq_by_k = None
+        if reference is not None:
+            mean_sq_by_k = reference.mean_sq_distances(
+                dataset.vectors, neighbors, report.progress(f"density {dataset.name}", "chunk"))
+        means, distance_sum = proximity_profile(
+            dataset.vectors, distance_powers, device, block_mib,
+            report.progress(f"distances {dataset.name}", "block"))
+        row = {"Dataset Name": dataset.name}
+        row.update(novelsum_grid(means, mean_sq_by_k, neighbors, density_powers,
+                                 distance_powers))
+        row["cos_distance"] = distance_sum / len(dataset.vectors) ** 2
+        rows.append(row)
+
+    write_text_atomic(output_csv, results_csv(rows))
+    click.echo(results_table(rows, neighbors, density_powers, distance_powers))
+    report.notice(f"wrote {output_csv} ({len(rows)} dataset(s))")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures: the golden cases, seeded shard builders, and a CLI runner."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+GOLDEN = Path(__file__).parent / "golden"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def clustered_vectors(n, dim, n_clusters=8, seed=0, spread=0.3):
+    """Seeded clustered embeddings: cluster centres plus Gaussian noise (float32)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, dim))
+    labels = rng.integers(0, n_clusters, size=n)
+    return (centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def write_json_shards(folder, vectors, sizes, names=None):
+    """Write ``vectors`` as JSON shards of the given uneven ``sizes`` (stems 0, 1, ... or names)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = 0
+    for i, size in enumerate(sizes):
+        name = names[i] if names else str(i)
+        (folder / f"{name}.json").write_text(json.dumps(vectors[start:start + size].tolist()))
+        start += size
+    assert start == len(vectors)
+    return folder
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def golden():
+    return GOLDEN

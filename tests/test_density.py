@@ -1,0 +1,91 @@
+"""kNN and density factor (SPEC section 3), on cases small enough to check by hand."""
+
+import numpy as np
+import pytest
+
+from conftest import clustered_vectors
+from utils.density import (DensityReference, density_factor, drop_self, knn_search,
+                           mean_sq_distance_by_k, merge_topk, rows_in_reference, unique_rows)
+from utils.errors import InputError
+
+LINE = np.array([[0.0], [1.0], [3.0], [7.0]], dtype=np.float32)
+
+
+def test_member_query_leaves_itself_out():
+    reference = DensityReference(LINE)
+    # row 1.0: neighbours 0.0 (d^2 = 1) and 3.0 (d^2 = 4) once itself is left out
+    means = reference.mean_sq_distances(np.array([[1.0]], dtype=np.float32), [1, 2])
+    assert means[1].tolist() == [1.0]
+    assert means[2].tolist() == [2.5]
+
+
+def test_outside_query_keeps_its_true_nearest_neighbour():
+    reference = DensityReference(LINE)
+    # 2.5 is not in the reference: nearest are 3.0 (0.25) then 1.0 (2.25); the published
+    # script would have dropped 3.0
+    means = reference.mean_sq_distances(np.array([[2.5]], dtype=np.float32), [1, 2])
+    assert means[1].tolist() == [0.25]
+    assert means[2].tolist() == [1.25]
+
+
+def test_duplicates_in_reference_are_kept_once():
+    reference = DensityReference(np.array([[0.0], [0.0], [2.0], [2.0], [5.0]],
+                                          dtype=np.float32))
+    assert len(reference) == 3
+    means = reference.mean_sq_distances(np.array([[0.0]], dtype=np.float32), [2])
+    assert means[2].tolist() == [(4.0 + 25.0) / 2]
+
+
+def test_negative_zero_equals_zero_row():
+    rows, lookup = unique_rows(np.array([[0.0, 1.0], [-0.0, 1.0]], dtype=np.float32))
+    assert len(rows) == 1
+    assert rows_in_reference(np.array([[-0.0, 1.0]], dtype=np.float32), rows, lookup)[0] == 0
+
+
+def test_drop_self_by_identity_not_position():
+    sq = np.array([[0.0, 0.0, 1.0], [0.0, 0.5, 2.0]])
+    labels = np.array([[4, 2, 3], [7, 8, 9]])  # query 0 is row 2, tied with row 4 at distance 0
+    kept = drop_self(sq, labels, np.array([2, -1]), 2)
+    assert kept.tolist() == [[0.0, 1.0], [0.0, 0.5]]
+
+
+def test_mean_by_k_uses_prefixes():
+    means = mean_sq_distance_by_k(np.array([[1.0, 2.0, 6.0]], dtype=np.float32), [1, 3])
+    assert means[1].tolist() == [1.0] and means[3].tolist() == [3.0]
+
+
+def test_density_factor_formula():
+    assert density_factor([4.0], 0.5)[0] == pytest.approx(1 / np.sqrt(4.0 + 1e-9), rel=1e-15)
+    assert density_factor([4.0], 0)[0] == 1.0
+
+
+@pytest.mark.parametrize("k", [0, 4, 5])
+def test_neighbors_must_be_below_distinct_reference_size(k):
+    reference = DensityReference(np.vstack([LINE, LINE[:1]]), source="ref/")
+    with pytest.raises(InputError, match=f"--neighbors {k}: .* ref/ \\(4\\)"):
+        reference.check_neighbors([k])
+
+
+def test_torch_search_equals_faiss():
+    pytest.importorskip("torch")
+    reference = clustered_vectors(700, 24, seed=1)
+    queries = np.vstack([reference[:50], clustered_vectors(30, 24, seed=2)])
+    by_faiss = DensityReference(reference, backend="faiss").mean_sq_distances(queries, [1, 5, 10])
+    by_torch = DensityReference(reference, backend="torch").mean_sq_distances(queries, [1, 5, 10])
+    for k in [1, 5, 10]:
+        np.testing.assert_allclose(by_torch[k], by_faiss[k], rtol=1e-5)
+    faiss_d, faiss_i = knn_search(reference, queries, 11, backend="faiss")
+    torch_d, torch_i = knn_search(reference, queries, 11, backend="torch")
+    assert (torch_i == faiss_i).mean() > 0.99  # labels may swap only at near-ties
+
+
+def test_merge_topk_across_blocks_equals_whole():
+    torch = pytest.importorskip("torch")
+    values = torch.tensor([[5.0, 1.0, 4.0, 2.0, 3.0, 0.5]])
+    best_d = best_i = None
+    for start in range(0, 6, 2):
+        block = values[:, start:start + 2]
+        d, i = torch.topk(block, 2, dim=1, largest=False)
+        best_d, best_i = merge_topk(best_d, best_i, d, i + start, 3)
+    assert best_d.tolist() == [[0.5, 1.0, 2.0]]
+    assert best_i.tolist() == [[5, 1, 3]]

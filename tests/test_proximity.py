@@ -1,0 +1,115 @@
+"""Rank weights, proximity-weighted means and the NovelSum grid (SPEC section 4)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import clustered_vectors
+from utils.proximity import (column_name, format_number, novelsum_grid, proximity_profile,
+                             rank_weights, row_blocks)
+
+
+def direct_proximity_means(vectors, alpha):
+    """Full matrix, one sort per row: the reference's algorithm, for comparison."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    distances = np.sort(1.0 - unit.astype(np.float64) @ unit.T.astype(np.float64), axis=1)
+    weights = rank_weights(len(vectors), alpha)
+    return distances @ weights / weights.sum()
+
+
+def test_rank_weights():
+    assert rank_weights(3, 1).tolist() == [1.0, 0.5, 1 / 3]
+    assert rank_weights(3, 0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_hand_checked_three_points():
+    # unit vectors at 0, 90 and 180 degrees: distances 0, 1, 2
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
+    means, total = proximity_profile(vectors, [0, 1])
+    # sorted rows: [0, 1, 2], [0, 1, 1], [0, 1, 2]
+    assert total == pytest.approx(8.0, abs=1e-6)
+    np.testing.assert_allclose(means[:, 0], [1.0, 2 / 3, 1.0], atol=1e-7)
+    w = np.array([1, 1 / 2, 1 / 3]) / (1 + 1 / 2 + 1 / 3)
+    np.testing.assert_allclose(means[:, 1], [w @ [0, 1, 2], w @ [0, 1, 1], w @ [0, 1, 2]],
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize("budget_rows", [1, 7, 120])
+def test_blocked_equals_whole(budget_rows):
+    vectors = clustered_vectors(120, 16, seed=3)
+    budget_mib = budget_rows * 120 * 12 * 2 / 2**20  # 2 threads x 12 bytes per element
+    means, _ = proximity_profile(vectors, [0, 1, 2], budget_mib=budget_mib)
+    for a, alpha in enumerate([0, 1, 2]):
+        np.testing.assert_allclose(means[:, a], direct_proximity_means(vectors, alpha),
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_row_blocks_cover_all_rows_within_budget():
+    blocks = list(row_blocks(10, bytes_per_row=100, budget_bytes=350))
+    assert blocks == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert list(row_blocks(2, bytes_per_row=10**9, budget_bytes=1)) == [(0, 1), (1, 2)]
+
+
+def test_torch_profile_equals_numpy():
+    pytest.importorskip("torch")
+    from utils.proximity import _proximity_profile_torch, normalised_weight_matrix, unit_rows
+
+    vectors = clustered_vectors(150, 12, seed=4)
+    means, total = proximity_profile(vectors, [0, 0.5, 2])
+    unit = unit_rows(vectors)
+    means_t, total_t = _proximity_profile_torch(unit, normalised_weight_matrix(150, [0, 0.5, 2]),
+                                                150 * 24 * 7, None, "cpu")
+    # per row the two BLAS libraries differ by float32 rounding (~1e-7 absolute) ...
+    np.testing.assert_allclose(means_t, means, rtol=1e-6, atol=5e-7)
+    # ... and NovelSum, the mean over rows, agrees to the SPEC's relative 1e-6
+    np.testing.assert_allclose(means_t.mean(axis=0), means.mean(axis=0), rtol=1e-6)
+    assert total_t == pytest.approx(total, rel=1e-9)
+
+
+def test_format_and_column_names():
+    assert [format_number(v) for v in [0, 0.0, 0.25, 1.0, 2, 1e-3]] == ["0", "0", "0.25", "1",
+                                                                         "2", "0.001"]
+    assert column_name(10, 0.5, 1.0) == "neighbor_10_density_0.5_distance_1"
+
+
+def test_grid_order_beta_outer_then_k_then_alpha():
+    means = np.ones((4, 2))
+    grid = novelsum_grid(means, {5: np.ones(4), 10: np.ones(4)}, [5, 10], [0, 0.5], [0, 1])
+    assert list(grid)[:4] == ["neighbor_5_density_0_distance_0", "neighbor_5_density_0_distance_1",
+                              "neighbor_10_density_0_distance_0",
+                              "neighbor_10_density_0_distance_1"]
+    assert list(grid)[4] == "neighbor_5_density_0.5_distance_0"
+
+
+def novelsum_value(vectors, alpha, scale=None):
+    means, total = proximity_profile(vectors, [alpha])
+    row_scale = np.ones(len(vectors)) if scale is None else scale
+    return float(np.mean(row_scale * means[:, 0])), total / len(vectors) ** 2
+
+
+vector_sets = st.integers(min_value=0, max_value=2**31).map(
+    lambda seed: clustered_vectors(40, 6, n_clusters=3, seed=seed))
+
+
+@settings(max_examples=25, deadline=None)
+@given(vector_sets, st.sampled_from([0, 1, 2]), st.randoms(use_true_random=False))
+def test_order_of_rows_does_not_matter(vectors, alpha, rnd):
+    order = list(range(len(vectors)))
+    rnd.shuffle(order)
+    assert novelsum_value(vectors[order], alpha)[0] == pytest.approx(
+        novelsum_value(vectors, alpha)[0], rel=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(vector_sets)
+def test_alpha_zero_without_density_is_mean_cosine_distance(vectors):
+    value, mean_cos = novelsum_value(vectors, 0)
+    assert value == pytest.approx(mean_cos, rel=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(vector_sets)
+def test_alpha_zero_unchanged_by_duplicating_every_sample(vectors):
+    assert novelsum_value(np.vstack([vectors, vectors]), 0)[0] == pytest.approx(
+        novelsum_value(vectors, 0)[0], rel=1e-6)

@@ -1,0 +1,187 @@
+"""Exact k-nearest-neighbour search and the density factor (SPEC section 3).
+
+sigma_k(x) = 1 / (mean of the k smallest squared L2 distances from x to the reference set R
++ 1e-9) ** beta, with R's exact duplicate rows kept once and x itself left out when x is a row
+of R. The published script always dropped the first neighbour, which is wrong for a query from
+elsewhere (SPEC section 7); here the left-out row is found by identity, not by position.
+
+Search backends, all exact (squared L2, as a faiss ``IndexFlatL2``): faiss on the CPU; faiss-gpu
+when it is installed and a GPU is asked for; otherwise a blocked torch search on the GPU.
+"""
+
+import hashlib
+
+import numpy as np
+
+from .device import exact_torch
+from .errors import InputError
+
+DENSITY_EPS = 1e-9
+
+
+def canonical_rows(vectors):
+    """Contiguous float32 rows with -0.0 turned into 0.0, so equal rows have equal bytes."""
+    return np.ascontiguousarray(vectors, dtype=np.float32) + np.float32(0.0)
+
+
+def row_digests(vectors):
+    """A 16-byte digest of each row's float32 bytes (rows must come from ``canonical_rows``)."""
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in vectors]
+
+
+def unique_rows(vectors):
+    """Keep the first occurrence of each exact row: ``(rows, digest -> row index)``."""
+    vectors = canonical_rows(vectors)
+    first_row = {}
+    keep = []
+    for i, digest in enumerate(row_digests(vectors)):
+        if digest not in first_row:
+            first_row[digest] = len(keep)
+            keep.append(i)
+    rows = vectors if len(keep) == len(vectors) else vectors[keep]
+    return rows, first_row
+
+
+def rows_in_reference(queries, reference_rows, digest_to_row):
+    """Index in the reference of each query row, or -1 where the query is not a reference row."""
+    queries = canonical_rows(queries)
+    found = np.full(len(queries), -1, dtype=np.int64)
+    for i, digest in enumerate(row_digests(queries)):
+        j = digest_to_row.get(digest)
+        # A digest match is checked on the values: a collision must not drop a true neighbour.
+        if j is not None and np.array_equal(queries[i], reference_rows[j]):
+            found[i] = j
+    return found
+
+
+def drop_self(sq_distances, labels, self_rows, k):
+    """Keep k neighbours per query: without the query's own row when it is among the results.
+
+    ``sq_distances`` and ``labels`` hold k + 1 results per query, nearest first; ``self_rows``
+    gives each query's row in the reference or -1. Queries from elsewhere keep their first k.
+    """
+    is_self = labels == self_rows[:, None]
+    keep = ~is_self
+    keep[~is_self.any(axis=1), k:] = False
+    return sq_distances[keep].reshape(len(sq_distances), k)
+
+
+def mean_sq_distance_by_k(sq_distances, ks):
+    """Mean of the first k (nearest) squared distances of each row, for each k in ``ks``."""
+    prefix_sums = np.cumsum(sq_distances.astype(np.float64), axis=1)
+    return {k: prefix_sums[:, k - 1] / k for k in ks}
+
+
+def density_factor(mean_sq_distance, beta):
+    """sigma_k ** beta = 1 / (mean squared kNN distance + 1e-9) ** beta (float64)."""
+    return 1.0 / np.power(np.asarray(mean_sq_distance, dtype=np.float64) + DENSITY_EPS, beta)
+
+
+def _faiss_search(reference, queries, n_results, device):
+    import faiss
+
+    index = faiss.IndexFlatL2(reference.shape[1])
+    if device != "cpu":
+        gpu_resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(gpu_resources, int(device.split(":")[1]), index)
+    index.add(reference)
+    return index.search(queries, n_results)
+
+
+def merge_topk(best_d, best_i, block_d, block_i, n_results):
+    """Merge two (distances, labels) candidate lists row by row into the n smallest (torch)."""
+    import torch
+
+    if best_d is None:
+        return block_d, block_i
+    all_d = torch.cat([best_d, block_d], dim=1)
+    all_i = torch.cat([best_i, block_i], dim=1)
+    top_d, where = torch.topk(all_d, n_results, dim=1, largest=False, sorted=True)
+    return top_d, torch.gather(all_i, 1, where)
+
+
+def _torch_search(reference, queries, n_results, device, budget_bytes=1 << 30):
+    """Exact squared-L2 kNN in query x reference blocks, as faiss's flat index computes it."""
+    torch = exact_torch()
+    ref = torch.from_numpy(reference).to(device)
+    ref_sq = (ref * ref).sum(dim=1)
+    n_ref = len(reference)
+    ref_block = max(n_results, min(n_ref, budget_bytes // (4 * 4096)))
+    query_block = max(1, budget_bytes // (4 * ref_block * 3))
+    out_d = np.empty((len(queries), n_results), dtype=np.float32)
+    out_i = np.empty((len(queries), n_results), dtype=np.int64)
+    for q0 in range(0, len(queries), query_block):
+        q = torch.from_numpy(queries[q0:q0 + query_block]).to(device)
+        q_sq = (q * q).sum(dim=1, keepdim=True)
+        best_d = best_i = None
+        for r0 in range(0, n_ref, ref_block):
+            block = (q_sq + ref_sq[None, r0:r0 + ref_block]
+                     - 2.0 * (q @ ref[r0:r0 + ref_block].T)).clamp_(min=0.0)
+            take = min(n_results, block.shape[1])
+            block_d, block_i = torch.topk(block, take, dim=1, largest=False, sorted=True)
+            best_d, best_i = merge_topk(best_d, best_i, block_d, block_i + r0, n_results)
+        out_d[q0:q0 + len(q)] = best_d.cpu().numpy()
+        out_i[q0:q0 + len(q)] = best_i.cpu().numpy()
+    return out_d, out_i
+
+
+def faiss_gpu_available():
+    """Whether the installed faiss was built with GPU support and sees a GPU."""
+    try:
+        import faiss
+    except ImportError:
+        return False
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def knn_search(reference, queries, n_results, device="cpu", backend=None):
+    """Squared L2 distances and labels of the ``n_results`` nearest reference rows, nearest first.
+
+    ``backend`` is ``"faiss"`` or ``"torch"``; by default faiss on the CPU and on a GPU when
+    faiss-gpu is installed, torch on a GPU otherwise.
+    """
+    reference = np.ascontiguousarray(reference, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if backend is None:
+        backend = "faiss" if device == "cpu" or faiss_gpu_available() else "torch"
+    if backend == "faiss":
+        return _faiss_search(reference, queries, n_results, device)
+    return _torch_search(reference, queries, n_results, device)
+
+
+class DensityReference:
+    """The reference set R of SPEC section 3, ready to give mean kNN distances of queries."""
+
+    def __init__(self, vectors, device="cpu", backend=None, source="the reference set"):
+        self.rows, self._digest_to_row = unique_rows(vectors)
+        self.device = device
+        self.backend = backend
+        self.source = source
+
+    def __len__(self):
+        return len(self.rows)
+
+    def check_neighbors(self, ks, option="--neighbors"):
+        """Every k must satisfy 1 <= k < |R| (distinct rows), so a member keeps k others."""
+        for k in ks:
+            if k < 1 or k >= len(self.rows):
+                raise InputError(f"{option} {k}: must be at least 1 and below the number of "
+                                 f"distinct rows of {self.source} ({len(self.rows)})")
+
+    def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=8192):
+        """For each k in ``ks``: the mean squared distance of each query to its k nearest rows.
+
+        Queries are searched in chunks of ``chunk_rows`` so that ``progress`` (for example
+        tqdm, wrapping the list of chunk starts) can report on a long search.
+        """
+        self.check_neighbors(ks)
+        k_max = max(ks)
+        starts = list(range(0, len(queries), chunk_rows))
+        kept = []
+        for start in (progress(starts) if progress else starts):
+            chunk = queries[start:start + chunk_rows]
+            sq_distances, labels = knn_search(self.rows, chunk, k_max + 1, self.device,
+                                              self.backend)
+            self_rows = rows_in_reference(chunk, self.rows, self._digest_to_row)
+            kept.append(drop_self(sq_distances, labels, self_rows, k_max))
+        return mean_sq_distance_by_k(np.concatenate(kept), ks)

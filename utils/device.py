@@ -1,0 +1,55 @@
+"""Resolve ``--gpu_id`` to a device once, at the edge (STYLE: the kernels do not care).
+
+Convention (as faiss's ``ngpu``): ``None`` means "GPU 0 if there is one, else the CPU";
+``-1`` means the CPU; ``N >= 0`` asks for GPU N and falls back to the CPU with a notice.
+"""
+
+import glob
+import importlib.util
+
+CPU = "cpu"
+
+
+def nvidia_driver_present():
+    """Whether this machine exposes an NVIDIA GPU, checked without importing torch.
+
+    Importing torch costs about a second; on a laptop with no NVIDIA device nodes we know the
+    answer without it.
+    """
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or bool(glob.glob("/proc/driver/nvidia/gpus/*"))
+
+
+def cuda_device_count():
+    """Number of CUDA devices torch can use (0 without torch, a CUDA build or a driver)."""
+    if not nvidia_driver_present() or importlib.util.find_spec("torch") is None:
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve_device(gpu_id, notify=None):
+    """Return ``"cpu"`` or ``"cuda:N"`` for ``gpu_id``; ``notify(str)`` hears of any fallback."""
+    if gpu_id is not None and gpu_id < 0:
+        return CPU
+    count = cuda_device_count()
+    if gpu_id is None:
+        return "cuda:0" if count else CPU
+    if gpu_id < count:
+        return f"cuda:{gpu_id}"
+    if notify is not None:
+        reason = "no CUDA device is available" if count == 0 else f"only {count} CUDA device(s)"
+        notify(f"GPU {gpu_id} requested but {reason}; running on the CPU")
+    return CPU
+
+
+def exact_torch():
+    """Import torch with float32 matrix products in full precision (no TF32 shortcuts).
+
+    TF32 keeps 10 mantissa bits; with it the GPU could not reproduce the CPU's numbers.
+    """
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
