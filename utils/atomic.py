@@ -20,6 +20,10 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp_name)
+        # mkstemp makes the file private (0600); give the output the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
