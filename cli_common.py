@@ -17,23 +17,27 @@ from utils.errors import InputError
 _NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def merge_list_args(args, list_options):
+PATH_SEPARATOR = "\x1f"  # joins the folders of a path list: a character no path holds
+
+
+def merge_list_args(args, list_options, path_options=()):
     """Rewrite ``--opt a b c`` into ``--opt a,b,c`` for the options named in ``list_options``.
 
     Values are taken up to the next token that looks like an option (``-x`` or ``--x``; a
     negative number such as ``-0.5`` is a value). ``--opt=a,b`` passes through unchanged.
+    Options in ``path_options`` take several paths, joined with ``PATH_SEPARATOR``.
     """
     merged, i = [], 0
     while i < len(args):
         token = args[i]
         merged.append(token)
         i += 1
-        if token in list_options:
+        if token in list_options or token in path_options:
             values = []
             while i < len(args) and (not args[i].startswith("-") or _NUMBER.match(args[i])):
                 values.append(args[i])
                 i += 1
-            merged.append(",".join(values))
+            merged.append((PATH_SEPARATOR if token in path_options else ",").join(values))
     return merged
 
 
@@ -65,12 +69,14 @@ class NumberList(click.ParamType):
 class ReferenceStyleCommand(click.Command):
     """A click command that also parses the reference's space-separated list options."""
 
-    def __init__(self, *args, list_options=(), **kwargs):
+    def __init__(self, *args, list_options=(), path_options=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.list_options = set(list_options)
+        self.path_options = set(path_options)
 
     def parse_args(self, ctx, args):
-        return super().parse_args(ctx, merge_list_args(list(args), self.list_options))
+        return super().parse_args(ctx, merge_list_args(list(args), self.list_options,
+                                                       self.path_options))
 
 
 def clean_errors(command_body):

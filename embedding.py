@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Embed text shards: one vector per item, one output shard per input shard."""
+
+import os
+
+# Models are local folders: never let transformers wait on a hub it cannot reach.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from cli_common import (PATH_SEPARATOR, Reporter, ReferenceStyleCommand, clean_errors,
+                        gpu_option, quiet_option)
+from utils.atomic import atomic_path
+from utils.device import resolve_device
+from utils.embedders import (BACKENDS, check_model_path, choose_backend, item_text,
+                             make_backend, output_path, shard_done)
+from utils.errors import InputError
+from utils.shards import TEXT_SUFFIXES, natural_key, read_text_shard
+
+CHUNK_TEXTS = 512  # texts per backend call: the progress bar moves at least this often
+
+
+def text_shards(folder):
+    """Text shards under ``folder`` (subfolders included), in natural order of their paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--input_dir {folder}: no such folder")
+    shards = [p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
+              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if not shards:
+        raise InputError(f"--input_dir {folder}: no text shards (.json or .jsonl) in it")
+    return sorted(shards, key=lambda p: [natural_key(part) for part in
+                                         p.relative_to(folder).with_suffix("").parts])
+
+
+def plan_shards(input_dirs, output_dir, output_format):
+    """(input shard, output path) for every shard; several inputs get a subfolder each."""
+    names = [Path(d).resolve().name for d in input_dirs]
+    if len(set(names)) != len(names):
+        raise InputError("--input_dir folders must have different names: their outputs go "
+                         "to subfolders of --output_dir named after them")
+    plan = []
+    for folder, name in zip(input_dirs, names):
+        root = Path(output_dir) / name if len(input_dirs) > 1 else Path(output_dir)
+        plan += [(shard, output_path(shard, folder, root, output_format))
+                 for shard in text_shards(folder)]
+    return plan
+
+
+def shard_texts(shard):
+    """Texts of one shard's items; a bad item is named by file and index."""
+    return [item_text(item, f"{shard}: item {i}") for i, item in enumerate(read_text_shard(shard))]
+
+
+def write_vectors(path, vectors):
+    with atomic_path(path) as tmp:
+        if path.suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, vectors.astype(np.float32))
+        else:
+            tmp.write_text(json.dumps(vectors.tolist()))
+
+
+@click.command(cls=ReferenceStyleCommand, path_options=("--input_dir", "--input-dir"))
+@click.option("--input_dir", "--input-dir", required=True,
+              help="One or more folders of text shards (.json lists or .jsonl; strings or "
+                   "conversations).")
+@click.option("--model_path", "--model-path", required=True,
+              help="Model folder: a causal LM (LLaMA, Qwen...) or a sentence-transformers model.")
+@gpu_option("GPU for the model (-1: CPU); falls back to CPU with a notice.")
+@click.option("--max_length", "--max-length", type=click.IntRange(min=1), default=256,
+              show_default=True, help="Tokens kept per text, special tokens included.")
+@click.option("--output_dir", "--output-dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the vectors: mirrors the input tree, one shard per input shard.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto: vLLM for a causal LM on a GPU, sentence-transformers for its folders, "
+                   "else transformers.")
+@click.option("--batch_size", "--batch-size", type=click.IntRange(min=1), default=32,
+              show_default=True, help="Texts per forward pass (transformers, "
+                                      "sentence-transformers).")
+@click.option("--output_format", "--output-format", type=click.Choice(["json", "npy"]),
+              default="json", show_default=True,
+              help="json as the reference writes; npy is ~10x smaller and faster to load.")
+@click.option("--overwrite", is_flag=True, help="Embed shards again even if their output exists.")
+@quiet_option
+@clean_errors
+def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_size,
+         output_format, overwrite, quiet):
+    """Embed every item of the input shards; a rerun skips shards already done.
+
+    Example:
+
+        python embedding.py --input_dir examples/pool/text --model_path MODEL_DIR
+        --output_dir pool_embeddings --output_format npy
+    """
+    report = Reporter(quiet)
+    check_model_path(model_path)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output_dir {output_dir}: is a file; give a folder")
+    plan = plan_shards(input_dir.split(PATH_SEPARATOR), output_dir, output_format)
+    pending = []
+    for shard, target in plan:  # every item is checked before the model is loaded
+        texts = shard_texts(shard)
+        if overwrite or not shard_done(target, len(texts)):
+            pending.append((shard, target, texts))
+    skipped = len(plan) - len(pending)
+    if skipped:
+        report.notice(f"skipping {skipped} shard(s) already embedded in {output_dir} "
+                      f"(--overwrite to redo them)")
+    if not pending:
+        click.echo(f"nothing to do: all {len(plan)} shard(s) are embedded")
+        return
+    device = resolve_device(gpu_id, report.notice)
+    backend = choose_backend(backend, model_path, device)
+    report.notice(f"embedding with {backend} on {device}")
+    embedder = make_backend(backend, model_path, device, max_length, batch_size)
+    total = sum(len(texts) for _, _, texts in pending)
+    start = time.perf_counter()
+    with report.bar("embedding", total=total, unit="text") as bar:
+        for shard, target, texts in pending:
+            parts = []
+            for i in range(0, len(texts), CHUNK_TEXTS):
+                parts.append(embedder.embed(texts[i:i + CHUNK_TEXTS]))
+                bar.update(len(parts[-1]))
+            width = parts[0].shape[1] if parts else 0
+            write_vectors(target, np.concatenate(parts) if parts else np.zeros((0, width)))
+    seconds = time.perf_counter() - start
+    click.echo(f"embedded {total} texts in {len(pending)} shard(s) with {backend} on {device}: "
+               f"{seconds:.1f} s, {total / seconds:.1f} texts/s; output in {output_dir}")
+
+
+if __name__ == "__main__":
+    main()

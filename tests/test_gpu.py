@@ -1,0 +1,48 @@
+"""The GPU paths against the CPU results. They need CUDA and are skipped, with a reason, without it.
+
+Run them on a GPU machine with ``python -m pytest tests/test_gpu.py -rs``.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import GOLDEN, clustered_vectors
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="GPU path: needs a CUDA device (none on this machine)")
+
+
+def test_gpu_selection_reproduces_golden_picks():
+    from utils.density import DensityReference, density_factor
+    from utils.proximity import unit_rows
+    from utils.selection import TorchEngine, first_pick, select
+    from utils.shards import load_vectors
+
+    vectors = load_vectors(GOLDEN / "novelselect" / "embeddings").vectors
+    for run in json.loads((GOLDEN / "novelselect" / "expected.json").read_text()):
+        k = run["neighbors"]
+        mean_sq = DensityReference(vectors, "cuda:0").mean_sq_distances(vectors, [k])[k]
+        rho = density_factor(mean_sq, run["density_power"]).astype(np.float32)
+        unit = unit_rows(vectors)
+        engine = TorchEngine(unit, rho, run["k"], run["distance_power"], "cuda:0")
+        picks = select(unit, rho, run["k"], run["distance_power"],
+                       first_pick(len(vectors), run["seed"]), engine=engine)
+        assert picks == run["indices"]
+
+
+def test_gpu_novelsum_profile_and_knn_equal_cpu():
+    from utils.density import DensityReference
+    from utils.proximity import proximity_profile
+
+    vectors = clustered_vectors(3000, 64, seed=21)
+    cpu_means, cpu_total = proximity_profile(vectors, [0, 1, 2])
+    gpu_means, gpu_total = proximity_profile(vectors, [0, 1, 2], device="cuda:0", budget_mib=64)
+    np.testing.assert_allclose(gpu_means.mean(axis=0), cpu_means.mean(axis=0), rtol=1e-6)
+    assert gpu_total == pytest.approx(cpu_total, rel=1e-6)
+    by_faiss = DensityReference(vectors).mean_sq_distances(vectors[:500], [5, 10])
+    by_gpu = DensityReference(vectors, "cuda:0").mean_sq_distances(vectors[:500], [5, 10])
+    for k in (5, 10):
+        np.testing.assert_allclose(by_gpu[k], by_faiss[k], rtol=1e-5)

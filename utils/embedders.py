@@ -1,0 +1,228 @@
+"""From text items to embedding vectors (SPEC section 2).
+
+Items become text (a string as is; a conversation's turn values joined with "\\n"), are cut to
+``max_length`` tokens by the model's own tokenizer (special tokens included, the head kept), and
+are embedded by one of three backends:
+
+- ``sentence-transformers``: a sentence-transformers folder, with the model's own pooling;
+- ``transformers``: a causal LM; the final layer's hidden state at the last token, L2-normalised;
+- ``vllm``: the same vectors from vLLM's embedding runner, on a GPU.
+
+The causal-LM backends are given the same token ids, so CPU and GPU users get comparable
+vectors. torch, transformers, sentence-transformers and vLLM are imported only when used.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
+
+
+def conversation_text(turns, where):
+    """Join the ``value`` of each turn with newlines (SPEC section 1)."""
+    values = []
+    for j, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise InputError(f"{where}: turn {j} has no text 'value'")
+        values.append(turn["value"])
+    return "\n".join(values)
+
+
+def item_text(item, where):
+    """The text to embed for one item: a string, a list of turns, or {"conversations": turns}."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list) and item and all(isinstance(t, dict) for t in item):
+        return conversation_text(item, where)
+    if isinstance(item, dict) and isinstance(item.get("conversations"), list):
+        return conversation_text(item["conversations"], where)
+    raise InputError(f"{where}: is neither text nor a conversation "
+                     f"(found {json.dumps(item)[:60]})")
+
+
+def read_model_config(model_path):
+    config = Path(model_path) / "config.json"
+    try:
+        return json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def is_sentence_transformers_folder(model_path):
+    return (Path(model_path) / "modules.json").is_file()
+
+
+def is_causal_lm(model_path):
+    architectures = read_model_config(model_path).get("architectures") or []
+    return any(name.endswith("ForCausalLM") for name in architectures)
+
+
+def check_model_path(model_path):
+    path = Path(model_path)
+    if not path.is_dir():
+        raise InputError(f"--model_path {model_path}: no such model folder")
+    if not (path / "config.json").is_file() and not is_sentence_transformers_folder(path):
+        raise InputError(f"--model_path {model_path}: not a model folder (no config.json)")
+
+
+def vllm_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_backend(backend, model_path, device):
+    """Resolve ``auto``: vLLM for a causal LM with vLLM and a GPU, sentence-transformers for a
+    sentence-transformers folder, transformers otherwise."""
+    if backend != "auto":
+        return backend
+    if is_causal_lm(model_path) and device != "cpu" and vllm_installed():
+        return "vllm"
+    if is_sentence_transformers_folder(model_path):
+        return "sentence-transformers"
+    return "transformers"
+
+
+def truncated_token_ids(tokenizer, texts, max_length):
+    """Token ids of each text, special tokens included, cut to at most ``max_length``."""
+    return tokenizer(texts, add_special_tokens=True, truncation=True,
+                     max_length=max_length)["input_ids"]
+
+
+def last_token_states(hidden_states, attention_mask):
+    """Hidden state of each row's last real token, whichever side the padding is on."""
+    import torch
+
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (attention_mask * positions).argmax(dim=1)
+    return hidden_states[torch.arange(len(last), device=last.device), last]
+
+
+def l2_normalised(vectors):
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+class SentenceTransformersBackend:
+    """A sentence-transformers folder, embedded with the model's own modules and pooling."""
+
+    name = "sentence-transformers"
+
+    def __init__(self, model_path, device, max_length, batch_size):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
+        self.model.max_seq_length = max_length
+        self.batch_size = batch_size
+
+    def embed(self, texts):
+        return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                 show_progress_bar=False).astype(np.float32)
+
+
+class TransformersBackend:
+    """A causal LM through transformers: last-token final hidden state, L2-normalised."""
+
+    name = "transformers"
+
+    def __init__(self, model_path, device, max_length, batch_size):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if not is_causal_lm(model_path):
+            raise InputError(f"--model_path {model_path}: the transformers backend takes a "
+                             f"causal LM (config architectures *ForCausalLM); use a "
+                             f"sentence-transformers folder for encoder models")
+        self.torch = torch
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+        dtype = torch.float32 if device == "cpu" else "auto"
+        self.model = AutoModel.from_pretrained(str(model_path), local_files_only=True,
+                                               dtype=dtype).to(self.device).eval()
+        self.max_length, self.batch_size = max_length, batch_size
+        self.pad_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                       else self.tokenizer.eos_token_id or 0)
+
+    def embed(self, texts):
+        torch = self.torch
+        ids = truncated_token_ids(self.tokenizer, texts, self.max_length)
+        # batches of similar length waste less compute on padding; order restored at the end
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.empty((len(ids), self.model.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(ids), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            width = max(len(ids[i]) for i in rows)
+            batch = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                batch[r, :len(ids[i])] = torch.tensor(ids[i])
+                mask[r, :len(ids[i])] = 1
+            with torch.inference_mode():
+                states = self.model(input_ids=batch.to(self.device),
+                                    attention_mask=mask.to(self.device)).last_hidden_state
+            out[rows] = last_token_states(states, mask.to(self.device)).float().cpu().numpy()
+        return l2_normalised(out)
+
+
+class VllmBackend:
+    """vLLM's embedding runner (pinned version: see requirements-gpu.txt) on one GPU.
+
+    The model runs as a pooling model converted for ``embed``, whose pooling for a generative
+    model is the last token's final hidden state, normalised. It is given the same truncated
+    token ids as the transformers backend, so both backends embed exactly the same input.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_path, device, max_length, batch_size):
+        if device == "cpu":
+            raise InputError("--backend vllm needs a GPU (none is available); "
+                             "use --backend transformers on the CPU")
+        if not vllm_installed():
+            raise InputError("--backend vllm: vLLM is not installed "
+                             "(pip install -r requirements-gpu.txt)")
+        import os
+
+        # vLLM uses the first visible device; make that the one --gpu_id asked for
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+        self.llm = LLM(model=str(model_path), runner="pooling", convert="embed",
+                       max_model_len=max_length, enforce_eager=True,
+                       gpu_memory_utilization=0.9)
+        self.max_length = max_length
+
+    def embed(self, texts):
+        ids = truncated_token_ids(self.tokenizer, texts, self.max_length)
+        outputs = self.llm.embed([{"prompt_token_ids": list(x)} for x in ids], use_tqdm=False)
+        return l2_normalised([o.outputs.embedding for o in outputs])
+
+
+def make_backend(backend, model_path, device, max_length, batch_size):
+    kinds = {"sentence-transformers": SentenceTransformersBackend,
+             "transformers": TransformersBackend, "vllm": VllmBackend}
+    return kinds[backend](model_path, device, max_length, batch_size)
+
+
+def output_path(shard, input_root, output_root, output_format):
+    """Where a shard's vectors go: the same relative path and stem, the chosen format."""
+    relative = Path(shard).relative_to(input_root)
+    return Path(output_root) / relative.with_suffix(f".{output_format}")
+
+
+def shard_done(path, n_items):
+    """Whether ``path`` already holds the vectors of a shard of ``n_items`` (a resumable run)."""
+    if not path.is_file():
+        return False
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, mmap_mode="r").shape[0] == n_items
+        except (ValueError, OSError):
+            return False
+    return True
