@@ -13,7 +13,8 @@ from utils.atomic import write_text_atomic
 from utils.density import DensityReference
 from utils.device import resolve_device
 from utils.errors import InputError
-from utils.proximity import DEFAULT_BLOCK_MIB, novelsum_grid, proximity_profile
+from utils.proximity import (DEFAULT_BLOCK_MIB, column_name, format_number, novelsum_grid,
+                             proximity_profile)
 from utils.shards import VECTOR_SUFFIXES, load_vectors, natural_key
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
@@ -50,8 +51,6 @@ def results_csv(rows):
 
 def results_table(rows, neighbors, density_powers, distance_powers):
     """A compact text table: one line per dataset, k and beta; one column per alpha."""
-    from utils.proximity import column_name, format_number
-
     name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
     header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
               + "  ".join(f"{'alpha=' + format_number(a):>10}" for a in distance_powers)

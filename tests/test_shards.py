@@ -138,3 +138,23 @@ def test_bad_jsonl_line_is_named(tmp_path):
     (tmp_path / "0.jsonl").write_text('"a"\n{oops\n')
     with pytest.raises(InputError, match="line 2 is not valid JSON"):
         load_items(tmp_path)
+
+
+@pytest.mark.parametrize("indent", [None, 4])
+def test_fast_numeric_parser_equals_json(tmp_path, indent):
+    rng = np.random.default_rng(1)
+    vectors = (rng.normal(size=(300, 17)) * rng.choice([1e-30, 1e-6, 1.0, 1e6, 1e30],
+                                                       size=(300, 1))).astype(np.float32)
+    text = json.dumps(vectors.tolist(), indent=indent)
+    (tmp_path / "0.json").write_text(text)
+    parsed = read_vector_shard(tmp_path / "0.json")
+    np.testing.assert_array_equal(parsed, np.asarray(json.loads(text), dtype=np.float32))
+
+
+@pytest.mark.parametrize("text", [b"[[1,2],[3,4]", b"[[1,2],[3]]", b"[[1,2],[3,4,5]]",
+                                  b"[[1,,2]]", b"[[[1,2]]]", b"[[1,2],[3,4],]",
+                                  b"[[1,2],[],[3,4]]", b"[[1.2.3,4]]", b"[[1,2]],[[3,4]]"])
+def test_fast_numeric_parser_declines_malformed_text(text):
+    from utils.shards import _vectors_from_numeric_json
+
+    assert _vectors_from_numeric_json(text) is None

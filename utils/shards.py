@@ -5,6 +5,7 @@ stem, concatenated, and from then on every row is spoken of by its *global index
 in that concatenation. Errors name the file and the row (global and within the shard).
 """
 
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -90,7 +91,38 @@ def _first_non_number(rows):
     return None
 
 
+def _vectors_from_numeric_json(raw):
+    """Parse a plain ``[[n, ...], ...]`` shard with pandas' C parser, or return None.
+
+    Two to three times faster than ``json`` for the large shards users have. Taken only for
+    numeric text (checked by the caller) with a clean two-level structure and no empty or
+    missing values; anything else returns None and goes through ``json`` and the validating
+    path, which names the fault.
+    """
+    body = raw.translate(None, b" \t\r\n")
+    if not (body.startswith(b"[[") and body.endswith(b"]]")):
+        return None
+    table = body[2:-2].replace(b"],[", b"\n")
+    if b"[" in table or b"]" in table or not table:
+        return None
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(io.BytesIO(table), header=None, dtype=np.float64, engine="c",
+                            na_filter=False, skip_blank_lines=False)
+    except (ValueError, pd.errors.ParserError):
+        return None
+    vectors = np.ascontiguousarray(frame.to_numpy(dtype=np.float32))  # pandas gives columns
+    if len(vectors) != table.count(b"\n") + 1 or np.isnan(vectors).any():
+        return None
+    return vectors
+
+
 def _vectors_from_json(path, raw):
+    if not raw.translate(None, _NUMERIC_JSON_BYTES):
+        vectors = _vectors_from_numeric_json(raw)
+        if vectors is not None:
+            return vectors
     rows = _parse_json(path, raw)
     if not isinstance(rows, list):
         raise InputError(f"{path}: expected a JSON list of vectors, found {type(rows).__name__}")
