@@ -95,6 +95,7 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
 
     Example:
 
+    \b
         python embedding.py --input_dir examples/pool/text --model_path MODEL_DIR
         --output_dir pool_embeddings --output_format npy
     """

@@ -98,6 +98,7 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
     values in memory (396,000 x 10,000: 15.8 GB) and refuses a run that cannot fit.
     Example:
 
+    \b
         python novelselect.py --text_dir pool/text --figure_dir pool/emb --output_dir picked
         --k 1000 --neighbors 10 --density_power 0.5 --distance_power 1
     """

@@ -97,6 +97,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
 
     Lists may be space- or comma-separated. Example:
 
+    \b
         python novelsum.py --multi_datasets_dir subsets/ --dense_ref_dir pool/
         --output_csv novelsum.csv --neighbors 5 10 --density_powers 0 0.25 0.5
     """
