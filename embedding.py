@@ -119,6 +119,10 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     device = resolve_device(gpu_id, report.notice)
     backend = choose_backend(backend, model_path, device)
     report.notice(f"embedding with {backend} on {device}")
+    if quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its weight-loading bar
     embedder = make_backend(backend, model_path, device, max_length, batch_size)
     total = sum(len(texts) for _, _, texts in pending)
     start = time.perf_counter()
