@@ -15,6 +15,7 @@ Two kernels run the same update: a numba loop on the CPU (both cores, one candid
 iteration) and torch over row chunks on a GPU.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -46,13 +47,11 @@ def available_memory_bytes(device):
         import torch
 
         return torch.cuda.mem_get_info(torch.device(device))[0]
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): ask sysconf instead
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
