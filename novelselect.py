@@ -38,8 +38,7 @@ def read_quality_scores(path, n):
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
     except ValueError as err:
         raise InputError(f"{path}: not a JSON list or .npy array of numbers ({err})") from None
-    return check_quality_scores(np.asarray(scores, dtype=np.float64)
-                                if isinstance(scores, list) else scores, n, path)
+    return check_quality_scores(scores, n, path)
 
 
 def pool_density(pool, neighbors, density_power, reference_vectors, device, report, source):

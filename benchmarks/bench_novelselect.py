@@ -10,21 +10,11 @@ whether the picks agree.
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def timed(command):
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from common import clustered, timed
 
 
 def main():
@@ -36,10 +26,7 @@ def main():
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_novelselect_"))
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(50, args.dim))
-    pool = (centres[rng.integers(0, 50, args.pool)]
-            + 0.4 * rng.normal(size=(args.pool, args.dim))).astype(np.float32)
+    pool = clustered(args.pool, args.dim, 50, seed=0)
     (work / "emb").mkdir(), (work / "text").mkdir()
     for i, start in enumerate(range(0, args.pool, 2500)):
         (work / "emb" / f"{i}.json").write_text(json.dumps(pool[start:start + 2500].tolist()))

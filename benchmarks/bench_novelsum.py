@@ -11,28 +11,13 @@ times and the ratio, and checks both give the same numbers (relative 1e-6).
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def clustered(n, dim, n_clusters, seed):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, dim))
-    return (centres[rng.integers(0, n_clusters, n)] + 0.4 * rng.normal(size=(n, dim))
-            ).astype(np.float32)
-
-
-def timed(command):
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from common import clustered, timed
 
 
 def read_row(path):

@@ -13,6 +13,7 @@ vectors. torch, transformers, sentence-transformers and vLLM are imported only w
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -185,8 +186,6 @@ class VllmBackend:
         if not vllm_installed():
             raise InputError("--backend vllm: vLLM is not installed "
                              "(pip install -r requirements-gpu.txt)")
-        import os
-
         # vLLM uses the first visible device; make that the one --gpu_id asked for
         os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
         from transformers import AutoTokenizer

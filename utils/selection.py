@@ -16,6 +16,7 @@ iteration) and torch over row chunks on a GPU.
 """
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -79,6 +80,7 @@ def check_quality_scores(scores, n, source):
     return scores.astype(np.float64)
 
 
+@functools.cache  # one compiled dispatcher per process (loaded from numba's disk cache)
 def _numba_kernel():
     import numba
 
@@ -123,7 +125,7 @@ class NumpyEngine:
     ``values`` holds each candidate's value against the latest pick (for inspection and tests).
     """
 
-    def __init__(self, unit, rho, k, alpha, device="cpu"):
+    def __init__(self, unit, rho, k, alpha):
         self.unit = np.ascontiguousarray(unit, dtype=np.float32)
         self.rho = np.ascontiguousarray(rho, dtype=np.float32)
         self.weights = rank_weights(k, alpha)
