@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import clustered_vectors
-from utils.density import (DensityReference, density_factor, drop_self, knn_search,
-                           mean_sq_distance_by_k, merge_topk, rows_in_reference, unique_rows)
+from utils.density import (DensityReference, TorchFlatIndex, density_factor, drop_self,
+                           knn_search, mean_sq_distance_by_k, merge_topk, rows_in_reference,
+                           unique_rows)
 from utils.errors import InputError
 
 LINE = np.array([[0.0], [1.0], [3.0], [7.0]], dtype=np.float32)
@@ -74,9 +75,33 @@ def test_torch_search_equals_faiss():
     by_torch = DensityReference(reference, backend="torch").mean_sq_distances(queries, [1, 5, 10])
     for k in [1, 5, 10]:
         np.testing.assert_allclose(by_torch[k], by_faiss[k], rtol=1e-5)
-    faiss_d, faiss_i = knn_search(reference, queries, 11, backend="faiss")
-    torch_d, torch_i = knn_search(reference, queries, 11, backend="torch")
+    _faiss_d, faiss_i = knn_search(reference, queries, 11, backend="faiss")
+    _torch_d, torch_i = knn_search(reference, queries, 11, backend="torch")
     assert (torch_i == faiss_i).mean() > 0.99  # labels may swap only at near-ties
+
+
+def test_torch_index_in_small_blocks_equals_faiss():
+    pytest.importorskip("torch")
+    reference = clustered_vectors(300, 16, seed=3)
+    queries = clustered_vectors(40, 16, seed=4)
+    # 2 KiB blocks: 8-row reference blocks (below the 11 results asked) and 1-row query blocks
+    index = TorchFlatIndex(reference, budget_bytes=2 * 4096 * 4)
+    torch_d, torch_i = index.search(queries, 11)
+    faiss_d, faiss_i = knn_search(reference, queries, 11, backend="faiss")
+    np.testing.assert_allclose(torch_d, faiss_d, rtol=1e-5, atol=1e-6)
+    assert (torch_i == faiss_i).mean() > 0.99
+
+
+def test_density_in_query_chunks_builds_one_index():
+    reference = clustered_vectors(500, 16, seed=5)
+    queries = np.vstack([reference[:30], clustered_vectors(30, 16, seed=6)])
+    density = DensityReference(reference)
+    whole = density.mean_sq_distances(queries, [3, 7])
+    index = density.index()
+    chunked = density.mean_sq_distances(queries, [3, 7], chunk_rows=7)
+    assert density.index() is index
+    for k in (3, 7):
+        np.testing.assert_array_equal(chunked[k], whole[k])
 
 
 def test_merge_topk_across_blocks_equals_whole():

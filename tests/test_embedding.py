@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO
 from embedding import main as embed_main
 from novelselect import main as select_main
 from novelsum import main as novelsum_main
@@ -129,6 +128,19 @@ def test_resume_skips_done_shards_and_overwrite_redoes_them(runner, tmp_path):
                                         "--output_format", "npy", "--overwrite", "--quiet"])
     assert "embedded 6 texts in 3 shard(s)" in result.output
     assert (tmp_path / "out" / "0.npy").stat().st_mtime_ns != done
+
+
+def test_resume_redoes_a_json_shard_whose_input_changed(runner, tmp_path):
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        (tmp_path / "in" / f"{i}.json").write_text(json.dumps(QUESTIONS[i:i + 2]))
+    embed(runner, [tmp_path / "in"], tmp_path / "out")
+    (tmp_path / "in" / "1.json").write_text(json.dumps(QUESTIONS[1:4]))  # one item more
+    result = embed(runner, [tmp_path / "in"], tmp_path / "out")
+    assert "embedded 3 texts in 1 shard(s)" in result.output
+    assert len(json.loads((tmp_path / "out" / "1.json").read_text())) == 3
+    result = embed(runner, [tmp_path / "in"], tmp_path / "out")
+    assert "nothing to do: all 2 shard(s) are embedded" in result.output
 
 
 def test_output_mirrors_nested_tree(runner, tmp_path):

@@ -147,7 +147,7 @@ def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path):
         assert chunk, "novelselect.py ended before selecting"
         seen += chunk
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    _stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in stderr
     assert "Interrupted: stopped cleanly, no output was written." in stderr

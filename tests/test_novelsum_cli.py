@@ -104,7 +104,7 @@ def test_single_and_multi_together_and_npy(runner, small_case):
 
 
 def test_without_reference_only_density_zero(runner, small_case):
-    folder, reference, target = small_case
+    folder, _reference, target = small_case
     output = folder / "out.csv"
     result = runner.invoke(main, ["--single_dataset_path", str(target), "--output_csv",
                                   str(output), "--quiet"])

@@ -129,7 +129,7 @@ def test_pairing_errors_name_the_shards(tmp_path):
         check_pairing(paths, counts, load_vectors(vectors))
     (vectors / "2.json").rename(vectors / "1.json")
     (texts / "1.json").write_text('["c", "d"]')
-    items, paths, counts = load_items(texts)
+    _items, paths, counts = load_items(texts)
     with pytest.raises(InputError, match="1.json: 2 items but its embedding shard has 1"):
         check_pairing(paths, counts, load_vectors(vectors))
 

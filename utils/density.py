@@ -77,15 +77,21 @@ def density_factor(mean_sq_distance, beta):
     return 1.0 / np.power(np.asarray(mean_sq_distance, dtype=np.float64) + DENSITY_EPS, beta)
 
 
-def _faiss_search(reference, queries, n_results, device):
-    import faiss
+class FaissFlatIndex:
+    """An exact faiss ``IndexFlatL2`` over the reference rows, on the CPU or (faiss-gpu) a GPU."""
 
-    index = faiss.IndexFlatL2(reference.shape[1])
-    if device != "cpu":
-        gpu_resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(gpu_resources, int(device.split(":")[1]), index)
-    index.add(reference)
-    return index.search(queries, n_results)
+    def __init__(self, reference, device="cpu"):
+        import faiss
+
+        self.index = faiss.IndexFlatL2(reference.shape[1])
+        if device != "cpu":
+            self._gpu_resources = faiss.StandardGpuResources()  # must outlive the index
+            self.index = faiss.index_cpu_to_gpu(self._gpu_resources, int(device.split(":")[1]),
+                                                self.index)
+        self.index.add(reference)
+
+    def search(self, queries, n_results):
+        return self.index.search(queries, n_results)
 
 
 def merge_topk(best_d, best_i, block_d, block_i, n_results):
@@ -100,29 +106,41 @@ def merge_topk(best_d, best_i, block_d, block_i, n_results):
     return top_d, torch.gather(all_i, 1, where)
 
 
-def _torch_search(reference, queries, n_results, device, budget_bytes=1 << 30):
-    """Exact squared-L2 kNN in query x reference blocks, as faiss's flat index computes it."""
-    torch = exact_torch()
-    ref = torch.from_numpy(reference).to(device)
-    ref_sq = (ref * ref).sum(dim=1)
-    n_ref = len(reference)
-    ref_block = max(n_results, min(n_ref, budget_bytes // (4 * 4096)))
-    query_block = max(1, budget_bytes // (4 * ref_block * 3))
-    out_d = np.empty((len(queries), n_results), dtype=np.float32)
-    out_i = np.empty((len(queries), n_results), dtype=np.int64)
-    for q0 in range(0, len(queries), query_block):
-        q = torch.from_numpy(queries[q0:q0 + query_block]).to(device)
-        q_sq = (q * q).sum(dim=1, keepdim=True)
-        best_d = best_i = None
-        for r0 in range(0, n_ref, ref_block):
-            block = (q_sq + ref_sq[None, r0:r0 + ref_block]
-                     - 2.0 * (q @ ref[r0:r0 + ref_block].T)).clamp_(min=0.0)
-            take = min(n_results, block.shape[1])
-            block_d, block_i = torch.topk(block, take, dim=1, largest=False, sorted=True)
-            best_d, best_i = merge_topk(best_d, best_i, block_d, block_i + r0, n_results)
-        out_d[q0:q0 + len(q)] = best_d.cpu().numpy()
-        out_i[q0:q0 + len(q)] = best_i.cpu().numpy()
-    return out_d, out_i
+class TorchFlatIndex:
+    """Exact squared-L2 kNN in query x reference blocks, as faiss's flat index computes it.
+
+    The reference is moved to the device once; a 400,000 x 4,096 set is 6.5 GB, too much to
+    copy again for every chunk of queries.
+    """
+
+    def __init__(self, reference, device="cpu", budget_bytes=1 << 30):
+        torch = exact_torch()
+        self.device = device
+        self.reference = torch.from_numpy(reference).to(device)
+        self.reference_sq = (self.reference * self.reference).sum(dim=1)
+        self.ref_block = max(1, min(len(reference), budget_bytes // (4 * 4096)))
+        self.query_block = max(1, budget_bytes // (4 * self.ref_block * 3))
+
+    def search(self, queries, n_results):
+        torch = exact_torch()
+        n_ref = len(self.reference)
+        ref_block = max(n_results, self.ref_block)  # the first block yields a full candidate list
+        out_d = np.empty((len(queries), n_results), dtype=np.float32)
+        out_i = np.empty((len(queries), n_results), dtype=np.int64)
+        for q0 in range(0, len(queries), self.query_block):
+            q = torch.from_numpy(queries[q0:q0 + self.query_block]).to(self.device)
+            q_sq = (q * q).sum(dim=1, keepdim=True)
+            best_d = best_i = None
+            for r0 in range(0, n_ref, ref_block):
+                r1 = r0 + ref_block
+                block = (q_sq + self.reference_sq[None, r0:r1]
+                         - 2.0 * (q @ self.reference[r0:r1].T)).clamp_(min=0.0)
+                take = min(n_results, block.shape[1])
+                block_d, block_i = torch.topk(block, take, dim=1, largest=False, sorted=True)
+                best_d, best_i = merge_topk(best_d, best_i, block_d, block_i + r0, n_results)
+            out_d[q0:q0 + len(q)] = best_d.cpu().numpy()
+            out_i[q0:q0 + len(q)] = best_i.cpu().numpy()
+        return out_d, out_i
 
 
 def faiss_gpu_available():
@@ -134,19 +152,24 @@ def faiss_gpu_available():
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def knn_search(reference, queries, n_results, device="cpu", backend=None):
-    """Squared L2 distances and labels of the ``n_results`` nearest reference rows, nearest first.
+def flat_index(reference, device="cpu", backend=None):
+    """An exact squared-L2 index over ``reference``, with ``search(queries, n_results)``.
 
     ``backend`` is ``"faiss"`` or ``"torch"``; by default faiss on the CPU and on a GPU when
     faiss-gpu is installed, torch on a GPU otherwise.
     """
     reference = np.ascontiguousarray(reference, dtype=np.float32)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
     if backend is None:
         backend = "faiss" if device == "cpu" or faiss_gpu_available() else "torch"
     if backend == "faiss":
-        return _faiss_search(reference, queries, n_results, device)
-    return _torch_search(reference, queries, n_results, device)
+        return FaissFlatIndex(reference, device)
+    return TorchFlatIndex(reference, device)
+
+
+def knn_search(reference, queries, n_results, device="cpu", backend=None):
+    """Squared L2 distances and labels of the ``n_results`` nearest reference rows, nearest first."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    return flat_index(reference, device, backend).search(queries, n_results)
 
 
 class DensityReference:
@@ -157,6 +180,7 @@ class DensityReference:
         self.device = device
         self.backend = backend
         self.source = source
+        self._index = None  # built on the first search, then kept for every chunk and dataset
 
     def __len__(self):
         return len(self.rows)
@@ -167,6 +191,12 @@ class DensityReference:
             if k < 1 or k >= len(self.rows):
                 raise InputError(f"{option} {k}: must be at least 1 and below the number of "
                                  f"distinct rows of {self.source} ({len(self.rows)})")
+
+    def index(self):
+        """The search index over the reference rows, built once."""
+        if self._index is None:
+            self._index = flat_index(self.rows, self.device, self.backend)
+        return self._index
 
     def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=8192):
         """For each k in ``ks``: the mean squared distance of each query to its k nearest rows.
@@ -180,8 +210,8 @@ class DensityReference:
         kept = []
         for start in (progress(starts) if progress else starts):
             chunk = queries[start:start + chunk_rows]
-            sq_distances, labels = knn_search(self.rows, chunk, k_max + 1, self.device,
-                                              self.backend)
+            sq_distances, labels = self.index().search(
+                np.ascontiguousarray(chunk, dtype=np.float32), k_max + 1)
             self_rows = rows_in_reference(chunk, self.rows, self._digest_to_row)
             kept.append(drop_self(sq_distances, labels, self_rows, k_max))
         return mean_sq_distance_by_k(np.concatenate(kept), ks)
