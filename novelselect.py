@@ -10,7 +10,7 @@ import numpy as np
 from cli_common import Reporter, ReferenceStyleCommand, clean_errors, gpu_option, quiet_option
 from utils.atomic import atomic_path
 from utils.density import DensityReference, density_factor
-from utils.device import resolve_device
+from utils.device import peak_memory_note, resolve_device
 from utils.errors import InputError
 from utils.proximity import unit_rows
 from utils.selection import check_memory, check_quality_scores, first_pick, make_engine, select
@@ -135,7 +135,8 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
 
     names = output_names(k, density_power, distance_power)
     write_outputs(output_dir, names, [items[i] for i in picks], picks)
-    click.echo(f"picked {k} of {n} samples; wrote {output_dir / names[0]} and {names[1]}")
+    click.echo(f"picked {k} of {n} samples; wrote {output_dir / names[0]} and {names[1]}"
+               f"{peak_memory_note(device)}")
 
 
 if __name__ == "__main__":

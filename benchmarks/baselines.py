@@ -23,9 +23,16 @@ import torch
 NEIGHBORS, DENSITY_POWERS, DISTANCE_POWERS = [5, 10], [0, 0.25, 0.5], [0, 1, 2]
 
 
+def load_file(path):
+    if path.suffix == ".npy":
+        return np.load(path).astype(np.float32)
+    return np.array(json.loads(path.read_text()), dtype=np.float32)
+
+
 def load_folder(folder):
-    files = sorted(Path(folder).glob("*.json"), key=lambda p: int(p.stem))
-    return np.concatenate([np.array(json.loads(f.read_text()), dtype=np.float32) for f in files])
+    files = sorted((p for p in Path(folder).iterdir() if p.suffix in (".json", ".npy")),
+                   key=lambda p: int(p.stem))
+    return np.concatenate([load_file(f) for f in files])
 
 
 def density_dropping_first(reference, queries, k, beta):
@@ -53,7 +60,7 @@ def full_cosine_distance_matrix(vectors, block=500):
 
 
 def novelsum_baseline(target_path, reference_dir, output_csv):
-    target = np.array(json.loads(Path(target_path).read_text()), dtype=np.float32)
+    target = load_file(Path(target_path))
     reference = load_folder(reference_dir)
     distances = full_cosine_distance_matrix(target)
     row = {"Dataset Name": Path(target_path).stem}

@@ -53,3 +53,12 @@ def exact_torch():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     return torch
+
+
+def peak_memory_note(device):
+    """``"; peak GPU memory X GiB"`` for a GPU run (torch's allocator), ``""`` on the CPU."""
+    if device == CPU:
+        return ""
+    import torch
+
+    return f"; peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
