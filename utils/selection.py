@@ -109,10 +109,10 @@ def _numba_kernel():
                 else:
                     low = middle + 1
             tail = 0.0
-            for j in range(low, t):
-                tail += coefficients[j] * row[j]
-            for j in range(t, low, -1):
-                row[j] = row[j - 1]
+            for j in range(t - 1, low - 1, -1):  # one pass: read each tail value, move it down
+                value = row[j]
+                tail += coefficients[j] * value
+                row[j + 1] = value
             row[low] = x
             weighted_sums[u] += weights[low] * x - tail
 
