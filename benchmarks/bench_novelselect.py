@@ -22,7 +22,8 @@ from common import clustered, timed, write_shards
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", type=int, default=5000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--ks", type=int, nargs="+", default=[1000, 2000])
