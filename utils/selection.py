@@ -25,6 +25,7 @@ from .errors import InputError
 from .proximity import rank_weights
 
 VALUE_BYTES = 4  # float32 per stored value
+TORCH_CHUNK_MIB = 1024  # working memory of one row chunk of the torch engine
 
 
 def first_pick(n, seed):
@@ -57,8 +58,14 @@ def available_memory_bytes(device):
 
 
 def check_memory(n, k, dim, device):
-    """Refuse, before any work, a selection that cannot fit in memory."""
-    need, free = selection_memory_bytes(n, k, dim), available_memory_bytes(device)
+    """Refuse, before any work, a selection that cannot fit in memory.
+
+    On a GPU the torch engine also needs its per-chunk working memory.
+    """
+    need = selection_memory_bytes(n, k, dim)
+    if device != "cpu":
+        need += TORCH_CHUNK_MIB * 2**20
+    free = available_memory_bytes(device)
     if need > free:
         raise InputError(f"--k {k} on a pool of {n}: the selection needs {need / 2**30:.1f} GiB "
                          f"({n} x {k - 1} values x {VALUE_BYTES} bytes, plus vectors) but "
@@ -153,7 +160,7 @@ class TorchEngine:
     point and the tail sum; the tail moves one column right in one ``where``.
     """
 
-    def __init__(self, unit, rho, k, alpha, device, chunk_mib=1024):
+    def __init__(self, unit, rho, k, alpha, device, chunk_mib=TORCH_CHUNK_MIB):
         from .device import exact_torch
 
         torch = self.torch = exact_torch()
