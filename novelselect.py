@@ -14,7 +14,7 @@ from utils.device import peak_memory_note, resolve_device
 from utils.errors import InputError
 from utils.proximity import unit_rows
 from utils.selection import check_memory, check_quality_scores, first_pick, make_engine, select
-from utils.shards import check_pairing, load_items, load_vectors
+from utils.shards import check_pairing, load_items, load_vectors, read_npy
 
 
 def output_names(k, density_power, distance_power):
@@ -28,7 +28,7 @@ def read_quality_scores(path, n):
     path = Path(path)
     try:
         if path.suffix == ".npy":
-            scores = np.load(path, allow_pickle=False)
+            scores = read_npy(path)
         else:
             scores = json.loads(path.read_text())
             if not isinstance(scores, list) or any(
@@ -80,7 +80,7 @@ def write_outputs(output_dir, names, selected_items, picks):
               help="Power beta of the density factor.")
 @click.option("--distance_power", "--distance-power", type=float, default=1.0,
               show_default=True, help="Power alpha of the proximity weights r^-alpha.")
-@click.option("--seed", type=int, default=42, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True,
               help="Seed of the first, random pick.")
 @click.option("--dense_ref_dir", "--dense-ref-dir",
               help="Estimate density on these embeddings instead of the pool itself.")

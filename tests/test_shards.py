@@ -1,5 +1,6 @@
 """Shard folders: natural order, formats, global rows, and one-line errors naming the fault."""
 
+import io
 import json
 
 import numpy as np
@@ -74,6 +75,12 @@ def test_global_row_counts_earlier_shards(tmp_path):
         load_vectors(tmp_path)
 
 
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda d: None, "no shard files"),
     (lambda d: (d / "0.json").write_text("[]"), "the dataset is empty"),
@@ -81,7 +88,9 @@ def test_global_row_counts_earlier_shards(tmp_path):
      "have the same name"),
     (lambda d: ((d / "0.json").write_text("[[1.0, 2.0]]"), (d / "1.json").write_text("[[1.0]]")),
      "1 dimensions but 0.json has 2"),
-    (lambda d: (d / "0.npy").write_bytes(b"garbage"), "not a readable .npy array"),
+    (lambda d: (d / "0.npy").write_bytes(b"garbage"), "not a .npy file"),
+    (lambda d: (d / "0.npy").write_bytes(npy_bytes(np.ones((4, 4)))[:-8]),
+     "not a readable .npy array"),
     (lambda d: np.save(d / "0.npy", np.ones(3)), "expected a 2-D array"),
 ])
 def test_bad_dataset_folders(tmp_path, setup, message):
@@ -96,6 +105,12 @@ def test_missing_path_and_unreadable_file(tmp_path):
     shard = tmp_path / "0.json"
     shard.mkdir()  # a folder where a file is expected is skipped, leaving no shards
     with pytest.raises(InputError, match="no shard files"):
+        load_vectors(tmp_path)
+
+
+def test_a_file_named_npy_that_is_not_npy(tmp_path):
+    (tmp_path / "0.npy").write_text("[[1.0, 2.0]]")
+    with pytest.raises(InputError, match=r"0.npy: not a .npy file \(no NumPy header\)"):
         load_vectors(tmp_path)
 
 

@@ -145,11 +145,25 @@ def _vectors_from_json(path, raw):
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
 
 
-def _vectors_from_npy(path):
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path):
+    """A ``.npy`` array without pickles; anything else is an InputError naming the file."""
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+        with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise InputError(f"{path}: not a .npy file (no NumPy header)")
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (ValueError, EOFError) as err:
         raise InputError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def _vectors_from_npy(path):
+    array = read_npy(path)
     if array.ndim != 2:
         raise InputError(f"{path}: expected a 2-D array (samples x dimensions), "
                          f"found shape {array.shape}")
