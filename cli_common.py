@@ -6,6 +6,7 @@ space-separated lists (``--density_powers 0 0.25 0.5``). Dashed aliases and comm
 """
 
 import functools
+import math
 import re
 import sys
 
@@ -57,13 +58,34 @@ class NumberList(click.ParamType):
         numbers = []
         for part in parts:
             try:
-                numbers.append(self.number_type(part))
+                number = self.number_type(part)
             except ValueError:
                 self.fail(f"{part!r} is not a{'n' if self.number_type is int else ''} "
                           f"{self.number_type.__name__}", param, ctx)
+            if not math.isfinite(number):  # a NaN power would turn every result into NaN
+                self.fail(f"{part!r} is not a finite number", param, ctx)
+            numbers.append(number)
         if len(set(numbers)) != len(numbers):
             self.fail(f"lists a value twice ({value})", param, ctx)
         return numbers
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is neither NaN nor infinite (a NaN power would make every novelty NaN)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a float", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloat()
 
 
 class ReferenceStyleCommand(click.Command):

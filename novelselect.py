@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cli_common import Reporter, ReferenceStyleCommand, clean_errors, gpu_option, quiet_option
+from cli_common import (FINITE_FLOAT, Reporter, ReferenceStyleCommand, clean_errors, gpu_option,
+                        quiet_option)
 from utils.atomic import atomic_path
 from utils.density import DensityReference, density_factor
 from utils.device import peak_memory_note, resolve_device
@@ -76,9 +77,10 @@ def write_outputs(output_dir, names, selected_items, picks):
 @gpu_option("GPU for the selection (-1: CPU); falls back to CPU with a notice.")
 @click.option("--neighbors", type=int, default=10, show_default=True,
               help="Nearest neighbours k for the density factor.")
-@click.option("--density_power", "--density-power", type=float, default=0.5, show_default=True,
+@click.option("--density_power", "--density-power", type=FINITE_FLOAT, default=0.5,
+              show_default=True,
               help="Power beta of the density factor.")
-@click.option("--distance_power", "--distance-power", type=float, default=1.0,
+@click.option("--distance_power", "--distance-power", type=FINITE_FLOAT, default=1.0,
               show_default=True, help="Power alpha of the proximity weights r^-alpha.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True,
               help="Seed of the first, random pick.")

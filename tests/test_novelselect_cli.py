@@ -93,6 +93,7 @@ def bad_cases(folder, texts, embeddings):
     (folder / "neg.json").write_text(json.dumps([1.0] * 89 + [-1.0]))
     (folder / "a_file").write_text("x")
     (folder / "fake.npy").write_text("[1, 2]")
+    (folder / "zeros.json").write_text(json.dumps([0] * 90))
     uneven = folder / "uneven"
     shutil.copytree(texts, uneven)
     (uneven / "1.json").write_text('["only one"]')
@@ -110,6 +111,7 @@ def bad_cases(folder, texts, embeddings):
         ({"--text_dir": renamed}, "do not pair up by name (text only: 9; embeddings only: 2)"),
         ({"--quality_scores": folder / "short.json"}, "2 quality scores for a pool of 90"),
         ({"--quality_scores": folder / "neg.json"}, "score 89 is -1.0"),
+        ({"--quality_scores": folder / "zeros.json"}, "every quality score is 0"),
         ({"--quality_scores": folder / "fake.npy"}, "fake.npy: not a .npy file (no NumPy header)"),
         ({"--figure_dir": nan}, "1.json: row 0 (global row 40) holds NaN or inf"),
         ({"--neighbors": "90"}, "--neighbors 90: must be at least 1 and below"),
@@ -132,13 +134,18 @@ def test_bad_input_one_line_error_nothing_partial(runner, pool):
         assert not out.exists()
 
 
-def test_seed_outside_numpy_range_is_a_usage_error(runner, pool):
+@pytest.mark.parametrize("option, value, message", [
+    ("--seed", "-1", "Invalid value for '--seed': -1 is not in the range"),
+    ("--density_power", "nan", "'nan' is not a finite number"),
+    ("--distance_power", "-inf", "'-inf' is not a finite number"),
+])
+def test_out_of_range_numbers_are_usage_errors(runner, pool, option, value, message):
     folder, texts, embeddings = pool
     result = runner.invoke(main, ["--text_dir", str(texts), "--figure_dir", str(embeddings),
-                                  "--output_dir", str(folder / "out"), "--seed", "-1"])
+                                  "--output_dir", str(folder / "out"), option, value])
     assert result.exit_code == 2
-    assert "Invalid value for '--seed': -1 is not in the range" in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.output
+    assert not (folder / "out").exists()
 
 
 def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path):

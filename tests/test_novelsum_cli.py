@@ -172,6 +172,9 @@ def test_bad_input_one_line_error_and_output_untouched(runner, small_case):
     (["--single_dataset_path", "x.json", "--distance_powers"], "needs at least one value"),
     (["--single_dataset_path", "x.json", "--neighbors", "5", "a"], "'a' is not an int"),
     (["--single_dataset_path", "x.json", "--neighbors", "5", "5"], "lists a value twice"),
+    (["--single_dataset_path", "x.json", "--distance_powers", "0", "nan"],
+     "'nan' is not a finite number"),
+    (["--single_dataset_path", "x.json", "--distance_powers", "inf"], "'inf' is not a finite"),
 ])
 def test_usage_errors_exit_2(runner, tmp_path, args, message):
     result = runner.invoke(main, args + ["--output_csv", str(tmp_path / "o.csv")])

@@ -84,6 +84,8 @@ def check_quality_scores(scores, n, source):
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"{source}: score {i} is {scores[i]}; scores must be finite and >= 0")
+    if not scores.any():
+        raise InputError(f"{source}: every quality score is 0, so every candidate would tie")
     return scores.astype(np.float64)
 
 
