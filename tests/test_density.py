@@ -43,6 +43,32 @@ def test_negative_zero_equals_zero_row():
     assert rows_in_reference(np.array([[-0.0, 1.0]], dtype=np.float32), rows, lookup)[0] == 0
 
 
+def test_rows_alike_in_the_sampled_columns_are_told_apart():
+    # 100 columns, of which 32 are sampled for the cheap key: rows that differ only in an
+    # unsampled column share a key, and duplicates among them must still be found exactly
+    base = np.ones((6, 100), dtype=np.float32)
+    base[:, 1] = np.arange(6)  # column 1 is not among the sampled ones
+    vectors = np.vstack([base, base[[4, 0]], base[:1] * -1.0])
+    rows, lookup = unique_rows(vectors)
+    np.testing.assert_array_equal(rows, np.vstack([base, base[:1] * -1.0]))
+    queries = np.vstack([base[[5, 0]], base[:1] * 2.0, vectors[-1:]])
+    assert rows_in_reference(queries, rows, lookup).tolist() == [5, 0, -1, 6]
+
+
+def test_unique_rows_keeps_first_occurrences_in_order():
+    rng = np.random.default_rng(7)
+    distinct = rng.normal(size=(40, 8)).astype(np.float32)
+    order = rng.integers(0, 40, 200)
+    rows, lookup = unique_rows(distinct[order])
+    first = sorted(np.unique(order, return_index=True)[1])
+    np.testing.assert_array_equal(rows, distinct[order][first])
+    found = rows_in_reference(distinct, rows, lookup)
+    for i, j in enumerate(found):
+        assert (j == -1) == (i not in order)
+        if j >= 0:
+            np.testing.assert_array_equal(rows[j], distinct[i])
+
+
 def test_drop_self_by_identity_not_position():
     sq = np.array([[0.0, 0.0, 1.0], [0.0, 0.5, 2.0]])
     labels = np.array([[4, 2, 3], [7, 8, 9]])  # query 0 is row 2, tied with row 4 at distance 0
