@@ -126,7 +126,7 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
     rho = pool_density(pool.vectors, neighbors, density_power, reference, device, report,
                        dense_ref_dir or figure_dir)
     unit = unit_rows(pool.vectors)
-    engine = make_engine(unit, rho, k, distance_power, device)
+    engine = make_engine(unit, rho, k, distance_power, device, report.notice)
     with report.bar("selecting", total=k, unit="pick") as bar:
         def on_pick(index, novelty):
             bar.set_postfix_str(f"novelty {novelty:.4g}", refresh=False)

@@ -1,11 +1,19 @@
 """Shared fixtures: the golden cases, seeded shard builders, and a CLI runner."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from utils.device import nvidia_driver_present
+
+if not nvidia_driver_present():
+    # Without a GPU, Triton's interpreter runs the GPU engine's kernel on CPU tensors; it must
+    # be chosen before Triton is first imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parent.parent

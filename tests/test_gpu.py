@@ -15,22 +15,46 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="GPU path: needs a CUDA device (none on this machine)")
 
 
-def test_gpu_selection_reproduces_golden_picks():
+@pytest.mark.parametrize("engine_name", ["torch", "triton"])
+def test_gpu_selection_reproduces_golden_picks(engine_name):
     from utils.density import DensityReference, density_factor
     from utils.proximity import unit_rows
-    from utils.selection import TorchEngine, first_pick, select
+    from utils.selection import TorchEngine, TritonEngine, first_pick, select
     from utils.shards import load_vectors
 
+    if engine_name == "triton":
+        pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
+    engine_type = {"torch": TorchEngine, "triton": TritonEngine}[engine_name]
     vectors = load_vectors(GOLDEN / "novelselect" / "embeddings").vectors
     for run in json.loads((GOLDEN / "novelselect" / "expected.json").read_text()):
         k = run["neighbors"]
         mean_sq = DensityReference(vectors, "cuda:0").mean_sq_distances(vectors, [k])[k]
         rho = density_factor(mean_sq, run["density_power"]).astype(np.float32)
         unit = unit_rows(vectors)
-        engine = TorchEngine(unit, rho, run["k"], run["distance_power"], "cuda:0")
+        engine = engine_type(unit, rho, run["k"], run["distance_power"], "cuda:0")
         picks = select(unit, rho, run["k"], run["distance_power"],
                        first_pick(len(vectors), run["seed"]), engine=engine)
         assert picks == run["indices"]
+
+
+@pytest.mark.parametrize("block", [4, 512])
+def test_triton_kernel_equals_torch_kernel_on_gpu(block):
+    """Same picks, same stored values, same sums after 300 picks from 3,000 candidates."""
+    pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
+    from utils.proximity import unit_rows
+    from utils.selection import TorchEngine, TritonEngine, select, triton_self_check
+
+    assert triton_self_check("cuda:0") is None
+    unit = unit_rows(clustered_vectors(3000, 64, seed=22))
+    rho = np.random.default_rng(0).uniform(0.5, 2.0, 3000).astype(np.float32)
+    fused = TritonEngine(unit, rho, 301, 1.0, "cuda:0", block=block)
+    plain = TorchEngine(unit, rho, 301, 1.0, "cuda:0")
+    assert select(unit, rho, 301, 1.0, 7, engine=fused) == select(unit, rho, 301, 1.0, 7,
+                                                                    engine=plain)
+    active = fused.active.bool()
+    assert bool((fused.sorted_values[active] == plain.sorted_values[active]).all())
+    np.testing.assert_allclose(fused.weighted_sums[active].cpu().numpy(),
+                               plain.weighted_sums[active].cpu().numpy(), rtol=1e-12)
 
 
 def test_gpu_novelsum_profile_and_knn_equal_cpu():

@@ -33,9 +33,16 @@ def direct_novelty(history, alpha):
 @pytest.mark.parametrize("with_quality", [False, True])
 def test_incremental_equals_direct_at_every_step(engine_name, alpha, with_quality):
     unit, rho = pool_inputs(seed=int(alpha * 10) + with_quality)
-    n, k = len(unit), 40
-    quality = np.random.default_rng(1).uniform(0.2, 1.0, n) if with_quality else None
-    engine = ENGINES[engine_name](unit, rho, k, alpha)
+    quality = np.random.default_rng(1).uniform(0.2, 1.0, len(unit)) if with_quality else None
+    picks = check_every_step(ENGINES[engine_name](unit, rho, 40, alpha), unit, rho, 40, alpha,
+                             quality)
+    assert picks == select(unit, rho, 40, alpha, picks[0], quality,
+                           ENGINES[engine_name](unit, rho, 40, alpha))
+
+
+def check_every_step(engine, unit, rho, k, alpha, quality):
+    """Run the greedy loop on ``engine``, checking its state against a direct recomputation."""
+    n = len(unit)
     picks, history = [first_pick(n, 3)], []
     for t in range(k - 1):
         engine.add_pick(picks[-1], t)
@@ -47,11 +54,10 @@ def test_incremental_equals_direct_at_every_step(engine_name, alpha, with_qualit
         np.testing.assert_allclose(incremental[active], direct[active], rtol=1e-9)
         stored = np.asarray(engine.sorted_values)[active, :t + 1]
         np.testing.assert_array_equal(stored, np.sort(np.stack(history, axis=1)[active], axis=1))
-        score = direct * (quality if with_quality else 1.0)
+        score = direct * (quality if quality is not None else 1.0)
         score[~active] = -np.inf
         picks.append(int(np.argmax(score)))
-    assert picks == select(unit, rho, k, alpha, picks[0], quality,
-                           ENGINES[engine_name](unit, rho, k, alpha))
+    return picks
 
 
 def test_tail_coefficients_make_the_insertion_identity_hold():

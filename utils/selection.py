@@ -11,8 +11,9 @@ so a step costs one distance vector and one pass over each candidate's tail, not
 product and a sort. Values are stored in float32 (4 bytes each, pool x budget of them); sums
 are float64, so the incremental A stays equal to a fresh sum far below the 1e-6 that matters.
 
-Two kernels run the same update: a numba loop on the CPU (both cores, one candidate per
-iteration) and torch over row chunks on a GPU.
+Three kernels run the same update: a numba loop on the CPU (both cores, one candidate per
+iteration); on a GPU, a Triton kernel that does the same per candidate (checked against the
+torch kernel on the device before it is trusted), or else torch over row chunks.
 """
 
 import contextlib
@@ -25,6 +26,7 @@ from .errors import InputError
 from .proximity import rank_weights
 
 VALUE_BYTES = 4  # float32 per stored value
+GPU_KERNEL_VARIABLE = "NOVELSELECT_GPU_KERNEL"  # "torch": skip the fused Triton kernel
 TORCH_CHUNK_MIB = 1024  # working memory of one row chunk of the torch engine
 
 
@@ -201,10 +203,72 @@ class TorchEngine:
         return self.weighted_sums.cpu().numpy()
 
 
-def make_engine(unit, rho, k, alpha, device):
-    """The engine for ``device``: numba on the CPU, torch on a GPU."""
+class TritonEngine(TorchEngine):
+    """GPU engine with the step fused into one Triton kernel (``utils/triton_selection.py``).
+
+    It touches only each candidate's tail, where the torch engine rewrites whole rows.
+    """
+
+    def __init__(self, unit, rho, k, alpha, device, block=None):
+        super().__init__(unit, rho, k, alpha, device)
+        from . import triton_selection
+
+        self._kernels = triton_selection
+        self.block = block or triton_selection.BLOCK
+        self.active = self.torch.ones(len(unit), dtype=self.torch.int8, device=self.device)
+
+    def add_pick(self, pick, t):
+        self.active[pick] = 0
+        self.values = (1.0 - self.unit @ self.unit[pick]) * (self.rho + self.rho[pick])
+        self._kernels.launch(self.sorted_values, self.weighted_sums, self.values,
+                             self.active, self.coefficients, self.weights, t, self.block)
+
+
+def triton_self_check(device, n=384, dim=16, k=160):
+    """Run the Triton and torch engines side by side on a small random pool on ``device``.
+
+    Returns None when they agree (same picks, same sorted values, sums to 1e-12), else why
+    not: a compiler, driver or kernel fault then costs a notice and the slower kernel, never
+    a wrong selection.
+    """
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    rho = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    try:
+        fused = TritonEngine(unit, rho, k, 1.0, device)
+        plain = TorchEngine(unit, rho, k, 1.0, device)
+        picks = [select(unit, rho, k, 1.0, 0, engine=engine) for engine in (fused, plain)]
+    except Exception as err:  # any failure to compile or launch means: do not use it
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    if picks[0] != picks[1]:
+        return "its picks differ from the torch kernel's"
+    active = fused.active.bool()
+    if not bool((fused.sorted_values[active] == plain.sorted_values[active]).all()):
+        return "its sorted values differ from the torch kernel's"
+    sums = fused.weighted_sums[active], plain.weighted_sums[active]
+    if not bool(((sums[0] - sums[1]).abs() <= 1e-12 * sums[1].abs()).all()):
+        return "its sums differ from the torch kernel's"
+    return None
+
+
+def make_engine(unit, rho, k, alpha, device, notify=None):
+    """The engine for ``device``: numba on the CPU; on a GPU the Triton kernel when Triton is
+    installed and passes its self-check there, else the torch kernel (``notify`` hears why)."""
     if device == "cpu":
         return NumpyEngine(unit, rho, k, alpha)
+    import importlib.util
+
+    if os.environ.get(GPU_KERNEL_VARIABLE) == "torch":
+        problem = f"{GPU_KERNEL_VARIABLE}=torch"
+    elif importlib.util.find_spec("triton") is None:
+        problem = "Triton is not installed"
+    else:
+        problem = triton_self_check(device)
+    if problem is None:
+        return TritonEngine(unit, rho, k, alpha, device)
+    if notify is not None:
+        notify(f"the fused Triton kernel is not used ({problem}); using the slower torch kernel")
     return TorchEngine(unit, rho, k, alpha, device)
 
 

@@ -1,0 +1,89 @@
+"""NovelSelect's fused GPU kernel (utils/triton_selection.py), checked on a machine without a GPU.
+
+Triton's interpreter runs the kernel on CPU tensors, so its logic is checked step by step
+against a direct recomputation; Triton's compiler builds it for real GPU targets, so it is known
+to compile there. On a GPU machine, tests/test_gpu.py runs it on the device.
+"""
+
+import ast
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from test_selection import check_every_step, pool_inputs
+from utils.selection import NumpyEngine, select
+
+pytest.importorskip("triton", reason="Triton checks the GPU kernel here: "
+                                     "pip install triton==3.6.0")
+needs_interpreter = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1",
+    reason="a GPU machine checks the kernel on the device (tests/test_gpu.py)")
+
+
+def run_without_interpreter(code):
+    """Run Python code in a fresh process with Triton's compiler (not its interpreter)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+@needs_interpreter
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
+def test_kernel_equals_direct_recomputation_at_every_step(alpha):
+    """Blocks of 4 values make the tails span several blocks, as 512-value blocks do at scale."""
+    from utils.selection import TritonEngine
+
+    unit, rho = pool_inputs(n=24, seed=int(alpha * 10))
+    engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4)
+    picks = check_every_step(engine, unit, rho, 14, alpha, None)
+    assert picks == select(unit, rho, 14, alpha, picks[0],
+                           engine=NumpyEngine(unit, rho, 14, alpha))
+
+
+@needs_interpreter
+def test_self_check_passes_when_the_kernel_is_right():
+    from utils.selection import triton_self_check
+
+    assert triton_self_check("cpu", n=24, k=12) is None
+
+
+def test_self_check_reports_a_kernel_that_cannot_run():
+    """Compiled Triton with no GPU fails to launch: the check says why in one line."""
+    problem = run_without_interpreter(
+        "from utils.selection import triton_self_check; "
+        "print(repr(triton_self_check('cpu', n=24, k=12)))")
+    assert isinstance(problem, str) and problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_kernel_compiles_for_ampere_and_hopper_with_the_barrier_in_place(arch):
+    """The kernel builds to machine code (cubin) for sm_80 and sm_90, and in its compiled form
+    every tail block is read, then a barrier, then written one place down."""
+    stages = run_without_interpreter(f"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from utils.triton_selection import BLOCK, NUM_WARPS, insert_values
+signature = {{"sorted_values": "*fp32", "row_stride": "i32", "weighted_sums": "*fp64",
+             "values": "*fp32", "active": "*i8", "coefficients": "*fp64", "weights": "*fp64",
+             "t": "i32", "BLOCK": "constexpr"}}
+kernel = triton.compile(ASTSource(insert_values, signature, constexprs={{"BLOCK": BLOCK}}),
+                        target=GPUTarget("cuda", {arch}, 32), options={{"num_warps": NUM_WARPS}})
+lines = kernel.asm["ttgir"].splitlines()
+# the tail loop: the while loop that carries the float64 block of the tail sum
+start = next(i for i, line in enumerate(lines) if "scf.while" in line and "xf64" in line)
+end = next(i for i in range(start, len(lines)) if "scf.yield" in lines[i])
+print(repr([len(kernel.asm["cubin"]),
+            [op for line in lines[start:end] for op in ("tt.load", "gpu.barrier", "tt.store")
+             if op in line]]))
+""")
+    cubin_bytes, tail_loop_ops = stages
+    assert cubin_bytes > 0
+    # the tail values and their coefficients are read, then the barrier, then the values move
+    assert tail_loop_ops == ["tt.load", "tt.load", "gpu.barrier", "tt.store"]
