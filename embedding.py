@@ -127,7 +127,7 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     total = sum(len(texts) for _, _, texts in pending)
     start = time.perf_counter()
     with report.bar("embedding", total=total, unit="text") as bar:
-        for shard, target, texts in pending:
+        for _, target, texts in pending:
             parts = []
             for i in range(0, len(texts), CHUNK_TEXTS):
                 parts.append(embedder.embed(texts[i:i + CHUNK_TEXTS]))
