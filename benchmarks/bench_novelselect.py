@@ -6,9 +6,10 @@ ratio, whether the picks agree and, on a GPU, novelselect.py's peak GPU memory.
 
     python benchmarks/bench_novelselect.py                       # k = 1000 and 2000, CPU
     python benchmarks/bench_novelselect.py --ks 1000 --skip-baseline-above 1000
-    # the paper's scale on a GPU (the reference loop takes about an hour there: skipped)
+    # the paper's scale on a GPU (the reference loop takes about an hour there: skipped),
+    # with the fused Triton kernel and again with the plain torch kernel
     python benchmarks/bench_novelselect.py --pool 396000 --dim 4096 --ks 10000 \\
-        --format npy --gpu-id 0 --skip-baseline-above 0
+        --format npy --gpu-id 0 --skip-baseline-above 0 --gpu-kernels triton torch
 """
 
 import argparse
@@ -18,7 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import clustered, timed, write_shards
+from common import REPO, clustered, timed, write_shards
+
+sys.path.insert(0, str(REPO))
+from utils.selection import GPU_KERNEL_VARIABLE  # noqa: E402
 
 
 def main():
@@ -30,6 +34,8 @@ def main():
     parser.add_argument("--format", choices=["json", "npy"], default="json")
     parser.add_argument("--gpu-id", type=int, default=-1, help="for novelselect.py (-1: CPU)")
     parser.add_argument("--skip-baseline-above", type=int, default=10**9)
+    parser.add_argument("--gpu-kernels", nargs="+", choices=["triton", "torch"],
+                        default=["triton"], help="on a GPU: which NovelSelect kernels to time")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_novelselect_"))
@@ -43,18 +49,19 @@ def main():
 
     device = "CPU" if args.gpu_id < 0 else f"GPU {args.gpu_id}"
     print(f"NovelSelect, {args.dim} dimensions, {args.format} shards, ours on the {device}")
-    print(f"{'pool':>7} {'k':>6} {'ours (s)':>9} {'baseline (s)':>13} {'ratio':>7} "
-          f"{'same picks':>11} {'peak GPU GiB':>13}")
-    for k in args.ks:
+    print(f"{'pool':>7} {'k':>6} {'kernel':>7} {'ours (s)':>9} {'baseline (s)':>13} "
+          f"{'ratio':>7} {'same picks':>11} {'peak GPU GiB':>13}")
+    kernels = args.gpu_kernels if args.gpu_id >= 0 else ["numba"]
+    for k, kernel in ((k, kernel) for k in args.ks for kernel in kernels):
         ours, stdout = timed([sys.executable, "novelselect.py", "--text_dir", str(work / "text"),
                               "--figure_dir", str(work / "emb"), "--output_dir",
                               str(work / "ours"), "--k", str(k), "--gpu_id", str(args.gpu_id),
-                              "--quiet"])
+                              "--quiet"], env={GPU_KERNEL_VARIABLE: kernel})
         peak = re.search(r"peak GPU memory ([\d.]+) GiB", stdout)
         peak = peak.group(1) if peak else "-"
         if k > args.skip_baseline_above:
-            print(f"{args.pool:>7} {k:>6} {ours:>9.2f} {'skipped':>13} {'':>7} {'':>11} "
-                  f"{peak:>13}", flush=True)
+            print(f"{args.pool:>7} {k:>6} {kernel:>7} {ours:>9.2f} {'skipped':>13} {'':>7} "
+                  f"{'':>11} {peak:>13}", flush=True)
             continue
         base_json = work / f"base_{k}.json"
         base, _ = timed([sys.executable, "benchmarks/baselines.py", "novelselect",
@@ -63,8 +70,8 @@ def main():
             (work / "ours" / f"novelselect_{k}_dense_0.5_dist_1.0_indices.json").read_text())
         base_picks = json.loads(base_json.read_text())
         agree = sum(a == b for a, b in zip(ours_picks, base_picks))
-        print(f"{args.pool:>7} {k:>6} {ours:>9.2f} {base:>13.1f} {base / ours:>6.1f}x "
-              f"{agree:>5}/{k:<5} {peak:>13}", flush=True)
+        print(f"{args.pool:>7} {k:>6} {kernel:>7} {ours:>9.2f} {base:>13.1f} "
+              f"{base / ours:>6.1f}x {agree:>5}/{k:<5} {peak:>13}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What both benchmarks share: seeded clustered embeddings, shard writing, timing a process."""
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -45,8 +46,9 @@ def write_shards(folder, vectors, fmt, shard_rows):
     return folder
 
 
-def timed(command):
+def timed(command, env=None):
     """Wall-clock seconds and stdout of a command run from the repository root."""
     start = time.perf_counter()
-    result = subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    result = subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env=None if env is None else {**os.environ, **env})
     return time.perf_counter() - start, result.stdout
