@@ -38,6 +38,28 @@ def test_npy_and_json_shards_mix(tmp_path):
     assert data.vectors.tolist() == [[1, 1, 1], [1, 1, 1], [2, 2, 2]]
 
 
+def test_npy_shards_fill_one_array_in_order_with_checks(tmp_path):
+    rng = np.random.default_rng(0)
+    shards = [rng.normal(size=(n, 4)) for n in (3, 0, 5, 2)]
+    for i, shard in enumerate(shards):
+        np.save(tmp_path / f"{i}.npy", shard.astype(np.float64 if i % 2 else np.float32))
+    data = load_vectors(tmp_path)
+    np.testing.assert_array_equal(data.vectors, np.concatenate(shards).astype(np.float32))
+    assert data.vectors.dtype == np.float32 and data.vectors.flags.c_contiguous
+    assert data.offsets == [0, 3, 3, 8, 10]
+    bad = shards[2].copy()
+    bad[1, 2] = np.inf
+    np.save(tmp_path / "2.npy", bad)
+    with pytest.raises(InputError, match=r"2.npy: row 1 \(global row 4\) holds NaN or inf"):
+        load_vectors(tmp_path)
+    np.save(tmp_path / "2.npy", np.ones((5, 6)))
+    with pytest.raises(InputError, match="2.npy: vectors have 6 dimensions but 0.npy has 4"):
+        load_vectors(tmp_path)
+    (tmp_path / "2.npy").write_bytes(npy_bytes(np.ones((5, 4)))[:-8])
+    with pytest.raises(InputError, match="2.npy: not a readable .npy array"):
+        load_vectors(tmp_path)
+
+
 def test_single_file_dataset_is_named_by_stem(tmp_path):
     path = tmp_path / "my_subset.json"
     path.write_text("[[1, 0], [0, 1]]")

@@ -148,12 +148,17 @@ def _vectors_from_json(path, raw):
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def read_npy(path):
-    """A ``.npy`` array without pickles; anything else is an InputError naming the file."""
+def read_npy(path, mmap=False):
+    """A ``.npy`` array without pickles; anything else is an InputError naming the file.
+
+    ``mmap=True`` maps the file instead of reading it (the rows are read when used).
+    """
     try:
         with open(path, "rb") as handle:
             if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
                 raise InputError(f"{path}: not a .npy file (no NumPy header)")
+            if mmap:
+                return np.load(path, mmap_mode="r", allow_pickle=False)
             handle.seek(0)
             return np.load(handle, allow_pickle=False)
     except OSError as err:
@@ -162,14 +167,19 @@ def read_npy(path):
         raise InputError(f"{path}: not a readable .npy array ({err})") from None
 
 
-def _vectors_from_npy(path):
-    array = read_npy(path)
+def _npy_vectors(path, mmap=False):
+    """A checked 2-D numeric array from a ``.npy`` shard, as stored (mapped if ``mmap``)."""
+    array = read_npy(path, mmap)
     if array.ndim != 2:
         raise InputError(f"{path}: expected a 2-D array (samples x dimensions), "
                          f"found shape {array.shape}")
     if array.dtype.kind not in "fiu":
         raise InputError(f"{path}: expected a numeric array, found dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return array
+
+
+def _vectors_from_npy(path):
+    return np.ascontiguousarray(_npy_vectors(path), dtype=np.float32)
 
 
 def check_vectors(vectors, path, first_row=0, allow_zero=False):
@@ -219,21 +229,35 @@ def load_vectors(path, progress=None, allow_zero=False):
     """
     path = Path(path)
     files = dataset_files(path, VECTOR_SUFFIXES)
+    # .npy shards are mapped first, so their rows go straight into one array of the right size
+    # instead of into parts and then a concatenated copy (twice the memory at 400k x 4096).
+    mapped = ([_npy_vectors(f, mmap=True) for f in files]
+              if len(files) > 1 and all(f.suffix == ".npy" for f in files) else None)
+    out = None
+    if mapped is not None:
+        widths = [m.shape[1] for m in mapped if len(m)]
+        out = np.empty((sum(len(m) for m in mapped), widths[0] if widths else 0), np.float32)
     parts, offsets, width, width_from = [], [0], None, None
-    for shard in (progress(files) if progress else files):
-        vectors = read_vector_shard(shard)
+    for i, shard in enumerate(progress(files) if progress else files):
+        vectors = mapped[i] if mapped is not None else read_vector_shard(shard)
         if len(vectors):
             if width is None:
                 width, width_from = vectors.shape[1], shard
             elif vectors.shape[1] != width:
                 raise InputError(f"{shard}: vectors have {vectors.shape[1]} dimensions but "
                                  f"{width_from.name} has {width}")
+            if out is not None:
+                out[offsets[-1]:offsets[-1] + len(vectors)] = vectors
+                vectors = out[offsets[-1]:offsets[-1] + len(vectors)]
             check_vectors(vectors, shard, offsets[-1], allow_zero=allow_zero)
             parts.append(vectors)
         offsets.append(offsets[-1] + len(vectors))
     if not parts:
         raise InputError(f"{path}: the dataset is empty (no vectors in {len(files)} shard(s))")
-    vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if out is not None:
+        vectors = out
+    else:
+        vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return VectorSet(vectors, files, offsets,
                      path.stem if path.is_file() else path.resolve().name)
 
