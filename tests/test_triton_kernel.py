@@ -9,6 +9,7 @@ import ast
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -24,8 +25,12 @@ needs_interpreter = pytest.mark.skipif(
 
 
 def run_without_interpreter(code):
-    """Run Python code in a fresh process with Triton's compiler (not its interpreter)."""
-    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO)}
+    """Run Python code in a fresh process with Triton's compiler (not its interpreter).
+
+    Its compile cache goes to a fresh temporary folder, so a read-only home does not matter.
+    """
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO),
+           "TRITON_CACHE_DIR": tempfile.mkdtemp(prefix="triton_cache_")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
