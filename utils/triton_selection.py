@@ -12,6 +12,9 @@ variable ``TRITON_INTERPRET=1`` set before Triton is imported, Triton's interpre
 kernel on CPU tensors: that is how the tests check its logic on machines without a GPU.
 """
 
+import contextlib
+
+import torch
 import triton
 import triton.language as tl
 
@@ -55,6 +58,11 @@ def insert_values(sorted_values, row_stride, weighted_sums, values, active, coef
 
 def launch(sorted_values, weighted_sums, values, active, coefficients, weights, t, block=BLOCK):
     """One step: insert ``values[u]`` into every active candidate u's sorted row."""
-    insert_values[(len(values),)](sorted_values, sorted_values.stride(0), weighted_sums, values,
-                                  active, coefficients, weights, t, BLOCK=block,
-                                  num_warps=NUM_WARPS)
+    # Triton launches on the current CUDA device, not on the tensors' one: with --gpu_id 1 the
+    # kernel must be sent to GPU 1 explicitly.
+    on_device = (torch.cuda.device(sorted_values.device) if sorted_values.is_cuda
+                 else contextlib.nullcontext())
+    with on_device:
+        insert_values[(len(values),)](sorted_values, sorted_values.stride(0), weighted_sums,
+                                      values, active, coefficients, weights, t, BLOCK=block,
+                                      num_warps=NUM_WARPS)
