@@ -194,11 +194,15 @@ class TorchEngine:
         self.active = torch.ones(n, dtype=torch.int8, device=self.device)  # 0: picked
         self.chunk_bytes = chunk_mib * 2**20
 
+    def take(self, pick):
+        """Mark ``pick`` as taken and return every candidate's value x(u, pick) (SPEC 5)."""
+        self.active[pick] = 0
+        self.values = (1.0 - self.unit @ self.unit[pick]) * (self.rho + self.rho[pick])
+        return self.values
+
     def add_pick(self, pick, t):
         torch = self.torch
-        self.active[pick] = 0
-        values = (1.0 - self.unit @ self.unit[pick]) * (self.rho + self.rho[pick])
-        self.values = values
+        values = self.take(pick)
         n = len(values)
         # mask (1 byte), masked copy (4), its float64 cast (8), shifted copy (4) per value
         chunk = max(1, self.chunk_bytes // (17 * max(t, 1)))
@@ -244,9 +248,7 @@ class TritonEngine(TorchEngine):
         self.block = block or triton_selection.BLOCK
 
     def add_pick(self, pick, t):
-        self.active[pick] = 0
-        self.values = (1.0 - self.unit @ self.unit[pick]) * (self.rho + self.rho[pick])
-        self._kernels.launch(self.sorted_values, self.weighted_sums, self.values,
+        self._kernels.launch(self.sorted_values, self.weighted_sums, self.take(pick),
                              self.active, self.coefficients, self.weights, t, self.block)
 
 

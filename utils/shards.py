@@ -249,16 +249,15 @@ def load_vectors(path, progress=None, allow_zero=False):
             if out is not None:
                 out[offsets[-1]:offsets[-1] + len(vectors)] = vectors
                 vectors = out[offsets[-1]:offsets[-1] + len(vectors)]
+            else:
+                parts.append(vectors)
             check_vectors(vectors, shard, offsets[-1], allow_zero=allow_zero)
-            parts.append(vectors)
         offsets.append(offsets[-1] + len(vectors))
-    if not parts:
+    if not offsets[-1]:
         raise InputError(f"{path}: the dataset is empty (no vectors in {len(files)} shard(s))")
-    if out is not None:
-        vectors = out
-    else:
-        vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return VectorSet(vectors, files, offsets,
+    if out is None:
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return VectorSet(out, files, offsets,
                      path.stem if path.is_file() else path.resolve().name)
 
 
