@@ -1,0 +1,22 @@
+"""Row blocks under a memory budget: the one chunk planner of the project.
+
+Every blocked computation (NovelSum's distance rows, the exact kNN search, the torch selection
+engine) sizes its blocks here, from a budget in bytes for the *whole* working memory of one
+block: all the temporaries that exist at once while the block is processed, over all threads.
+A ``--block_mib 64`` therefore means 64 MiB of working memory on the CPU and on the GPU alike.
+"""
+
+MIB = 2**20
+
+
+def rows_per_block(bytes_per_row, budget_bytes):
+    """How many rows fit in ``budget_bytes`` when each costs ``bytes_per_row``; at least one,
+    so that a single row larger than the budget still makes progress."""
+    return max(1, int(budget_bytes // max(1, bytes_per_row)))
+
+
+def row_blocks(n_rows, bytes_per_row, budget_bytes):
+    """Yield ``(start, stop)`` ranges covering ``range(n_rows)`` in order, each within budget."""
+    step = rows_per_block(bytes_per_row, budget_bytes)
+    for start in range(0, n_rows, step):
+        yield start, min(n_rows, start + step)
