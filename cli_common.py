@@ -9,6 +9,7 @@ import functools
 import math
 import re
 import sys
+import time
 
 import click
 from tqdm import tqdm
@@ -101,11 +102,16 @@ class ReferenceStyleCommand(click.Command):
                                                        self.path_options))
 
 
+class Interrupted(Exception):
+    """Ctrl-C, with what the command has kept: its message replaces the default one."""
+
+
 def clean_errors(command_body):
     """Turn library errors into one-line messages: ``Error: ...``, exit 1, no traceback.
 
-    Ctrl-C stops with exit status 130 and a line saying that no output was written (outputs
-    are renamed into place only when complete).
+    Ctrl-C stops with exit status 130 and a line saying what was kept: by default that no
+    output was written (outputs are renamed into place only when complete); a command that
+    keeps finished parts raises ``Interrupted`` with its own message.
     """
 
     @functools.wraps(command_body)
@@ -114,6 +120,9 @@ def clean_errors(command_body):
             return command_body(*args, **kwargs)
         except InputError as err:
             raise click.ClickException(str(err)) from None
+        except Interrupted as stop:
+            click.echo(f"\nInterrupted: {stop}", err=True)
+            sys.exit(130)
         except KeyboardInterrupt:
             click.echo("\nInterrupted: stopped cleanly, no output was written.", err=True)
             sys.exit(130)
@@ -121,26 +130,82 @@ def clean_errors(command_body):
     return wrapper
 
 
-class Reporter:
-    """Progress bars and notices on stderr, all switched off by ``--quiet``."""
+class StageLine:
+    """Progress for a log: one line per stage, no bar redraws.
 
-    def __init__(self, quiet=False):
+    The line is begun when the stage starts (``selecting: 10000 pick(s) ...``) and finished
+    when it ends (``done in 52.3 s``), so a log being followed shows where the run is. It takes
+    the calls the scripts make on a tqdm bar (``update``, ``set_postfix_str``, use as a
+    context manager or as a wrapping iterable).
+    """
+
+    def __init__(self, desc, unit, iterable=None, total=None):
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.desc, self.unit, self.iterable, self.total = desc, unit, iterable, total
+        self.postfix, self.start = "", None
+
+    def __iter__(self):
+        with self:
+            yield from self.iterable
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        size = f" {self.total} {self.unit}(s)" if self.total is not None else ""
+        click.echo(f"{self.desc}:{size} ...", err=True, nl=False)
+        sys.stderr.flush()
+        return self
+
+    def __exit__(self, kind, *_):
+        if kind is not None:
+            click.echo(" stopped", err=True)
+            return
+        postfix = f" ({self.postfix})" if self.postfix else ""
+        click.echo(f" done in {time.perf_counter() - self.start:.1f} s{postfix}", err=True)
+
+    def update(self, n=1):
+        """Counted by the stage's total; nothing is printed until the stage ends."""
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+
+class Reporter:
+    """Progress and notices on stderr, all switched off by ``--quiet``.
+
+    On a terminal progress is a tqdm bar; when stderr is a file or a pipe (a log), each stage
+    writes one line when it ends instead of a bar's many redraws.
+    """
+
+    def __init__(self, quiet=False, interactive=None):
         self.quiet = quiet
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
 
     def notice(self, message):
         if not self.quiet:
             click.echo(message, err=True)
 
     def progress(self, desc, unit="it", total=None, **kwargs):
-        """A function wrapping an iterable in a tqdm bar named ``desc``."""
+        """A function wrapping an iterable in a progress report named ``desc``."""
+        if not self.interactive or self.quiet:
+            return lambda iterable: (iterable if self.quiet else
+                                     StageLine(desc, unit, iterable=iterable, total=total))
         return lambda iterable: tqdm(iterable, desc=desc, unit=unit, total=total,
-                                     disable=self.quiet, file=sys.stderr, leave=False,
-                                     dynamic_ncols=True, **kwargs)
+                                     file=sys.stderr, leave=False, dynamic_ncols=True, **kwargs)
 
     def bar(self, desc, total, unit="it", **kwargs):
-        """A manually updated tqdm bar."""
+        """A manually updated progress bar (``update``, ``set_postfix_str``)."""
+        if not self.interactive and not self.quiet:
+            return StageLine(desc, unit, total=total)
         return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr,
                     dynamic_ncols=True, **kwargs)
+
+
+def device_summary(device, gpu_id):
+    """The device a run used, for its summary line; says so when an asked-for GPU was missing."""
+    if device == "cpu" and gpu_id is not None and gpu_id >= 0:
+        return f"cpu (GPU {gpu_id} was asked for but is not available)"
+    return device
 
 
 def gpu_option(help_text):

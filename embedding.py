@@ -13,12 +13,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cli_common import (PATH_SEPARATOR, Reporter, ReferenceStyleCommand, clean_errors,
-                        gpu_option, quiet_option)
+from cli_common import (PATH_SEPARATOR, Interrupted, Reporter, ReferenceStyleCommand,
+                        clean_errors, device_summary, gpu_option, quiet_option)
 from utils.atomic import atomic_path
-from utils.device import resolve_device
-from utils.embedders import (BACKENDS, check_model_path, choose_backend, item_text,
-                             make_backend, output_path, shard_done)
+from utils.device import nvidia_driver_present, pin_visible_gpu, resolve_device
+from utils.embedders import (BACKENDS, choose_backend, item_text, make_backend, may_use_vllm,
+                             output_path, resolve_model_path, shard_done)
 from utils.errors import InputError
 from utils.shards import TEXT_SUFFIXES, natural_key, read_text_shard
 
@@ -66,12 +66,23 @@ def write_vectors(path, vectors):
             tmp.write_text(json.dumps(vectors.tolist()))
 
 
+def interrupted_message(written, skipped, planned, output_dir):
+    """What a Ctrl-C leaves: the finished shards stay (a rerun resumes after them)."""
+    kept = written + skipped
+    if not kept:
+        return "stopped cleanly, no output was written."
+    return (f"stopped cleanly; {kept} of {planned} shard(s) are embedded in {output_dir} "
+            f"({written} by this run) and kept; the shard in progress was not written. Run the "
+            f"same command again to embed the rest.")
+
+
 @click.command(cls=ReferenceStyleCommand, path_options=("--input_dir", "--input-dir"))
 @click.option("--input_dir", "--input-dir", required=True,
               help="One or more folders of text shards (.json lists or .jsonl; strings or "
                    "conversations).")
 @click.option("--model_path", "--model-path", required=True,
-              help="Model folder: a causal LM (LLaMA, Qwen...) or a sentence-transformers model.")
+              help="Model folder, or a Hugging Face model id already in the local cache: a causal "
+                   "LM (LLaMA, Qwen...) or a sentence-transformers model.")
 @gpu_option("GPU for the model (-1: CPU); falls back to CPU with a notice.")
 @click.option("--max_length", "--max-length", type=click.IntRange(min=1), default=256,
               show_default=True, help="Tokens kept per text, special tokens included.")
@@ -96,11 +107,11 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     Example:
 
     \b
-        python embedding.py --input_dir examples/pool/text --model_path MODEL_DIR
-        --output_dir pool_embeddings --output_format npy
+        python embedding.py --input_dir examples/pool/text --model_path MODEL_DIR \\
+            --output_dir pool_embeddings --output_format npy
     """
     report = Reporter(quiet)
-    check_model_path(model_path)
+    model_path = resolve_model_path(model_path)
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output_dir {output_dir}: is a file; give a folder")
     plan = plan_shards(input_dir.split(PATH_SEPARATOR), output_dir, output_format)
@@ -116,6 +127,9 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     if not pending:
         click.echo(f"nothing to do: all {len(plan)} shard(s) are embedded")
         return
+    asked_gpu = gpu_id
+    if may_use_vllm(backend, model_path, nvidia_driver_present()):
+        gpu_id = pin_visible_gpu(gpu_id)  # before CUDA starts: vLLM takes the first visible GPU
     device = resolve_device(gpu_id, report.notice)
     backend = choose_backend(backend, model_path, device)
     report.notice(f"embedding with {backend} on {device}")
@@ -126,17 +140,23 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     embedder = make_backend(backend, model_path, device, max_length, batch_size)
     total = sum(len(texts) for _, _, texts in pending)
     start = time.perf_counter()
-    with report.bar("embedding", total=total, unit="text") as bar:
-        for _, target, texts in pending:
-            parts = []
-            for i in range(0, len(texts), CHUNK_TEXTS):
-                parts.append(embedder.embed(texts[i:i + CHUNK_TEXTS]))
-                bar.update(len(parts[-1]))
-            width = parts[0].shape[1] if parts else 0
-            write_vectors(target, np.concatenate(parts) if parts else np.zeros((0, width)))
+    written = 0
+    try:
+        with report.bar("embedding", total=total, unit="text") as bar:
+            for _, target, texts in pending:
+                parts = []
+                for i in range(0, len(texts), CHUNK_TEXTS):
+                    parts.append(embedder.embed(texts[i:i + CHUNK_TEXTS]))
+                    bar.update(len(parts[-1]))
+                width = parts[0].shape[1] if parts else 0
+                write_vectors(target, np.concatenate(parts) if parts else np.zeros((0, width)))
+                written += 1
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(written, skipped, len(plan), output_dir)) from None
     seconds = time.perf_counter() - start
-    click.echo(f"embedded {total} texts in {len(pending)} shard(s) with {backend} on {device}: "
-               f"{seconds:.1f} s, {total / seconds:.1f} texts/s; output in {output_dir}")
+    click.echo(f"embedded {total} texts in {len(pending)} shard(s) with {backend} on "
+               f"{device_summary(device, asked_gpu)}: {seconds:.1f} s, "
+               f"{total / seconds:.1f} texts/s; output in {output_dir}")
 
 
 if __name__ == "__main__":

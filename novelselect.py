@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cli_common import (FINITE_FLOAT, Reporter, ReferenceStyleCommand, clean_errors, gpu_option,
-                        quiet_option)
+from cli_common import (FINITE_FLOAT, Reporter, ReferenceStyleCommand, clean_errors,
+                        device_summary, gpu_option, quiet_option)
 from utils.atomic import atomic_path
 from utils.density import DensityReference, density_factor
 from utils.device import peak_memory_note, resolve_device
@@ -43,12 +43,16 @@ def read_quality_scores(path, n):
 
 
 def pool_density(pool, neighbors, density_power, reference_vectors, device, report, source):
-    """rho = sigma_k^beta for every pool row (float32); beta = 0 needs no search."""
+    """rho = sigma_k^beta for every pool row (float32).
+
+    With beta = 0 every factor is 1: no reference is deduplicated, searched or checked against
+    ``--neighbors``, since no neighbour is used.
+    """
+    if density_power == 0:
+        return np.ones(len(pool), dtype=np.float32)
     reference = DensityReference(pool if reference_vectors is None else reference_vectors,
                                  device, source=source)
     reference.check_neighbors([neighbors])
-    if density_power == 0:
-        return np.ones(len(pool), dtype=np.float32)
     mean_sq = reference.mean_sq_distances(pool, [neighbors], report.progress("density", "chunk"))
     return density_factor(mean_sq[neighbors], density_power).astype(np.float32)
 
@@ -100,8 +104,8 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
     Example:
 
     \b
-        python novelselect.py --text_dir pool/text --figure_dir pool/emb --output_dir picked
-        --k 1000 --neighbors 10 --density_power 0.5 --distance_power 1
+        python novelselect.py --text_dir pool/text --figure_dir pool/emb --output_dir picked \\
+            --k 1000 --neighbors 10 --density_power 0.5 --distance_power 1
     """
     if neighbors < 1:
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
@@ -115,7 +119,7 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
         raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
     quality = read_quality_scores(quality_scores, n) if quality_scores else None
     reference = None
-    if dense_ref_dir:
+    if dense_ref_dir and density_power != 0:
         reference = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
                                  allow_zero=True).vectors
         if reference.shape[1] != pool.vectors.shape[1]:
@@ -137,8 +141,8 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
 
     names = output_names(k, density_power, distance_power)
     write_outputs(output_dir, names, [items[i] for i in picks], picks)
-    click.echo(f"picked {k} of {n} samples; wrote {output_dir / names[0]} and {names[1]}"
-               f"{peak_memory_note(device)}")
+    click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id)}; wrote "
+               f"{output_dir / names[0]} and {names[1]}{peak_memory_note(device)}")
 
 
 if __name__ == "__main__":

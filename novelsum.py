@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from cli_common import (NumberList, Reporter, ReferenceStyleCommand, clean_errors, gpu_option,
-                        quiet_option)
+from cli_common import (NumberList, Reporter, ReferenceStyleCommand, clean_errors,
+                        device_summary, gpu_option, quiet_option)
 from utils.atomic import write_text_atomic
 from utils.density import DensityReference
 from utils.device import resolve_device
@@ -20,6 +20,12 @@ from utils.shards import VECTOR_SUFFIXES, load_vectors, natural_key
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
                 "--distance-powers")
 DEFAULT_DENSITY_POWERS = [0.0, 0.25, 0.5]
+DEFAULT_DISTANCE_POWERS = [0.0, 1.0, 2.0]
+
+
+def dataset_name(path):
+    """A dataset's row name in the CSV: a file's stem, a folder's name."""
+    return path.stem if path.is_file() else path.resolve().name
 
 
 def dataset_paths(single_dataset_path, multi_datasets_dir):
@@ -37,6 +43,19 @@ def dataset_paths(single_dataset_path, multi_datasets_dir):
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
+    seen = {}
+    for path in paths:
+        if path.resolve() in seen:
+            raise InputError(f"{path}: given twice (as {seen[path.resolve()]} too); "
+                             f"measure each dataset once")
+        seen[path.resolve()] = path
+    names = {}
+    for path in paths:  # the CSV tells datasets apart by name only
+        name = dataset_name(path)
+        if name in names:
+            raise InputError(f"{names[name]} and {path} would both be the dataset '{name}' in "
+                             f"the CSV; rename one of them")
+        names[name] = path
     return paths
 
 
@@ -49,7 +68,7 @@ def results_csv(rows):
     return buffer.getvalue()
 
 
-def results_table(rows, neighbors, density_powers, distance_powers):
+def results_table(rows, neighbors, density_powers, distance_powers, given):
     """A compact text table: one line per dataset, k and beta; one column per alpha."""
     name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
     header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
@@ -59,7 +78,7 @@ def results_table(rows, neighbors, density_powers, distance_powers):
     for row in rows:
         for beta in density_powers:
             for k in neighbors:
-                values = "  ".join(f"{row[column_name(k, beta, a)]:>10.6g}"
+                values = "  ".join(f"{row[column_name(k, beta, a, given)]:>10.6g}"
                                    for a in distance_powers)
                 lines.append(f"{row['Dataset Name']:<{name_width}}  {k:>4}  "
                              f"{format_number(beta):>5}  {values}  "
@@ -82,10 +101,10 @@ def results_table(rows, neighbors, density_powers, distance_powers):
               help="Numbers of nearest neighbours k for the density factor (list).")
 @click.option("--density_powers", "--density-powers", type=NumberList(float), default=None,
               show_default="0 0.25 0.5; 0 without --dense_ref_dir",
-              help="Powers beta applied to the density factor (list).")
+              help="Powers beta applied to the density factor (list; any finite numbers).")
 @click.option("--distance_powers", "--distance-powers", type=NumberList(float),
-              default="0,1,2", show_default=True,
-              help="Powers alpha of the proximity weights r^-alpha (list).")
+              default=None, show_default="0 1 2",
+              help="Powers alpha of the proximity weights r^-alpha (list; any finite numbers).")
 @click.option("--block_mib", "--block-mib", type=click.IntRange(min=1),
               default=DEFAULT_BLOCK_MIB, show_default=True,
               help="Memory for one block of distance rows, in MiB.")
@@ -98,15 +117,20 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     Lists may be space- or comma-separated. Example:
 
     \b
-        python novelsum.py --multi_datasets_dir subsets/ --dense_ref_dir pool/
-        --output_csv novelsum.csv --neighbors 5 10 --density_powers 0 0.25 0.5
+        python novelsum.py --multi_datasets_dir subsets/ --dense_ref_dir pool/ \\
+            --output_csv novelsum.csv --neighbors 5 10 --density_powers 0 0.25 0.5
     """
     if not single_dataset_path and not multi_datasets_dir:
         raise click.UsageError("give --single_dataset_path, --multi_datasets_dir, or both")
     if min(neighbors) < 1:
         raise click.UsageError(f"--neighbors {min(neighbors)}: must be at least 1")
+    # The published script names columns after its defaults in shortest form and after
+    # values from the command line as floats (docs/method.md section 4).
+    given = (density_powers is not None, distance_powers is not None)
     if density_powers is None:
         density_powers = DEFAULT_DENSITY_POWERS if dense_ref_dir else [0.0]
+    if distance_powers is None:
+        distance_powers = DEFAULT_DISTANCE_POWERS
     if not dense_ref_dir and any(beta != 0 for beta in density_powers):
         raise click.UsageError("--density_powers other than 0 need a reference set: "
                                "give --dense_ref_dir (or use --density_powers 0)")
@@ -138,13 +162,14 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
             report.progress(f"distances {dataset.name}", "block"))
         row = {"Dataset Name": dataset.name}
         row.update(novelsum_grid(means, mean_sq_by_k, neighbors, density_powers,
-                                 distance_powers))
+                                 distance_powers, given))
         row["cos_distance"] = distance_sum / len(dataset.vectors) ** 2
         rows.append(row)
 
     write_text_atomic(output_csv, results_csv(rows))
-    click.echo(results_table(rows, neighbors, density_powers, distance_powers))
-    report.notice(f"wrote {output_csv} ({len(rows)} dataset(s))")
+    click.echo(results_table(rows, neighbors, density_powers, distance_powers, given))
+    click.echo(f"wrote {output_csv}: {len(rows)} dataset(s), computed on "
+               f"{device_summary(device, gpu_id)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """embedding.py on a real model (all-MiniLM-L6-v2) and on a tiny causal LM built here."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -205,4 +206,108 @@ def test_auto_backend_choice(tiny_causal_lm):
 
     assert choose_backend("auto", MINILM, "cpu") == "sentence-transformers"
     assert choose_backend("auto", tiny_causal_lm, "cpu") == "transformers"
-    assert choose_backend("vllm", MINILM, "cpu") == "vllm"
+    assert choose_backend("transformers", tiny_causal_lm, "cpu") == "transformers"
+
+
+def run_script(*args, env=None):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "embedding.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.mark.parametrize("backend, message", [
+    ("transformers", "is a sentence-transformers model; use --backend sentence-transformers"),
+    ("vllm", "--backend vllm needs a GPU and none is available; on the CPU use --backend "
+             "transformers"),
+])
+def test_a_backend_that_cannot_work_is_refused_before_any_work(tmp_path, backend, message):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS))
+    result = run_script("--input_dir", tmp_path / "in", "--model_path", MINILM, "--output_dir",
+                        tmp_path / "out", "--backend", backend)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    assert "embedding with" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_keeps_the_finished_shards_and_says_so(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    (tmp_path / "in").mkdir()
+    texts = [f"{q} (variant {i})" for i in range(120) for q in QUESTIONS]
+    for shard in range(4):
+        (tmp_path / "in" / f"{shard}.json").write_text(json.dumps(texts))
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "embedding.py"), "--input_dir", str(tmp_path / "in"),
+         "--model_path", MINILM, "--output_dir", str(out), "--batch_size", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 300
+    while not (out / "0.json").exists():  # the first shard is done and written
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    kept = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert kept and "3.json" not in kept and not [p for p in out.iterdir()
+                                                  if p.name.startswith(".")]
+    assert (f"Interrupted: stopped cleanly; {len(kept)} of 4 shard(s) are embedded in {out} "
+            f"({len(kept)} by this run) and kept; the shard in progress was not written.") \
+        in stderr
+    assert len(json.loads((out / "0.json").read_text())) == len(texts)
+
+
+def test_model_id_from_the_local_cache(tmp_path):
+    """--model_path may be a Hugging Face model id when the model is in the local cache; one
+    that is not there is a one-line error saying so (nothing is downloaded)."""
+    import shutil
+
+    snapshot = (tmp_path / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2" /
+                "snapshots" / "0123456789abcdef0123456789abcdef01234567")
+    shutil.copytree(MINILM, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(snapshot.name)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:2]))
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = run_script("--input_dir", tmp_path / "in", "--model_path",
+                        "sentence-transformers/all-MiniLM-L6-v2", "--output_dir",
+                        tmp_path / "out", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    assert np.array(json.loads((tmp_path / "out" / "0.json").read_text())).shape == (2, 384)
+    result = run_script("--input_dir", tmp_path / "in", "--model_path", "nobody/no-such-model",
+                        "--output_dir", tmp_path / "out2", "--quiet", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: --model_path nobody/no-such-model: no such folder, and no model of that name "
+        "in the local Hugging Face cache (models are never downloaded here); download it with "
+        "`huggingface-cli download nobody/no-such-model` where there is network, or give a "
+        "model folder")
+
+
+@pytest.mark.parametrize("visible, gpu_id, expected_visible, expected_id", [
+    (None, 2, "2", 0),
+    ("4,5,6", 1, "5", 0),
+    ("4,5", 3, "4,5", 3),  # not there: left for resolve_device to report
+    (None, -1, None, -1),
+])
+def test_vllm_gpu_is_chosen_before_cuda_starts(visible, gpu_id, expected_visible, expected_id):
+    from utils.device import pin_visible_gpu
+
+    environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    assert pin_visible_gpu(gpu_id, environ) == expected_id
+    assert environ.get("CUDA_VISIBLE_DEVICES") == expected_visible

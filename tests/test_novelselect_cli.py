@@ -170,3 +170,32 @@ def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path):
     assert "Traceback" not in stderr
     assert "Interrupted: stopped cleanly, no output was written." in stderr
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_density_power_zero_uses_no_neighbours(runner, pool):
+    """With beta = 0 every density factor is 1: --neighbors is not checked against the pool
+    (90 samples), and the picks are those of a pool whose factors are all 1."""
+    from utils.proximity import unit_rows
+    from utils.selection import first_pick, select
+    from utils.shards import load_vectors
+
+    folder, texts, embeddings = pool
+    out = folder / "out"
+    result = runner.invoke(main, ["--text_dir", str(texts), "--figure_dir", str(embeddings),
+                                  "--output_dir", str(out), "--k", "15", "--density_power", "0",
+                                  "--neighbors", "1000", "--quiet"])
+    assert result.exit_code == 0, result.output
+    picks = json.loads((out / "novelselect_15_dense_0.0_dist_1.0_indices.json").read_text())
+    vectors = load_vectors(embeddings).vectors
+    assert picks == select(unit_rows(vectors), np.ones(90, dtype=np.float32), 15, 1.0,
+                           first_pick(90, 42))
+
+
+def test_summary_names_the_device_used(runner, pool):
+    folder, texts, embeddings = pool
+    result = runner.invoke(main, ["--text_dir", str(texts), "--figure_dir", str(embeddings),
+                                  "--output_dir", str(folder / "out"), "--k", "5", "--gpu_id",
+                                  "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "picked 5 of 90 samples on cpu (GPU 3 was asked for but is not available)" \
+        in result.output

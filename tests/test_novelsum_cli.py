@@ -51,13 +51,25 @@ def test_golden_values_to_relative_1e6(runner, tmp_path, case):
                 assert float(ours[name][key]) == pytest.approx(float(value), rel=1e-6), key
 
 
-def test_column_names_use_shortest_numbers(runner, tmp_path):
+def test_column_names_as_the_reference_writes_them(runner, tmp_path):
+    """Values from the command line are named as Python floats, byte for byte as the golden
+    header; the defaults keep their shortest names."""
     output = tmp_path / "out.csv"
     runner.invoke(main, golden_args("novelsum_custom_grid", output) + ["--quiet"])
+    expected = (GOLDEN / "novelsum_custom_grid" / "expected.csv").read_text().splitlines()[0]
+    assert output.read_text().splitlines()[0] == expected
+    case = GOLDEN / "novelsum_default_grid"
+    default_args = ["--multi_datasets_dir", str(case / "targets"), "--dense_ref_dir",
+                    str(case / "reference"), "--output_csv", str(output), "--quiet"]
+    runner.invoke(main, default_args)
     header = output.read_text().splitlines()[0]
-    assert header.startswith("Dataset Name,neighbor_3_density_0_distance_0.5,"
-                             "neighbor_3_density_0_distance_3,")
-    assert header.endswith(",cos_distance")
+    assert header == (case / "expected.csv").read_text().splitlines()[0]
+    assert header.startswith("Dataset Name,neighbor_5_density_0_distance_0,"
+                             "neighbor_5_density_0_distance_1,neighbor_5_density_0_distance_2,")
+    runner.invoke(main, default_args + ["--density_powers", "0", "0.25", "0.5"])
+    header = output.read_text().splitlines()[0]
+    assert "neighbor_5_density_0.0_distance_0," in header  # given: float text, as the reference
+    assert "neighbor_10_density_0.25_distance_2," in header
 
 
 @pytest.fixture
@@ -190,3 +202,102 @@ def test_help_has_one_line_per_option_and_an_example(runner):
                    "--distance_powers"]:
         assert option in result.output
     assert "python novelsum.py --multi_datasets_dir" in result.output
+
+
+def test_one_sample_dataset_scores_exactly_zero(runner, small_case):
+    folder, reference, _target = small_case
+    single = folder / "single.json"
+    single.write_text(json.dumps([[0.3, -1.2] + [0.7] * 14]))
+    output = folder / "out.csv"
+    result = runner.invoke(main, ["--single_dataset_path", str(single), "--dense_ref_dir",
+                                  str(reference), "--output_csv", str(output), "--quiet"])
+    assert result.exit_code == 0, result.output
+    row = read_results(output)["single"]
+    assert {float(v) for k, v in row.items() if k != "Dataset Name"} == {0.0}
+
+
+def test_negative_powers_follow_the_definition(runner, small_case):
+    """alpha = -1 weighs rank r by r (far samples more); accepted like negative densities."""
+    folder, reference, target = small_case
+    output = folder / "out.csv"
+    result = runner.invoke(main, ["--single_dataset_path", str(target), "--dense_ref_dir",
+                                  str(reference), "--output_csv", str(output), "--quiet",
+                                  "--neighbors", "5", "--density_powers", "-0.5",
+                                  "--distance_powers", "-1"])
+    assert result.exit_code == 0, result.output
+    vectors = np.array(json.loads(target.read_text()))
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    distances = np.sort(1.0 - unit @ unit.T, axis=1)
+    weights = np.arange(1, len(vectors) + 1, dtype=np.float64)
+    proximity = distances @ weights / weights.sum()
+    ref = np.concatenate([np.array(json.loads(p.read_text()))
+                          for p in sorted(reference.glob("*.json"), key=lambda p: int(p.stem))])
+    sq = ((vectors[:, None, :] - ref[None, :, :]) ** 2).sum(axis=2)
+    sq.sort(axis=1)
+    density = 1.0 / (sq[:, 1:6].mean(axis=1) + 1e-9) ** -0.5  # each target is a reference row
+    expected = float(np.mean(density * proximity))
+    column = "neighbor_5_density_-0.5_distance_-1.0"
+    assert float(read_results_raw(output)["target"][column]) == pytest.approx(expected, rel=1e-6)
+
+
+def read_results_raw(path):
+    with open(path, newline="") as handle:
+        return {row["Dataset Name"]: row for row in csv.DictReader(handle)}
+
+
+def test_two_datasets_with_one_name_are_refused(runner, small_case):
+    folder, _reference, target = small_case
+    multi = folder / "multi"
+    write_json_shards(multi / "x", clustered_vectors(10, 16, seed=1), [10])
+    (multi / "x.json").write_text(target.read_text())
+    output = folder / "out.csv"
+    result = runner.invoke(main, ["--multi_datasets_dir", str(multi), "--output_csv",
+                                  str(output), "--quiet"])
+    assert result.exit_code == 1
+    assert "would both be the dataset 'x' in the CSV; rename one of them" in result.output
+    (multi / "x.json").unlink()
+    result = runner.invoke(main, ["--multi_datasets_dir", str(multi), "--single_dataset_path",
+                                  str(multi / "x"), "--output_csv", str(output), "--quiet"])
+    assert result.exit_code == 1
+    assert "given twice" in result.output
+    assert not output.exists()
+
+
+def test_help_example_pastes_into_a_shell(runner):
+    """The example's lines end in a line continuation, so pasted as shown they are one command
+    that the script accepts."""
+    import shlex
+
+    text = runner.invoke(main, ["--help"]).output
+    example = text.split("Example:")[1].split("Options:")[0].strip()
+    assert example.count("\\\n") == example.count("\n")  # every line but the last continues
+    words = shlex.split(example.replace("\\\n", " "))
+    assert words[:2] == ["python", "novelsum.py"]
+    main.make_context("novelsum.py", words[2:])  # parses: no usage error
+
+
+def test_summary_names_the_device_used(runner, small_case):
+    folder, _reference, target = small_case
+    result = runner.invoke(main, ["--single_dataset_path", str(target), "--output_csv",
+                                  str(folder / "out.csv"), "--quiet", "--gpu_id", "7"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].endswith(
+        "computed on cpu (GPU 7 was asked for but is not available)")
+
+
+def test_progress_in_a_log_is_one_line_per_stage(small_case):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    folder, reference, target = small_case
+    result = subprocess.run([sys.executable, str(REPO / "novelsum.py"), "--single_dataset_path",
+                             str(target), "--dense_ref_dir", str(reference), "--output_csv",
+                             str(folder / "out.csv")], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr
+    assert result.stderr.splitlines() == [
+        line for line in result.stderr.splitlines() if re.fullmatch(
+            r"[\w .]+: \d+ (shard|chunk|block)\(s\) \.\.\. done in [\d.]+ s", line)]
+    assert len(result.stderr.splitlines()) == 4  # reference, target, density, distances

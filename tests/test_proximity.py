@@ -1,4 +1,4 @@
-"""Rank weights, proximity-weighted means and the NovelSum grid (SPEC section 4)."""
+"""Rank weights, proximity-weighted means and the NovelSum grid (docs/method.md section 4)."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import clustered_vectors
+from utils.blocks import row_blocks
 from utils.proximity import (column_name, format_number, novelsum_grid, proximity_profile,
-                             rank_weights, row_blocks)
+                             rank_weights)
 
 
 def direct_proximity_means(vectors, alpha):
@@ -35,11 +36,24 @@ def test_hand_checked_three_points():
                                atol=1e-7)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("budget_rows", [1, 7, 120])
-def test_blocked_equals_whole(budget_rows):
+def test_blocked_equals_whole(budget_rows, n_threads):
+    """The budget is the whole block's working memory (12 bytes per distance), whatever the
+    number of threads sharing the block: 7 rows' worth gives blocks of 7 rows."""
     vectors = clustered_vectors(120, 16, seed=3)
-    budget_mib = budget_rows * 120 * 12 * 2 / 2**20  # 2 threads x 12 bytes per element
-    means, _ = proximity_profile(vectors, [0, 1, 2], budget_mib=budget_mib)
+    budget_mib = budget_rows * 120 * 12 / 2**20
+    blocks = []
+
+    def count_blocks(iterable):
+        for block in iterable:
+            blocks.append(block)
+            yield block
+
+    means, _ = proximity_profile(vectors, [0, 1, 2], budget_mib=budget_mib, progress=count_blocks,
+                                 n_threads=n_threads)
+    assert len(blocks) == -(-120 // budget_rows)
+    assert max(stop - start for start, stop in blocks) == budget_rows
     for a, alpha in enumerate([0, 1, 2]):
         np.testing.assert_allclose(means[:, a], direct_proximity_means(vectors, alpha),
                                    rtol=1e-6, atol=1e-7)
@@ -58,8 +72,11 @@ def test_torch_profile_equals_numpy():
     vectors = clustered_vectors(150, 12, seed=4)
     means, total = proximity_profile(vectors, [0, 0.5, 2])
     unit = unit_rows(vectors)
+    blocks = []
     means_t, total_t = _proximity_profile_torch(unit, normalised_weight_matrix(150, [0, 0.5, 2]),
-                                                150 * 24 * 7, None, "cpu")
+                                                150 * 24 * 7, lambda b: blocks.extend(b) or b,
+                                                "cpu")
+    assert len(blocks) == -(-150 // 7)  # blocks of 7 rows at 24 bytes per distance
     # per row the two BLAS libraries differ by float32 rounding (~1e-7 absolute) ...
     np.testing.assert_allclose(means_t, means, rtol=1e-6, atol=5e-7)
     # ... and NovelSum, the mean over rows, agrees to the SPEC's relative 1e-6

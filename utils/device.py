@@ -6,6 +6,7 @@ Convention (as faiss's ``ngpu``): ``None`` means "GPU 0 if there is one, else th
 
 import glob
 import importlib.util
+import os
 
 CPU = "cpu"
 
@@ -62,3 +63,22 @@ def peak_memory_note(device):
     import torch
 
     return f"; peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
+
+
+def pin_visible_gpu(gpu_id, environ=None):
+    """Make GPU ``gpu_id`` the only device this process will see, and return its new number.
+
+    vLLM runs on the first visible device, and CUDA reads ``CUDA_VISIBLE_DEVICES`` once, when
+    it starts: this must run before anything touches CUDA (``resolve_device`` does). An
+    existing ``CUDA_VISIBLE_DEVICES`` list is honoured (``gpu_id`` counts within it). A GPU
+    that is not in that list is left for ``resolve_device`` to report.
+    """
+    environ = os.environ if environ is None else environ
+    if gpu_id is None or gpu_id < 0:
+        return gpu_id
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [part.strip() for part in visible.split(",") if part.strip()] if visible else None
+    if ids is not None and gpu_id >= len(ids):
+        return gpu_id
+    environ["CUDA_VISIBLE_DEVICES"] = ids[gpu_id] if ids is not None else str(gpu_id)
+    return 0

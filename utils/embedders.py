@@ -13,12 +13,12 @@ vectors. torch, transformers, sentence-transformers and vLLM are imported only w
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .proximity import unit_rows
 
 BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
 
@@ -62,12 +62,43 @@ def is_causal_lm(model_path):
     return any(name.endswith("ForCausalLM") for name in architectures)
 
 
-def check_model_path(model_path):
+def cached_model_folder(model_id):
+    """The local folder of a Hugging Face model id in this machine's cache, or None.
+
+    Nothing is downloaded: the cache is where ``huggingface-cli download`` or an earlier online
+    run put the model (``HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``).
+    """
+    import os
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(model_id, local_files_only=True,
+                                 cache_dir=os.environ.get("HF_HUB_CACHE"))
+    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError):
+        return None
+
+
+def resolve_model_path(model_path):
+    """A model folder for ``--model_path``: a local folder as given, or a Hugging Face model id
+    (``org/name``) found in the local cache. Checked to hold a model."""
     path = Path(model_path)
+    if not path.exists():
+        if str(model_path).startswith((".", "/", "~")) or str(model_path).count("/") > 1:
+            raise InputError(f"--model_path {model_path}: no such model folder")
+        cached = cached_model_folder(str(model_path))
+        if cached is None:
+            raise InputError(f"--model_path {model_path}: no such folder, and no model of that "
+                             f"name in the local Hugging Face cache (models are never "
+                             f"downloaded here); download it with `huggingface-cli download "
+                             f"{model_path}` where there is network, or give a model folder")
+        path = Path(cached)
     if not path.is_dir():
         raise InputError(f"--model_path {model_path}: no such model folder")
     if not (path / "config.json").is_file() and not is_sentence_transformers_folder(path):
         raise InputError(f"--model_path {model_path}: not a model folder (no config.json)")
+    return path
 
 
 def vllm_installed():
@@ -76,16 +107,40 @@ def vllm_installed():
     return importlib.util.find_spec("vllm") is not None
 
 
+def may_use_vllm(backend, model_path, gpu_present):
+    """Whether ``backend`` will be vLLM once the device is known (so that GPU choice must be
+    made through ``CUDA_VISIBLE_DEVICES`` before CUDA starts)."""
+    if backend == "vllm":
+        return True
+    return backend == "auto" and gpu_present and is_causal_lm(model_path) and vllm_installed()
+
+
 def choose_backend(backend, model_path, device):
-    """Resolve ``auto``: vLLM for a causal LM with vLLM and a GPU, sentence-transformers for a
-    sentence-transformers folder, transformers otherwise."""
-    if backend != "auto":
-        return backend
-    if is_causal_lm(model_path) and device != "cpu" and vllm_installed():
-        return "vllm"
-    if is_sentence_transformers_folder(model_path):
-        return "sentence-transformers"
-    return "transformers"
+    """Resolve ``auto`` and check the choice, before any model is loaded.
+
+    ``auto``: vLLM for a causal LM with vLLM and a GPU, sentence-transformers for a
+    sentence-transformers folder, transformers otherwise.
+    """
+    if backend == "auto":
+        if is_causal_lm(model_path) and device != "cpu" and vllm_installed():
+            return "vllm"
+        if is_sentence_transformers_folder(model_path):
+            return "sentence-transformers"
+        return "transformers"
+    if backend == "vllm":
+        if device == "cpu":
+            raise InputError("--backend vllm needs a GPU and none is available; on the CPU "
+                             "use --backend transformers (the same vectors)")
+        if not vllm_installed():
+            raise InputError("--backend vllm: vLLM is not installed "
+                             "(python -m pip install -r requirements-gpu.txt)")
+    if backend == "transformers" and not is_causal_lm(model_path):
+        if is_sentence_transformers_folder(model_path):
+            raise InputError(f"--backend transformers: {model_path} is a sentence-transformers "
+                             f"model; use --backend sentence-transformers (or auto)")
+        raise InputError(f"--backend transformers: {model_path} is not a causal LM (its "
+                         f"config.json lists no *ForCausalLM architecture)")
+    return backend
 
 
 def truncated_token_ids(tokenizer, texts, max_length):
@@ -101,11 +156,6 @@ def last_token_states(hidden_states, attention_mask):
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     last = (attention_mask * positions).argmax(dim=1)
     return hidden_states[torch.arange(len(last), device=last.device), last]
-
-
-def l2_normalised(vectors):
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 class SentenceTransformersBackend:
@@ -134,10 +184,6 @@ class TransformersBackend:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        if not is_causal_lm(model_path):
-            raise InputError(f"--model_path {model_path}: the transformers backend takes a "
-                             f"causal LM (config architectures *ForCausalLM); use a "
-                             f"sentence-transformers folder for encoder models")
         self.torch = torch
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
@@ -166,7 +212,7 @@ class TransformersBackend:
                 states = self.model(input_ids=batch.to(self.device),
                                     attention_mask=mask.to(self.device)).last_hidden_state
             out[rows] = last_token_states(states, mask.to(self.device)).float().cpu().numpy()
-        return l2_normalised(out)
+        return unit_rows(out)
 
 
 class VllmBackend:
@@ -180,14 +226,8 @@ class VllmBackend:
     name = "vllm"
 
     def __init__(self, model_path, device, max_length, batch_size):
-        if device == "cpu":
-            raise InputError("--backend vllm needs a GPU (none is available); "
-                             "use --backend transformers on the CPU")
-        if not vllm_installed():
-            raise InputError("--backend vllm: vLLM is not installed "
-                             "(pip install -r requirements-gpu.txt)")
-        # vLLM uses the first visible device; make that the one --gpu_id asked for
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
+        # vLLM runs on the first visible GPU: embedding.py has made the one --gpu_id names the
+        # only visible one (utils.device.pin_visible_gpu) before CUDA started.
         from transformers import AutoTokenizer
         from vllm import LLM
 
@@ -200,7 +240,7 @@ class VllmBackend:
     def embed(self, texts):
         ids = truncated_token_ids(self.tokenizer, texts, self.max_length)
         outputs = self.llm.embed([{"prompt_token_ids": list(x)} for x in ids], use_tqdm=False)
-        return l2_normalised([o.outputs.embedding for o in outputs])
+        return unit_rows([o.outputs.embedding for o in outputs])
 
 
 def make_backend(backend, model_path, device, max_length, batch_size):

@@ -1,4 +1,4 @@
-"""Rank weights, proximity-weighted means and the NovelSum grid (SPEC section 4).
+"""Rank weights, proximity-weighted means and the NovelSum grid (docs/method.md section 4).
 
 For a target X of n vectors, row i of the cosine-distance matrix (self-distance included) is
 sorted ascending and reduced to P_i(alpha) = sum_r r^-alpha d_(r) / sum_r r^-alpha. Because the
@@ -6,7 +6,7 @@ density factor is constant along a row, one sort per row serves the whole (k, be
 NovelSum(k, beta, alpha) = mean_i sigma_k(x_i)^beta * P_i(alpha).
 
 The matrix is never built: rows are processed in blocks sized from a memory budget. Values are
-float32; every sum is accumulated in float64 (SPEC section 6).
+float32; every sum is accumulated in float64 (docs/method.md section 6).
 """
 
 import os
@@ -14,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .blocks import MIB, row_blocks
 from .density import density_factor
 from .device import exact_torch
+from .progress import tracked
 
 DEFAULT_BLOCK_MIB = 256
 
@@ -38,19 +40,17 @@ def unit_rows(vectors):
     return vectors / norms
 
 
-def row_blocks(n_rows, bytes_per_row, budget_bytes):
-    """Yield ``(start, stop)`` row ranges whose working memory stays within ``budget_bytes``.
+def cosine_distance_block(unit_block, unit_all, start=0):
+    """d(i, j) = 1 - cos(x_i, x_j) for the rows of a block against all rows (float32).
 
-    A block always has at least one row, so a single huge row still makes progress.
+    ``start`` is the global index of the block's first row: each row's distance to itself is
+    set to exactly 0, which float32 rounding of 1 - cos(x, x) would leave at about 1e-7 (a
+    one-sample dataset would otherwise score that noise).
     """
-    rows_per_block = max(1, int(budget_bytes // max(1, bytes_per_row)))
-    for start in range(0, n_rows, rows_per_block):
-        yield start, min(n_rows, start + rows_per_block)
-
-
-def cosine_distance_block(unit_block, unit_all):
-    """d(i, j) = 1 - cos(x_i, x_j) for the rows of a block against all rows (float32)."""
-    return 1.0 - unit_block @ unit_all.T
+    distances = 1.0 - unit_block @ unit_all.T
+    rows = np.arange(len(unit_block))
+    distances[rows, start + rows] = 0.0
+    return distances
 
 
 # Working bytes per matrix element of a block: the float32 distances (sorted in place) and the
@@ -58,8 +58,8 @@ def cosine_distance_block(unit_block, unit_all):
 _NUMPY_BYTES_PER_ELEMENT = 4 + 8
 
 
-def _profile_block_numpy(unit_block, unit_all, weight_matrix):
-    distances = cosine_distance_block(unit_block, unit_all)
+def _profile_block_numpy(unit_all, start, stop, weight_matrix):
+    distances = cosine_distance_block(unit_all[start:stop], unit_all, start)
     distance_sum = float(distances.sum(dtype=np.float64))
     distances.sort(axis=1)
     return distances.astype(np.float64) @ weight_matrix, distance_sum
@@ -69,16 +69,17 @@ def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_thre
     n = len(unit)
     means = np.empty((n, weight_matrix.shape[1]), dtype=np.float64)
     total = 0.0
-    blocks = list(row_blocks(n, n * _NUMPY_BYTES_PER_ELEMENT * n_threads, budget_bytes))
+    # The budget covers the whole block, all threads' slices together.
+    blocks = list(row_blocks(n, n * _NUMPY_BYTES_PER_ELEMENT, budget_bytes))
     # Sorting is single-threaded in numpy but releases the GIL: one thread per core, each on
     # its own slice of the block, keeps every core busy.
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for start, stop in (progress(blocks) if progress else blocks):
-            slices = np.array_split(np.arange(start, stop), min(n_threads, stop - start))
-            jobs = [pool.submit(_profile_block_numpy, unit[s[0]:s[-1] + 1], unit, weight_matrix)
-                    for s in slices]
-            for rows, job in zip(slices, jobs):
-                means[rows[0]:rows[-1] + 1], part = job.result()
+        for start, stop in tracked(blocks, progress):
+            bounds = np.linspace(start, stop, min(n_threads, stop - start) + 1).astype(int)
+            jobs = [pool.submit(_profile_block_numpy, unit, a, b, weight_matrix)
+                    for a, b in zip(bounds, bounds[1:])]
+            for a, b, job in zip(bounds, bounds[1:], jobs):
+                means[a:b], part = job.result()
                 total += part
     return means, total
 
@@ -92,8 +93,10 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
     total = torch.zeros((), dtype=torch.float64, device=device)
     # distances (float32), their sorted copy and sort indices (int64), the float64 copy
     blocks = list(row_blocks(n, n * (4 + 4 + 8 + 8), budget_bytes))
-    for start, stop in (progress(blocks) if progress else blocks):
+    for start, stop in tracked(blocks, progress):
         distances = 1.0 - unit_t[start:stop] @ unit_t.T
+        rows = torch.arange(stop - start, device=device)
+        distances[rows, start + rows] = 0.0  # the self-distance, exactly (see cosine_distance_block)
         total += distances.sum(dtype=torch.float64)
         sorted_rows = torch.sort(distances, dim=1).values
         means[start:stop] = (sorted_rows.double() @ weights_t).cpu().numpy()
@@ -110,7 +113,7 @@ def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MI
     """
     unit = unit_rows(vectors)
     weight_matrix = normalised_weight_matrix(len(unit), alphas)
-    budget_bytes = budget_mib * 2**20
+    budget_bytes = budget_mib * MIB
     if device == "cpu":
         n_threads = n_threads or os.cpu_count() or 1
         return _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads)
@@ -118,22 +121,33 @@ def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MI
 
 
 def format_number(value):
-    """Shortest text of a grid value: ``0``, ``0.25``, ``1`` (SPEC section 4)."""
+    """Shortest text of a grid value: ``0``, ``0.25``, ``1`` (docs/method.md section 4)."""
     value = float(value)
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def column_name(k, beta, alpha):
-    """CSV column of one grid point: ``neighbor_{k}_density_{beta}_distance_{alpha}``."""
-    return f"neighbor_{k}_density_{format_number(beta)}_distance_{format_number(alpha)}"
+def grid_number_text(value, from_command_line=False):
+    """A power as the published script wrote it in a column name: its defaults in shortest
+    form (``0``, ``0.25``), values from the command line as Python prints a float (``0.0``)."""
+    return repr(float(value)) if from_command_line else format_number(value)
 
 
-def novelsum_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, distance_powers):
+def column_name(k, beta, alpha, given=(False, False)):
+    """CSV column of one grid point: ``neighbor_{k}_density_{beta}_distance_{alpha}``.
+
+    ``given`` says whether the density and the distance powers came from the command line.
+    """
+    return (f"neighbor_{int(k)}_density_{grid_number_text(beta, given[0])}"
+            f"_distance_{grid_number_text(alpha, given[1])}")
+
+
+def novelsum_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, distance_powers,
+                  given=(False, False)):
     """NovelSum for every grid point, as ``{column name: value}`` in the reference's order.
 
     ``proximity_means``: (n, len(distance_powers)) from ``proximity_profile``;
     ``mean_sq_by_k``: k -> (n,) mean squared kNN distances, or None without a reference
-    (then every density power must be 0, and sigma^0 = 1).
+    (then every density power must be 0, and sigma^0 = 1); ``given`` as in ``column_name``.
     """
     results = {}
     for beta in density_powers:
@@ -143,6 +157,6 @@ def novelsum_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, dist
             else:
                 row_scale = density_factor(mean_sq_by_k[k], beta)
             for a, alpha in enumerate(distance_powers):
-                results[column_name(k, beta, alpha)] = float(
+                results[column_name(k, beta, alpha, given)] = float(
                     np.mean(row_scale * proximity_means[:, a]))
     return results
