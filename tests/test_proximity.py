@@ -79,7 +79,7 @@ def test_torch_profile_equals_numpy():
     assert len(blocks) == -(-150 // 7)  # blocks of 7 rows at 24 bytes per distance
     # per row the two BLAS libraries differ by float32 rounding (~1e-7 absolute) ...
     np.testing.assert_allclose(means_t, means, rtol=1e-6, atol=5e-7)
-    # ... and NovelSum, the mean over rows, agrees to the SPEC's relative 1e-6
+    # ... and NovelSum, the mean over rows, agrees to the relative 1e-6 of docs/method.md section 6
     np.testing.assert_allclose(means_t.mean(axis=0), means.mean(axis=0), rtol=1e-6)
     assert total_t == pytest.approx(total, rel=1e-9)
 

@@ -47,17 +47,42 @@ def test_example_commands_run_as_written(tmp_path):
             "$(python ", f"$({python} "), shell=True, cwd=tmp_path, capture_output=True,
             text=True, executable="/bin/bash")
         assert result.returncode == 0, (command, result.stderr[-2000:])
-    assert (tmp_path / "picked" / "novelselect_80_dense_0.5_dist_1.0_indices.json").is_file()
-    assert len(list((tmp_path / "my_embeddings").glob("*.json"))) == 4
+    outputs = tmp_path / "outputs"  # where .gitignore keeps the quick start's results
+    assert (outputs / "picked" / "novelselect_80_dense_0.5_dist_1.0_indices.json").is_file()
+    assert len(list((outputs / "my_embeddings").glob("*.json"))) == 4
     for shard in (REPO / "examples" / "pool" / "embeddings").glob("*.json"):
         shipped = np.array(json.loads(shard.read_text()))
-        fresh = np.array(json.loads((tmp_path / "my_embeddings" / shard.name).read_text()))
+        fresh = np.array(json.loads((outputs / "my_embeddings" / shard.name).read_text()))
         assert np.sum(shipped * fresh, axis=1).min() >= 0.999  # unit vectors: cosine
 
-    with open(tmp_path / "novelsum_examples.csv", newline="") as handle:
+    with open(outputs / "novelsum_examples.csv", newline="") as handle:
         measured = {row["Dataset Name"]: row for row in csv.DictReader(handle)}
     quoted = re.findall(r"^\| (\w+_80) \| ([\d.]+) \| ([\d.]+) \|$", README, flags=re.M)
     assert len(quoted) == 5
     for name, novelsum, cosine in quoted:
         assert f"{float(measured[name]['neighbor_10_density_0.5_distance_1']):.3f}" == novelsum
         assert f"{float(measured[name]['cos_distance']):.3f}" == cosine
+
+
+def test_quick_start_outputs_are_ignored_by_git():
+    """The quick start writes only under folders that .gitignore keeps out of git status."""
+    import subprocess
+
+    targets = [word for command in example_commands() for option, word in
+               zip(command.split(), command.split()[1:])
+               if option in ("--output_csv", "--output_dir")]
+    assert len(targets) == 3
+    for target in targets:
+        result = subprocess.run(["git", "check-ignore", "-q", "--no-index", target], cwd=REPO)
+        assert result.returncode == 0, f"{target} would show in git status"
+
+
+def test_ci_installs_exactly_what_the_readme_says():
+    """.ci/run runs the README's install lines, as written, and its test command."""
+    ci_commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+                   if line.strip().startswith("python")]
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    readme_commands = {line.strip() for block in blocks for line in block.splitlines()}
+    assert ci_commands and all(command in readme_commands for command in ci_commands)
+    assert ci_commands[-1].startswith("python -m pytest")
+    assert "python -m pip install torch==2.13.0" in ci_commands[0]

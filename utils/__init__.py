@@ -1,14 +1,16 @@
 """Shared building blocks of novelsum.py, novelselect.py and embedding.py.
 
-Modules, in the order the method uses them:
+Modules, in the order the method uses them (sections of docs/method.md in brackets):
 
-- ``shards``: read shard folders (SPEC section 1) into one array with global row indices.
+- ``shards``: read shard folders into one array with global row indices (1).
 - ``device``: resolve ``--gpu_id`` to a torch device string once, at the edge.
-- ``density``: exact k-nearest-neighbour search and the density factor (SPEC section 3).
-- ``proximity``: rank weights, proximity-weighted means and the NovelSum grid (SPEC section 4).
-- ``selection``: the incremental NovelSelect engine (SPEC section 5).
-- ``embedders``: text extraction and embedding backends (SPEC section 2).
+- ``density``: exact k-nearest-neighbour search and the density factor (3).
+- ``proximity``: rank weights, proximity-weighted means and the NovelSum grid (4).
+- ``selection``: the incremental NovelSelect engine (5).
+- ``embedders``: text extraction and embedding backends (2).
 - ``atomic``: outputs written under a temporary name, then renamed.
+- ``blocks``: row blocks sized from a memory budget (the one chunk planner).
+- ``progress``: optional progress reporting around an iterable.
 
 No module here imports click; heavy libraries (torch, vLLM, transformers) are imported where
 they are used, so the CPU path and ``--help`` stay fast.

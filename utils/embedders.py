@@ -1,4 +1,4 @@
-"""From text items to embedding vectors (SPEC section 2).
+"""From text items to embedding vectors (docs/method.md section 2).
 
 Items become text (a string as is; a conversation's turn values joined with "\\n"), are cut to
 ``max_length`` tokens by the model's own tokenizer (special tokens included, the head kept), and
@@ -24,7 +24,7 @@ BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
 
 
 def conversation_text(turns, where):
-    """Join the ``value`` of each turn with newlines (SPEC section 1)."""
+    """Join the ``value`` of each turn with newlines (docs/method.md section 1)."""
     values = []
     for j, turn in enumerate(turns):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
