@@ -263,19 +263,6 @@ def test_two_datasets_with_one_name_are_refused(runner, small_case):
     assert not output.exists()
 
 
-def test_help_example_pastes_into_a_shell(runner):
-    """The example's lines end in a line continuation, so pasted as shown they are one command
-    that the script accepts."""
-    import shlex
-
-    text = runner.invoke(main, ["--help"]).output
-    example = text.split("Example:")[1].split("Options:")[0].strip()
-    assert example.count("\\\n") == example.count("\n")  # every line but the last continues
-    words = shlex.split(example.replace("\\\n", " "))
-    assert words[:2] == ["python", "novelsum.py"]
-    main.make_context("novelsum.py", words[2:])  # parses: no usage error
-
-
 def test_summary_names_the_device_used(runner, small_case):
     folder, _reference, target = small_case
     result = runner.invoke(main, ["--single_dataset_path", str(target), "--output_csv",
