@@ -2,13 +2,22 @@
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from utils.errors import InputError
-from utils.shards import (check_pairing, list_shards, load_items, load_vectors, natural_key,
-                          read_vector_shard)
+from utils.json_vectors import WorkerProcesses, can_fork, json_shape, read_json_vectors_into
+from utils.shards import (check_pairing, check_vectors, list_shards, load_items, load_vectors,
+                          natural_key, parse_processes, plan_rows, read_vector_shard,
+                          shard_order_key)
 
 
 def test_natural_order_puts_2_before_10_and_words_after_numbers(tmp_path):
@@ -190,8 +199,169 @@ def test_fast_numeric_parser_equals_json(tmp_path, indent):
 
 @pytest.mark.parametrize("text", [b"[[1,2],[3,4]", b"[[1,2],[3]]", b"[[1,2],[3,4,5]]",
                                   b"[[1,,2]]", b"[[[1,2]]]", b"[[1,2],[3,4],]",
-                                  b"[[1,2],[],[3,4]]", b"[[1.2.3,4]]", b"[[1,2]],[[3,4]]"])
-def test_fast_numeric_parser_declines_malformed_text(text):
-    from utils.shards import _vectors_from_numeric_json
+                                  b"[[1,2],[],[3,4]]", b"[[1.2.3,4]]", b"[[1,2]],[[3,4]]",
+                                  b"[[1,2] [3,4]]", b'[[1,2],[3,"4"]]', b"[[1,2],[3,true]]",
+                                  b"[[1,2],[NaN,4]]", b"[[1,2],[1e400,4]]", b"[1,2]"])
+@pytest.mark.parametrize("block_bytes", [3, 1 << 20])
+def test_fast_numeric_parser_declines_malformed_text(tmp_path, text, block_bytes):
+    path = tmp_path / "0.json"
+    path.write_bytes(text)
+    out = np.empty((2, 2), dtype=np.float32)
+    assert read_json_vectors_into(path, out, block_bytes) is False
 
-    assert _vectors_from_numeric_json(text) is None
+
+@pytest.mark.parametrize("block_bytes", [1, 5, 64, 1 << 20])
+@pytest.mark.parametrize("text", [b"[[1,2],[3,4],[5,6]]", b" [ [1, 2] ,\n [3,4],[5 ,6]\n]\n",
+                                  b"[[1e0,2E+0],[3.0e-0,4],[-5,6]]"])
+def test_fast_parser_reads_pieces_of_whole_rows(tmp_path, text, block_bytes):
+    path = tmp_path / "0.json"
+    path.write_bytes(text)
+    assert json_shape(path) == (3, 2)
+    out = np.empty((3, 2), dtype=np.float32)
+    assert read_json_vectors_into(path, out, block_bytes)
+    assert out.tolist() == [[1, 2], [3, 4], [-5 if b"-5" in text else 5, 6]]
+
+
+def test_natural_order_ties_are_broken_by_name(tmp_path):
+    for name in ["1.json", "01.json", "001.json", "2.json", "a01.json", "a1.json"]:
+        (tmp_path / name).write_text("[[1.0]]")
+    assert [p.name for p in list_shards(tmp_path, (".json",))] == [
+        "001.json", "01.json", "1.json", "2.json", "a01.json", "a1.json"]
+    assert shard_order_key(tmp_path / "01.json") < shard_order_key(tmp_path / "1.json")
+
+
+def test_single_files_pair_whatever_their_names(tmp_path):
+    text, vectors = tmp_path / "pool_texts.json", tmp_path / "pool_embeddings.npy"
+    text.write_text(json.dumps(["a", "b", "c"]))
+    np.save(vectors, np.ones((3, 2)))
+    items, paths, counts = load_items(text)
+    check_pairing(paths, counts, load_vectors(vectors), text_source=text)
+    np.save(vectors, np.ones((2, 2)))
+    with pytest.raises(InputError) as err:
+        check_pairing(paths, counts, load_vectors(vectors), text_source=text)
+    assert str(err.value) == f"{text}: 3 items but pool_embeddings.npy has 2 vectors"
+    folder = tmp_path / "emb"  # a folder still pairs by name, even with a single shard
+    folder.mkdir()
+    np.save(folder / "other.npy", np.ones((3, 2)))
+    with pytest.raises(InputError, match="text only: pool_texts; embeddings only: other"):
+        check_pairing(paths, counts, load_vectors(folder), text_source=text)
+
+
+def uneven_mixed_folder(folder, rng):
+    """JSON shards of uneven sizes (one empty), an .npy shard among them; shard i holds i + 1."""
+    sizes = [7, 0, 30, 1, 12, 25]
+    arrays = []
+    for i, n in enumerate(sizes):
+        vectors = (rng.normal(size=(n, 5)) + 10 * (i + 1)).astype(np.float32)
+        arrays.append(vectors)
+        if i == 3:
+            np.save(folder / f"{i}.npy", vectors.astype(np.float64))
+        else:
+            (folder / f"{i}.json").write_text(json.dumps(vectors.tolist(), indent=i % 2 or None))
+    return np.concatenate(arrays), sizes
+
+
+TWO = min(2, os.cpu_count() or 1)
+needs_two_cpus = pytest.mark.skipif(TWO < 2 or not can_fork(),
+                                    reason="worker processes need 2 CPUs and fork")
+
+
+@needs_two_cpus
+def test_worker_processes_equal_the_serial_parse(tmp_path):
+    expected, sizes = uneven_mixed_folder(tmp_path, np.random.default_rng(3))
+    seen = []
+    parallel = load_vectors(tmp_path, progress=lambda shards: (seen.append(s) or s
+                                                               for s in shards), workers=2)
+    serial = load_vectors(tmp_path, workers=1)
+    assert parallel.workers == 2 and serial.workers == 0
+    assert len(seen) == len(sizes)
+    np.testing.assert_array_equal(parallel.vectors, expected)
+    np.testing.assert_array_equal(serial.vectors, expected)
+    assert parallel.offsets == serial.offsets == np.cumsum([0] + sizes).tolist()
+    assert parallel.vectors.dtype == np.float32 and parallel.vectors.flags.c_contiguous
+
+
+def test_how_many_processes_parse(tmp_path):
+    files = [tmp_path / f"{i}.json" for i in range(3)] + [tmp_path / "3.npy"]
+    for path in files:
+        path.write_text("[[1.0]]")
+    assert parse_processes(files) == 0  # a few bytes: not worth starting processes
+    assert parse_processes(files, workers=1) == 0
+    assert parse_processes(files, workers=64) == (min(3, os.cpu_count()) if TWO == 2 else 0)
+    assert parse_processes(files[2:], workers=2) == 0  # one JSON shard
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("text, message", BAD_SHARDS + [
+    ('["some text", "more"]', "row 0 is text, not a vector"),
+    ("[[1.0, 2.0, 3.0]]", "vectors have 3 dimensions but 0.json has 2")])
+def test_bad_third_shard_gives_the_serial_error(tmp_path, text, message):
+    for i in range(5):
+        (tmp_path / f"{i}.json").write_text("[[5.0, 5.0], [1.0, 2.0]]")
+    (tmp_path / "2.json").write_text(text)
+    (tmp_path / "4.json").write_text('[[1.0, "late fault"]]')  # later faults are not reported
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(InputError) as err:
+            load_vectors(tmp_path, workers=workers)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1]
+    assert errors[0].startswith(f"{tmp_path / '2.json'}: ")
+    assert message.replace("global row 2", "global row 5") in errors[0]  # 4 rows before it
+
+
+def test_worker_errors_come_back_as_messages_and_deaths_are_reported():
+    with WorkerProcesses(check_vectors, [(np.ones((2, 2)), "a.json"),
+                                         (np.zeros((2, 2)), "b.json", 5)], 2) as workers:
+        assert workers.result(1) == (False, "b.json: row 0 (global row 5) is a zero vector, "
+                                            "which has no direction (cosine distance is "
+                                            "undefined)")
+        assert workers.result(0) == (True, None)
+    with WorkerProcesses(os._exit, [(3,)], 1) as workers:
+        with pytest.raises(RuntimeError, match=r"died \(exit code 3\)"):
+            workers.result(0)
+
+
+INTERRUPTED = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from utils.shards import load_vectors
+print("ready", flush=True)
+try:
+    while True:
+        load_vectors(sys.argv[2], workers=2)
+except KeyboardInterrupt:  # the load returned: its workers must be gone already
+    children = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
+    print("interrupted; children left:", open(children).read().split(), flush=True)
+"""
+
+
+@needs_two_cpus
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="finds the workers in /proc")
+def test_ctrl_c_leaves_no_worker_processes(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        (tmp_path / f"{i}.json").write_text(json.dumps(rng.normal(size=(3000, 64)).tolist()))
+    shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(REPO), str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "ready\n"
+    children, deadline = [], time.monotonic() + 20
+    while not children and time.monotonic() < deadline:
+        listed = Path(f"/proc/{process.pid}/task/{process.pid}/children")  # forked by main thread
+        children = [int(c) for c in listed.read_text().split()]
+    assert children, "no worker process was seen"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert out == "interrupted; children left: []\n", err
+    assert not [c for c in children if Path(f"/proc/{c}").exists()]
+    if os.path.isdir("/dev/shm"):
+        assert set(os.listdir("/dev/shm")) <= shm
+
+
+def test_plan_rows_counts_faulty_shards_as_empty():
+    fault = InputError("x.json: not valid JSON")
+    assert plan_rows([(0, 0), (3, 4), fault, (2, 4)]) == ([0, 0, 3, 3, 5], 4, 1)
+    assert plan_rows([(0, 5), (0, 0)]) == ([0, 0, 0], 5, 0)
+    assert plan_rows([]) == ([0], 0, 0)
