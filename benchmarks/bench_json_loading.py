@@ -131,7 +131,8 @@ def main():
         size = write_shards(folder, args.shards, args.rows, args.dim, args.seed)
         methods = [m for m in METHODS if m != "before" or checkout_before(work)]
         print(f"{args.shards} JSON shards of {args.rows:,} x {args.dim:,} float32 "
-              f"({size / 1e6:,.0f} MB), {os.cpu_count()} CPUs")
+              f"({size / 1e6:,.0f} MB), {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f} (other work on the machine slows every method)")
         print(f"{'method':<10} {'seconds':>8} {'speed-up':>9} {'peak RSS (MiB)':>15} "
               f"{'MB/s':>7}")
         base_seconds, base_digest = None, None

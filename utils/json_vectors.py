@@ -33,7 +33,7 @@ from .text_items import is_conversation, preview
 NUMERIC_JSON_BYTES = b"0123456789eE+-.,[] \t\r\n"
 WHITESPACE = b" \t\r\n"
 BLOCK_BYTES = 2 << 20  # bytes read per piece (2 MiB measured fastest: the piece stays in cache)
-HEAD_LIMIT = 64 << 20  # bytes looked at for the first row's width
+HEAD_LIMIT = 16 << 20  # bytes looked at for the first row's width
 
 
 def cannot_read(path, err):
