@@ -13,8 +13,8 @@ from utils.atomic import write_text_atomic
 from utils.density import DensityReference
 from utils.device import resolve_device
 from utils.errors import InputError
-from utils.proximity import (DEFAULT_BLOCK_MIB, column_name, format_number, novelsum_grid,
-                             proximity_profile)
+from utils.proximity import (DEFAULT_BLOCK_MIB, column_name, density_grid, format_number,
+                             novelsum_grid, proximity_profile, row_factors)
 from utils.shards import VECTOR_SUFFIXES, load_vectors, shard_order_key
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
@@ -112,10 +112,18 @@ def results_table(rows, neighbors, density_powers, distance_powers, given):
 @click.option("--embedding_field", "--embedding-field", default=None,
               help="The column of .parquet embedding shards that holds the vectors (when "
                    "there are several).")
+@click.option("--neighbor_density", "--neighbor-density", is_flag=True,
+              help="Variant: weight each distance by the NEIGHBOUR's density factor, as the "
+                   "paper's method figure writes it (default: the sample's own, as the "
+                   "published scripts).")
+@click.option("--exclude_self", "--exclude-self", is_flag=True,
+              help="Variant: leave each sample's zero distance to itself out, so its nearest "
+                   "other sample gets rank 1 (default: kept, as the published scripts).")
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu_id, neighbors,
-         density_powers, distance_powers, block_mib, embedding_field, quiet):
+         density_powers, distance_powers, block_mib, embedding_field, neighbor_density,
+         exclude_self, quiet):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
     Lists may be space- or comma-separated. Example:
@@ -158,16 +166,24 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         if reference is not None and dataset.vectors.shape[1] != reference.rows.shape[1]:
             raise InputError(f"{path}: vectors have {dataset.vectors.shape[1]} dimensions but "
                              f"the reference {dense_ref_dir} has {reference.rows.shape[1]}")
+        n = len(dataset.vectors)
+        if exclude_self and n < 2:
+            raise InputError(f"{path}: one sample, so --exclude_self leaves no distance to "
+                             f"average; drop --exclude_self or the dataset")
         mean_sq_by_k = None
         if reference is not None:
             mean_sq_by_k = reference.mean_sq_distances(
                 dataset.vectors, neighbors, report.progress(f"density {dataset.name}", "chunk"))
+        neighbor_factors = ([row_factors(mean_sq_by_k, beta, k, n) for beta, k in
+                             density_grid(neighbors, density_powers)]
+                            if neighbor_density else None)
         means, distance_sum = proximity_profile(
             dataset.vectors, distance_powers, device, block_mib,
-            report.progress(f"distances {dataset.name}", "block"))
+            report.progress(f"distances {dataset.name}", "block"), exclude_self=exclude_self,
+            neighbor_factors=neighbor_factors)
         row = {"Dataset Name": dataset.name}
         row.update(novelsum_grid(means, mean_sq_by_k, neighbors, density_powers,
-                                 distance_powers, given))
+                                 distance_powers, given, neighbor_density))
         row["cos_distance"] = distance_sum / len(dataset.vectors) ** 2
         rows.append(row)
 

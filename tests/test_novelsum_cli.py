@@ -288,3 +288,57 @@ def test_progress_in_a_log_is_one_line_per_stage(small_case):
         line for line in result.stderr.splitlines() if re.fullmatch(
             r"[\w .]+: \d+ (shard|chunk|block)\(s\) \.\.\. done in [\d.]+ s", line)]
     assert len(result.stderr.splitlines()) == 4  # reference, target, density, distances
+
+
+def direct_density(vectors, reference, k):
+    """sigma_k of docs/method.md section 3 for target rows that are rows of the reference."""
+    sq = ((vectors[:, None, :] - reference[None, :, :]) ** 2).sum(axis=2)
+    sq.sort(axis=1)
+    return 1.0 / (sq[:, 1:k + 1].mean(axis=1) + 1e-9)
+
+
+@pytest.mark.parametrize("variant", ["--neighbor_density", "--exclude_self", "both"])
+def test_variants_follow_their_definitions(runner, small_case, variant):
+    folder, reference, target = small_case
+    flags = ["--neighbor_density", "--exclude_self"] if variant == "both" else [variant]
+    output = folder / "out.csv"
+    result = runner.invoke(main, ["--single_dataset_path", str(target), "--dense_ref_dir",
+                                  str(reference), "--output_csv", str(output), "--quiet",
+                                  "--neighbors", "4", "--density_powers", "0.5",
+                                  "--distance_powers", "1", *flags])
+    assert result.exit_code == 0, result.output
+    vectors = np.array(json.loads(target.read_text()))
+    ref = np.concatenate([np.array(json.loads(p.read_text()))
+                          for p in sorted(reference.glob("*.json"), key=lambda p: int(p.stem))])
+    sigma = direct_density(vectors, ref, 4) ** 0.5
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    distances = 1.0 - unit @ unit.T
+    np.fill_diagonal(distances, -np.inf if "--exclude_self" in flags else 0.0)
+    order = np.argsort(distances, axis=1, kind="stable")
+    if "--exclude_self" in flags:
+        order = order[:, 1:]
+    ranked = np.take_along_axis(distances, order, axis=1)
+    weights = 1.0 / np.arange(1, ranked.shape[1] + 1)
+    if "--neighbor_density" in flags:
+        expected = np.mean((ranked * sigma[order]) @ weights / weights.sum())
+    else:
+        expected = np.mean(sigma * (ranked @ weights / weights.sum()))
+    value = float(read_results(output)["target"][(4, 0.5, 1.0)])
+    assert value == pytest.approx(expected, rel=1e-6)
+    default = runner.invoke(main, ["--single_dataset_path", str(target), "--dense_ref_dir",
+                                   str(reference), "--output_csv", str(folder / "d.csv"),
+                                   "--quiet", "--neighbors", "4", "--density_powers", "0.5",
+                                   "--distance_powers", "1"])
+    assert default.exit_code == 0
+    assert float(read_results(folder / "d.csv")["target"][(4, 0.5, 1.0)]) != pytest.approx(
+        value, rel=1e-6)  # the variant is not the default
+
+
+def test_exclude_self_needs_two_samples(runner, small_case):
+    folder, _reference, _target = small_case
+    single = folder / "single.json"
+    single.write_text(json.dumps([[0.3, -1.2] + [0.7] * 14]))
+    result = runner.invoke(main, ["--single_dataset_path", str(single), "--output_csv",
+                                  str(folder / "o.csv"), "--exclude_self", "--quiet"])
+    assert result.exit_code == 1
+    assert "one sample, so --exclude_self leaves no distance to average" in result.output

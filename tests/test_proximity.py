@@ -130,3 +130,57 @@ def test_alpha_zero_without_density_is_mean_cosine_distance(vectors):
 def test_alpha_zero_unchanged_by_duplicating_every_sample(vectors):
     assert novelsum_value(np.vstack([vectors, vectors]), 0)[0] == pytest.approx(
         novelsum_value(vectors, 0)[0], rel=1e-6)
+
+
+THREE_POINTS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)  # d: 0, 1, 2
+
+
+@pytest.mark.parametrize("device_path", ["numpy", "torch"])
+def test_variants_hand_checked(device_path):
+    """docs/method.md section 8 on three points whose distances are 0, 1 and 2."""
+    if device_path == "torch":
+        pytest.importorskip("torch")
+        from utils.proximity import _proximity_profile_torch, normalised_weight_matrix, unit_rows
+
+        def profile(alphas, exclude_self=False, neighbor_factors=None):
+            n_ranked = 3 - (1 if exclude_self else 0)
+            factors = None if neighbor_factors is None else np.asarray(neighbor_factors, float)
+            return _proximity_profile_torch(unit_rows(THREE_POINTS),
+                                            normalised_weight_matrix(n_ranked, alphas), 2**20,
+                                            None, "cpu", exclude_self, factors)
+    else:
+        def profile(alphas, exclude_self=False, neighbor_factors=None):
+            return proximity_profile(THREE_POINTS, alphas, exclude_self=exclude_self,
+                                     neighbor_factors=neighbor_factors)
+
+    # self left out: rows [1, 2], [1, 1], [1, 2] with weights 1, 1/2
+    means, total = profile([1], exclude_self=True)
+    np.testing.assert_allclose(means[:, 0], [4 / 3, 1.0, 4 / 3], rtol=1e-7)
+    assert total == pytest.approx(8.0, abs=1e-6)  # cos_distance keeps its definition
+    # neighbour factors 1, 2, 3 by the neighbour's index, plain mean (alpha 0), self kept:
+    # row 0 ranks j = 0, 1, 2; row 1 ranks j = 1, 0, 2 (a tie kept in index order); row 2
+    # ranks j = 2, 1, 0
+    means, _ = profile([0, 1], neighbor_factors=[[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(means[:, 0], [8 / 3, 4 / 3, 4 / 3], rtol=1e-7)
+    plain, _ = profile([0, 1])
+    np.testing.assert_allclose(means[:, 2:], plain, rtol=1e-7)  # factors of 1: the default
+    # both variants: row 0 ranks j = 1, 2 with d = 1, 2 and factors 2, 3
+    means, _ = profile([1], exclude_self=True, neighbor_factors=[[1.0, 2.0, 3.0]])
+    assert means[0, 0] == pytest.approx((1 * 2 * 1 + 2 * 3 * 0.5) / 1.5, rel=1e-7)
+
+
+@pytest.mark.parametrize("budget_rows", [1, 7, 60])
+def test_variants_blocked_equal_direct(budget_rows):
+    vectors = clustered_vectors(60, 12, seed=8)
+    factors = np.random.default_rng(2).uniform(0.5, 2.0, size=(2, 60))
+    unit = vectors.astype(np.float64) / np.linalg.norm(vectors, axis=1, keepdims=True)
+    distances = 1.0 - unit @ unit.T
+    np.fill_diagonal(distances, np.inf)  # the self, left out
+    order = np.argsort(distances, axis=1, kind="stable")[:, :-1]
+    ranked = np.take_along_axis(distances, order, axis=1)
+    weights = rank_weights(59, 1.0)
+    means, _ = proximity_profile(vectors, [1.0], budget_mib=budget_rows * 60 * 36 / 2**20,
+                                 exclude_self=True, neighbor_factors=factors)
+    for s in range(2):
+        direct = (ranked * factors[s][order]) @ weights / weights.sum()
+        np.testing.assert_allclose(means[:, s], direct, rtol=1e-5)

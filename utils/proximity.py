@@ -53,71 +53,119 @@ def cosine_distance_block(unit_block, unit_all, start=0):
     return distances
 
 
-# Working bytes per matrix element of a block: the float32 distances (sorted in place) and the
-# float64 copy that the weighted sum reads.
+# Working bytes per matrix element of a block. Default: the float32 distances (sorted in
+# place) and the float64 copy that the weighted sum reads. With neighbour factors: also the
+# sort order (int64), the neighbours' factors gathered in that order and their product
+# (float64 each).
 _NUMPY_BYTES_PER_ELEMENT = 4 + 8
+_NUMPY_BYTES_PER_ELEMENT_NEIGHBOR = 4 + 8 + 8 + 8 + 8
 
 
-def _profile_block_numpy(unit_all, start, stop, weight_matrix):
+def mark_self_first(distances, start):
+    """Make each row's distance to itself sort before every other (``-inf``), so that
+    dropping the first sorted column leaves the row's n - 1 distances to other samples."""
+    rows = np.arange(len(distances))
+    distances[rows, start + rows] = -np.inf
+
+
+def _profile_block_numpy(unit_all, start, stop, weight_matrix, exclude_self=False,
+                         neighbor_factors=None):
     distances = cosine_distance_block(unit_all[start:stop], unit_all, start)
     distance_sum = float(distances.sum(dtype=np.float64))
-    distances.sort(axis=1)
-    return distances.astype(np.float64) @ weight_matrix, distance_sum
+    if exclude_self:
+        mark_self_first(distances, start)
+    skip = 1 if exclude_self else 0
+    if neighbor_factors is None:
+        distances.sort(axis=1)
+        return distances[:, skip:].astype(np.float64) @ weight_matrix, distance_sum
+    # Ranks by plain distance; a stable sort keeps equal distances in index order, so the
+    # result does not depend on the sort's whims.
+    order = np.argsort(distances, axis=1, kind="stable")[:, skip:]
+    ranked = np.take_along_axis(distances, order, axis=1).astype(np.float64)
+    return np.concatenate([(ranked * factors[order]) @ weight_matrix
+                           for factors in neighbor_factors], axis=1), distance_sum
 
 
-def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads):
+def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads,
+                             exclude_self, neighbor_factors):
     n = len(unit)
-    means = np.empty((n, weight_matrix.shape[1]), dtype=np.float64)
+    columns = weight_matrix.shape[1] * (1 if neighbor_factors is None else len(neighbor_factors))
+    means = np.empty((n, columns), dtype=np.float64)
     total = 0.0
+    per_element = (_NUMPY_BYTES_PER_ELEMENT if neighbor_factors is None
+                   else _NUMPY_BYTES_PER_ELEMENT_NEIGHBOR)
     # The budget covers the whole block, all threads' slices together.
-    blocks = list(row_blocks(n, n * _NUMPY_BYTES_PER_ELEMENT, budget_bytes))
+    blocks = list(row_blocks(n, n * per_element, budget_bytes))
     # Sorting is single-threaded in numpy but releases the GIL: one thread per core, each on
     # its own slice of the block, keeps every core busy.
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
         for start, stop in tracked(blocks, progress):
             bounds = np.linspace(start, stop, min(n_threads, stop - start) + 1).astype(int)
-            jobs = [pool.submit(_profile_block_numpy, unit, a, b, weight_matrix)
-                    for a, b in zip(bounds, bounds[1:])]
+            jobs = [pool.submit(_profile_block_numpy, unit, a, b, weight_matrix, exclude_self,
+                                neighbor_factors) for a, b in zip(bounds, bounds[1:])]
             for a, b, job in zip(bounds, bounds[1:], jobs):
                 means[a:b], part = job.result()
                 total += part
     return means, total
 
 
-def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device):
+def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device,
+                             exclude_self=False, neighbor_factors=None):
     torch = exact_torch()
     n = len(unit)
     unit_t = torch.from_numpy(unit).to(device)
     weights_t = torch.from_numpy(weight_matrix).to(device)
-    means = np.empty((n, weight_matrix.shape[1]), dtype=np.float64)
+    factors_t = (None if neighbor_factors is None
+                 else torch.from_numpy(np.ascontiguousarray(neighbor_factors)).to(device))
+    columns = weight_matrix.shape[1] * (1 if neighbor_factors is None else len(neighbor_factors))
+    means = np.empty((n, columns), dtype=np.float64)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    # distances (float32), their sorted copy and sort indices (int64), the float64 copy
-    blocks = list(row_blocks(n, n * (4 + 4 + 8 + 8), budget_bytes))
+    skip = 1 if exclude_self else 0
+    # distances (float32), their sorted copy and sort indices (int64), the float64 copy; with
+    # neighbour factors also the gathered factors and their product (float64 each)
+    per_element = 4 + 4 + 8 + 8 + (0 if neighbor_factors is None else 16)
+    blocks = list(row_blocks(n, n * per_element, budget_bytes))
     for start, stop in tracked(blocks, progress):
         distances = 1.0 - unit_t[start:stop] @ unit_t.T
         rows = torch.arange(stop - start, device=device)
         distances[rows, start + rows] = 0.0  # the self-distance, exactly (see cosine_distance_block)
         total += distances.sum(dtype=torch.float64)
-        sorted_rows = torch.sort(distances, dim=1).values
-        means[start:stop] = (sorted_rows.double() @ weights_t).cpu().numpy()
+        if exclude_self:
+            distances[rows, start + rows] = -float("inf")  # sorts first, then dropped
+        ranked, order = torch.sort(distances, dim=1, stable=True)
+        ranked, order = ranked[:, skip:].double(), order[:, skip:]
+        if factors_t is None:
+            means[start:stop] = (ranked @ weights_t).cpu().numpy()
+        else:
+            means[start:stop] = torch.cat([(ranked * factors[order]) @ weights_t
+                                           for factors in factors_t], dim=1).cpu().numpy()
     return means, float(total)
 
 
 def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
-                      progress=None, n_threads=None):
+                      progress=None, n_threads=None, exclude_self=False, neighbor_factors=None):
     """P_i(alpha) for every row i and alpha, and the sum of all n*n cosine distances.
 
     Returns ``(means, distance_sum)`` with ``means`` of shape (n, len(alphas)), float64.
     One pass over row blocks: each block of distances is computed, sorted once and reduced
     for every alpha. ``progress`` wraps the list of blocks (for example tqdm).
+
+    The variants of docs/method.md section 8: ``exclude_self`` leaves each row's distance to
+    itself out (its nearest other sample gets rank 1; needs n >= 2). ``neighbor_factors``, an
+    (S, n) array, weights each distance d(i, j) by factors[s, j], the neighbour's factor, for
+    each of S factor sets; ``means`` then has S * len(alphas) columns, set-major.
     """
     unit = unit_rows(vectors)
-    weight_matrix = normalised_weight_matrix(len(unit), alphas)
+    weight_matrix = normalised_weight_matrix(len(unit) - (1 if exclude_self else 0), alphas)
+    if neighbor_factors is not None:
+        neighbor_factors = np.asarray(neighbor_factors, dtype=np.float64).reshape(-1, len(unit))
     budget_bytes = budget_mib * MIB
     if device == "cpu":
         n_threads = n_threads or os.cpu_count() or 1
-        return _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads)
-    return _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device)
+        return _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads,
+                                        exclude_self, neighbor_factors)
+    return _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device,
+                                    exclude_self, neighbor_factors)
 
 
 def format_number(value):
@@ -141,22 +189,33 @@ def column_name(k, beta, alpha, given=(False, False)):
             f"_distance_{grid_number_text(alpha, given[1])}")
 
 
+def density_grid(neighbors, density_powers):
+    """The (beta, k) pairs of the grid in column order: beta outer, then k."""
+    return [(beta, k) for beta in density_powers for k in neighbors]
+
+
+def row_factors(mean_sq_by_k, beta, k, n):
+    """sigma_k^beta for every row (float64); sigma^0 = 1 needs no reference."""
+    return np.ones(n) if beta == 0 else density_factor(mean_sq_by_k[k], beta)
+
+
 def novelsum_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, distance_powers,
-                  given=(False, False)):
+                  given=(False, False), neighbor_density=False):
     """NovelSum for every grid point, as ``{column name: value}`` in the reference's order.
 
-    ``proximity_means``: (n, len(distance_powers)) from ``proximity_profile``;
+    ``proximity_means``: from ``proximity_profile``: (n, len(distance_powers)), or with
+    ``neighbor_density`` one column per (beta, k) of ``density_grid`` and alpha, already
+    weighted by the neighbours' factors (docs/method.md section 8);
     ``mean_sq_by_k``: k -> (n,) mean squared kNN distances, or None without a reference
     (then every density power must be 0, and sigma^0 = 1); ``given`` as in ``column_name``.
     """
+    n, n_alphas = len(proximity_means), len(distance_powers)
     results = {}
-    for beta in density_powers:
-        for k in neighbors:
-            if beta == 0:
-                row_scale = np.ones(len(proximity_means))
+    for s, (beta, k) in enumerate(density_grid(neighbors, density_powers)):
+        for a, alpha in enumerate(distance_powers):
+            if neighbor_density:
+                values = proximity_means[:, s * n_alphas + a]
             else:
-                row_scale = density_factor(mean_sq_by_k[k], beta)
-            for a, alpha in enumerate(distance_powers):
-                results[column_name(k, beta, alpha, given)] = float(
-                    np.mean(row_scale * proximity_means[:, a]))
+                values = row_factors(mean_sq_by_k, beta, k, n) * proximity_means[:, a]
+            results[column_name(k, beta, alpha, given)] = float(np.mean(values))
     return results
