@@ -177,7 +177,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         neighbor_factors = ([row_factors(mean_sq_by_k, beta, k, n) for beta, k in
                              density_grid(neighbors, density_powers)]
                             if neighbor_density else None)
-        means, distance_sum = proximity_profile(
+        means, distance_sum, _, _ = proximity_profile(
             dataset.vectors, distance_powers, device, block_mib,
             report.progress(f"distances {dataset.name}", "block"), exclude_self=exclude_self,
             neighbor_factors=neighbor_factors)

@@ -27,7 +27,7 @@ def test_rank_weights():
 def test_hand_checked_three_points():
     # unit vectors at 0, 90 and 180 degrees: distances 0, 1, 2
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
-    means, total = proximity_profile(vectors, [0, 1])
+    means, total = proximity_profile(vectors, [0, 1])[:2]
     # sorted rows: [0, 1, 2], [0, 1, 1], [0, 1, 2]
     assert total == pytest.approx(8.0, abs=1e-6)
     np.testing.assert_allclose(means[:, 0], [1.0, 2 / 3, 1.0], atol=1e-7)
@@ -50,8 +50,8 @@ def test_blocked_equals_whole(budget_rows, n_threads):
             blocks.append(block)
             yield block
 
-    means, _ = proximity_profile(vectors, [0, 1, 2], budget_mib=budget_mib, progress=count_blocks,
-                                 n_threads=n_threads)
+    means = proximity_profile(vectors, [0, 1, 2], budget_mib=budget_mib, progress=count_blocks,
+                                 n_threads=n_threads).means
     assert len(blocks) == -(-120 // budget_rows)
     assert max(stop - start for start, stop in blocks) == budget_rows
     for a, alpha in enumerate([0, 1, 2]):
@@ -70,12 +70,12 @@ def test_torch_profile_equals_numpy():
     from utils.proximity import _proximity_profile_torch, normalised_weight_matrix, unit_rows
 
     vectors = clustered_vectors(150, 12, seed=4)
-    means, total = proximity_profile(vectors, [0, 0.5, 2])
+    means, total = proximity_profile(vectors, [0, 0.5, 2])[:2]
     unit = unit_rows(vectors)
     blocks = []
     means_t, total_t = _proximity_profile_torch(unit, normalised_weight_matrix(150, [0, 0.5, 2]),
                                                 150 * 24 * 7, lambda b: blocks.extend(b) or b,
-                                                "cpu")
+                                                "cpu")[:2]
     assert len(blocks) == -(-150 // 7)  # blocks of 7 rows at 24 bytes per distance
     # per row the two BLAS libraries differ by float32 rounding (~1e-7 absolute) ...
     np.testing.assert_allclose(means_t, means, rtol=1e-6, atol=5e-7)
@@ -100,7 +100,7 @@ def test_grid_order_beta_outer_then_k_then_alpha():
 
 
 def novelsum_value(vectors, alpha, scale=None):
-    means, total = proximity_profile(vectors, [alpha])
+    means, total = proximity_profile(vectors, [alpha])[:2]
     row_scale = np.ones(len(vectors)) if scale is None else scale
     return float(np.mean(row_scale * means[:, 0])), total / len(vectors) ** 2
 
@@ -147,11 +147,11 @@ def test_variants_hand_checked(device_path):
             factors = None if neighbor_factors is None else np.asarray(neighbor_factors, float)
             return _proximity_profile_torch(unit_rows(THREE_POINTS),
                                             normalised_weight_matrix(n_ranked, alphas), 2**20,
-                                            None, "cpu", exclude_self, factors)
+                                            None, "cpu", exclude_self, factors)[:2]
     else:
         def profile(alphas, exclude_self=False, neighbor_factors=None):
             return proximity_profile(THREE_POINTS, alphas, exclude_self=exclude_self,
-                                     neighbor_factors=neighbor_factors)
+                                     neighbor_factors=neighbor_factors)[:2]
 
     # self left out: rows [1, 2], [1, 1], [1, 2] with weights 1, 1/2
     means, total = profile([1], exclude_self=True)
@@ -179,8 +179,36 @@ def test_variants_blocked_equal_direct(budget_rows):
     order = np.argsort(distances, axis=1, kind="stable")[:, :-1]
     ranked = np.take_along_axis(distances, order, axis=1)
     weights = rank_weights(59, 1.0)
-    means, _ = proximity_profile(vectors, [1.0], budget_mib=budget_rows * 60 * 36 / 2**20,
-                                 exclude_self=True, neighbor_factors=factors)
+    means = proximity_profile(vectors, [1.0], budget_mib=budget_rows * 60 * 36 / 2**20,
+                              exclude_self=True, neighbor_factors=factors).means
     for s in range(2):
         direct = (ranked * factors[s][order]) @ weights / weights.sum()
         np.testing.assert_allclose(means[:, s], direct, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_nearest_other_sample_with_duplicates_and_blocks(path):
+    """Each sample's most similar other sample: a duplicate at distance 0 (the lowest index
+    of equals), across row blocks, on both paths; a single sample has none."""
+    vectors = clustered_vectors(40, 8, seed=9)
+    vectors[31] = vectors[5]
+    vectors[17] = vectors[5]
+    unit = vectors.astype(np.float64) / np.linalg.norm(vectors, axis=1, keepdims=True)
+    distances = 1.0 - unit @ unit.T
+    np.fill_diagonal(distances, np.inf)
+    if path == "torch":
+        pytest.importorskip("torch")
+        from utils.proximity import _proximity_profile_torch, normalised_weight_matrix, unit_rows
+
+        profile = _proximity_profile_torch(unit_rows(vectors), normalised_weight_matrix(40, [1]),
+                                           40 * 24 * 3, None, "cpu")
+    else:
+        profile = proximity_profile(vectors, [1], budget_mib=40 * 12 * 3 / 2**20)
+    assert profile.nearest_index[5] == 17 and profile.nearest_index[31] == 5
+    assert profile.nearest_index[17] == 5
+    assert profile.nearest_distance[17] == pytest.approx(0, abs=1e-6)
+    others = [i for i in range(40) if i not in (5, 17, 31)]
+    np.testing.assert_array_equal(profile.nearest_index[others], distances.argmin(axis=1)[others])
+    np.testing.assert_allclose(profile.nearest_distance, distances.min(axis=1), atol=1e-6)
+    single = proximity_profile(vectors[:1], [1])
+    assert single.nearest_index.tolist() == [-1] and np.isnan(single.nearest_distance[0])

@@ -11,6 +11,7 @@ float32; every sum is accumulated in float64 (docs/method.md section 6).
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,6 +62,34 @@ _NUMPY_BYTES_PER_ELEMENT = 4 + 8
 _NUMPY_BYTES_PER_ELEMENT_NEIGHBOR = 4 + 8 + 8 + 8 + 8
 
 
+class ProximityProfile(NamedTuple):
+    """What one pass over a dataset's distance rows gives.
+
+    ``means``: (n, columns) proximity-weighted means P_i; ``distance_sum``: the sum of all n*n
+    cosine distances; ``nearest_index`` / ``nearest_distance``: each sample's most similar
+    *other* sample (lowest index on ties; -1 and NaN for a one-sample dataset) and their
+    cosine distance.
+    """
+
+    means: np.ndarray
+    distance_sum: float
+    nearest_index: np.ndarray
+    nearest_distance: np.ndarray
+
+
+def nearest_other(distances, start):
+    """Index and distance of each row's nearest other sample (lowest index on ties)."""
+    rows = np.arange(len(distances))
+    own = distances[rows, start + rows].copy()
+    distances[rows, start + rows] = np.inf
+    nearest = np.argmin(distances, axis=1)
+    nearest_distance = distances[rows, nearest].astype(np.float64)
+    distances[rows, start + rows] = own
+    if distances.shape[1] == 1:  # no other sample
+        return np.full(len(rows), -1), np.full(len(rows), np.nan)
+    return nearest, nearest_distance
+
+
 def mark_self_first(distances, start):
     """Make each row's distance to itself sort before every other (``-inf``), so that
     dropping the first sorted column leaves the row's n - 1 distances to other samples."""
@@ -72,18 +101,19 @@ def _profile_block_numpy(unit_all, start, stop, weight_matrix, exclude_self=Fals
                          neighbor_factors=None):
     distances = cosine_distance_block(unit_all[start:stop], unit_all, start)
     distance_sum = float(distances.sum(dtype=np.float64))
+    nearest = nearest_other(distances, start)
     if exclude_self:
         mark_self_first(distances, start)
     skip = 1 if exclude_self else 0
     if neighbor_factors is None:
         distances.sort(axis=1)
-        return distances[:, skip:].astype(np.float64) @ weight_matrix, distance_sum
+        return distances[:, skip:].astype(np.float64) @ weight_matrix, distance_sum, nearest
     # Ranks by plain distance; a stable sort keeps equal distances in index order, so the
     # result does not depend on the sort's whims.
     order = np.argsort(distances, axis=1, kind="stable")[:, skip:]
     ranked = np.take_along_axis(distances, order, axis=1).astype(np.float64)
     return np.concatenate([(ranked * factors[order]) @ weight_matrix
-                           for factors in neighbor_factors], axis=1), distance_sum
+                           for factors in neighbor_factors], axis=1), distance_sum, nearest
 
 
 def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads,
@@ -91,6 +121,7 @@ def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_thre
     n = len(unit)
     columns = weight_matrix.shape[1] * (1 if neighbor_factors is None else len(neighbor_factors))
     means = np.empty((n, columns), dtype=np.float64)
+    nearest_index, nearest_distance = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
     total = 0.0
     per_element = (_NUMPY_BYTES_PER_ELEMENT if neighbor_factors is None
                    else _NUMPY_BYTES_PER_ELEMENT_NEIGHBOR)
@@ -104,9 +135,9 @@ def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_thre
             jobs = [pool.submit(_profile_block_numpy, unit, a, b, weight_matrix, exclude_self,
                                 neighbor_factors) for a, b in zip(bounds, bounds[1:])]
             for a, b, job in zip(bounds, bounds[1:], jobs):
-                means[a:b], part = job.result()
+                means[a:b], part, (nearest_index[a:b], nearest_distance[a:b]) = job.result()
                 total += part
-    return means, total
+    return ProximityProfile(means, total, nearest_index, nearest_distance)
 
 
 def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device,
@@ -119,6 +150,7 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
                  else torch.from_numpy(np.ascontiguousarray(neighbor_factors)).to(device))
     columns = weight_matrix.shape[1] * (1 if neighbor_factors is None else len(neighbor_factors))
     means = np.empty((n, columns), dtype=np.float64)
+    nearest_index, nearest_distance = np.full(n, -1), np.full(n, np.nan)
     total = torch.zeros((), dtype=torch.float64, device=device)
     skip = 1 if exclude_self else 0
     # distances (float32), their sorted copy and sort indices (int64), the float64 copy; with
@@ -130,6 +162,12 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
         rows = torch.arange(stop - start, device=device)
         distances[rows, start + rows] = 0.0  # the self-distance, exactly (see cosine_distance_block)
         total += distances.sum(dtype=torch.float64)
+        if n > 1:
+            distances[rows, start + rows] = float("inf")
+            closest = distances.min(dim=1)  # the first of equal minima: the lowest index
+            nearest_index[start:stop] = closest.indices.cpu().numpy()
+            nearest_distance[start:stop] = closest.values.double().cpu().numpy()
+            distances[rows, start + rows] = 0.0
         if exclude_self:
             distances[rows, start + rows] = -float("inf")  # sorts first, then dropped
         ranked, order = torch.sort(distances, dim=1, stable=True)
@@ -139,14 +177,15 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
         else:
             means[start:stop] = torch.cat([(ranked * factors[order]) @ weights_t
                                            for factors in factors_t], dim=1).cpu().numpy()
-    return means, float(total)
+    return ProximityProfile(means, float(total), nearest_index, nearest_distance)
 
 
 def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
                       progress=None, n_threads=None, exclude_self=False, neighbor_factors=None):
-    """P_i(alpha) for every row i and alpha, and the sum of all n*n cosine distances.
+    """P_i(alpha) for every row i and alpha, the sum of all n*n cosine distances, and each
+    sample's nearest other sample.
 
-    Returns ``(means, distance_sum)`` with ``means`` of shape (n, len(alphas)), float64.
+    Returns a ``ProximityProfile``; its ``means`` has shape (n, len(alphas)), float64.
     One pass over row blocks: each block of distances is computed, sorted once and reduced
     for every alpha. ``progress`` wraps the list of blocks (for example tqdm).
 
