@@ -19,10 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, clustered, timed, write_shards
+from common import BENCH_SPREAD, timed, write_shards
 
-sys.path.insert(0, str(REPO))
-from utils.selection import GPU_KERNEL_VARIABLE  # noqa: E402
+from utils.selection import GPU_KERNEL_VARIABLE
+from utils.synthetic import clustered_vectors
 
 
 def main():
@@ -39,7 +39,7 @@ def main():
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_novelselect_"))
-    pool = clustered(args.pool, args.dim, 50, seed=0)
+    pool = clustered_vectors(args.pool, args.dim, 50, seed=0, spread=BENCH_SPREAD)
     shard_rows = 2500 if args.format == "json" else 50000
     write_shards(work / "emb", pool, args.format, shard_rows)
     (work / "text").mkdir()

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import clustered, timed, write_shards, write_vectors
+from common import BENCH_SPREAD, timed, write_shards, write_vectors
+
+from utils.synthetic import clustered_vectors
 
 
 def read_row(path):
@@ -41,7 +43,8 @@ def main():
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_novelsum_"))
-    reference = clustered(args.reference_size, args.dim, 50, seed=0)
+    reference = clustered_vectors(args.reference_size, args.dim, 50, seed=0,
+                                  spread=BENCH_SPREAD)
     write_shards(work / "ref", reference, args.format, shard_rows=5000)
     rng = np.random.default_rng(1)
     device = "CPU" if args.gpu_id < 0 else f"GPU {args.gpu_id}"

@@ -1,30 +1,19 @@
-"""What both benchmarks share: seeded clustered embeddings, shard writing, timing a process."""
+"""What both benchmarks share: the repository on the import path, the embeddings' spread,
+shard writing, timing a process."""
 
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the benchmarks use utils/ (utils.synthetic)
 
-
-def clustered(n, dim, n_clusters, seed, chunk_rows=50000):
-    """Seeded clustered embeddings: cluster centres plus Gaussian noise (float32).
-
-    Drawn in row chunks (the same numbers as one draw) so that a 400,000 x 4,096 set does not
-    need 40 GB of float64 temporaries.
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, dim))
-    labels = rng.integers(0, n_clusters, n)
-    out = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, chunk_rows):
-        stop = min(n, start + chunk_rows)
-        out[start:stop] = centres[labels[start:stop]] + 0.4 * rng.normal(size=(stop - start, dim))
-    return out
+BENCH_SPREAD = 0.4  # noise around the cluster centres of the benchmarks' embeddings
 
 
 def write_vectors(path, vectors, fmt):

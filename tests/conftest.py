@@ -4,11 +4,11 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from utils.device import nvidia_driver_present
+from utils.synthetic import clustered_vectors  # noqa: F401 (the tests' clustered pools)
 
 if not nvidia_driver_present():
     # Without a GPU, Triton's interpreter runs the GPU engine's kernel on CPU tensors; it must
@@ -17,14 +17,6 @@ if not nvidia_driver_present():
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def clustered_vectors(n, dim, n_clusters=8, seed=0, spread=0.3):
-    """Seeded clustered embeddings: cluster centres plus Gaussian noise (float32)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_clusters, dim))
-    labels = rng.integers(0, n_clusters, size=n)
-    return (centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32)
 
 
 def write_json_shards(folder, vectors, sizes, names=None):
