@@ -34,7 +34,8 @@ def test_user_formats_end_to_end(runner, tmp_path):
     from novelselect import main as select_main
     from novelsum import main as novelsum_main
 
-    topics = ["tides", "sourdough", "binary search", "tax brackets", "jazz chords", "rust lifetimes"]
+    topics = ["tides", "sourdough", "binary search", "tax brackets", "jazz chords",
+              "rust lifetimes"]
     questions = [f"Explain {t} to a newcomer." for t in topics]
     (tmp_path / "text").mkdir()
     pq.write_table(pa.table({"id": list(range(6)), "question": questions,

@@ -160,7 +160,8 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
     for start, stop in tracked(blocks, progress):
         distances = 1.0 - unit_t[start:stop] @ unit_t.T
         rows = torch.arange(stop - start, device=device)
-        distances[rows, start + rows] = 0.0  # the self-distance, exactly (see cosine_distance_block)
+        # the self-distance, exactly (see cosine_distance_block)
+        distances[rows, start + rows] = 0.0
         total += distances.sum(dtype=torch.float64)
         if n > 1:
             distances[rows, start + rows] = float("inf")
