@@ -34,7 +34,7 @@ def text_shards(folder):
     shards = [p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
               and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not shards:
-        raise InputError(f"--input_dir {folder}: no text shards (.json or .jsonl) in it")
+        raise InputError(f"--input_dir {folder}: no text shards (.json, .jsonl or .parquet) in it")
     # natural order of the path's parts; ties (01.json, 1.json) broken by the plain path
     return sorted(shards, key=lambda p: ([natural_key(part) for part in
                                           p.relative_to(folder).with_suffix("").parts],
