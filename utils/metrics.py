@@ -49,7 +49,9 @@ float32, sums float64.
 """
 
 import math
+import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -226,32 +228,48 @@ def pair_budget(engine):
 # distsum_l2
 
 
-def l2_distance_sum_block_numpy(block, block_sq, rows, rows_sq, start):
-    """sum_j ||a_i - x_j|| over a block's rows a_i (float64), the self-distances set to 0.
+def l2_distance_sums_numpy(block, block_sq, tail, tail_sq):
+    """Sums of ||a_i - x_j|| for a block's rows a_i against the rows x_j from the block's
+    first row onwards (the block itself first): ``(within the block, after it)``, float64.
 
     ||a - x||^2 = ||a||^2 + ||x||^2 - 2 a.x in float32, clamped at 0, in place: one
-    (block x n) float32 matrix of working memory.
+    (block x tail) float32 matrix of working memory. Self-distances are set to exactly 0.
     """
-    distances = block @ rows.T
+    distances = block @ tail.T
     distances *= -2.0
     distances += block_sq[:, None]
-    distances += rows_sq[None, :]
+    distances += tail_sq[None, :]
     np.maximum(distances, 0.0, out=distances)
     np.sqrt(distances, out=distances)
     local = np.arange(len(block))
-    distances[local, start + local] = 0.0
-    return float(distances.sum(dtype=np.float64))
+    distances[local, local] = 0.0
+    return (float(distances[:, :len(block)].sum(dtype=np.float64)),
+            float(distances[:, len(block):].sum(dtype=np.float64)))
 
 
-def l2_distance_sum_block_torch(block, block_sq, rows, rows_sq, start):
-    """As ``l2_distance_sum_block_numpy``, on torch tensors."""
+def l2_distance_sums_torch(block, block_sq, tail, tail_sq):
+    """As ``l2_distance_sums_numpy``, on torch tensors."""
     import torch
 
-    distances = (block @ rows.T).mul_(-2.0).add_(block_sq[:, None]).add_(rows_sq[None, :])
+    distances = (block @ tail.T).mul_(-2.0).add_(block_sq[:, None]).add_(tail_sq[None, :])
     distances.clamp_(min=0.0).sqrt_()
     local = torch.arange(len(block), device=block.device)
-    distances[local, start + local] = 0.0
-    return float(distances.sum(dtype=torch.float64))
+    distances[local, local] = 0.0
+    return (float(distances[:, :len(block)].sum(dtype=torch.float64)),
+            float(distances[:, len(block):].sum(dtype=torch.float64)))
+
+
+def threaded(function, start, stop, n_threads=None):
+    """``function(a, b)`` on ``n_threads`` slices of rows ``start:stop`` at once; the results
+    in slice order. numpy's BLAS and ufuncs release the GIL, so the slices share the cores
+    (as in ``utils.proximity``), and their working memory adds up to the block's."""
+    n_threads = min(n_threads or os.cpu_count() or 1, stop - start)
+    if n_threads <= 1:
+        return [function(start, stop)]
+    bounds = np.linspace(start, stop, n_threads + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        jobs = [pool.submit(function, a, b) for a, b in zip(bounds, bounds[1:])]
+        return [job.result() for job in jobs]
 
 
 def distsum_l2(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None):
@@ -263,20 +281,29 @@ def distsum_l2(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None
 
     Returns
     -------
-    float : (1/n^2) sum_i sum_j ||x_i - x_j||, computed in row blocks of the distance matrix
-        (float32 distances of centred rows, float64 sums).
+    float : (1/n^2) sum_i sum_j ||x_i - x_j||. By symmetry only the upper triangle is
+        computed: a block of rows i against the rows j >= its first row, the pairs after the
+        block counted twice (float32 distances of centred rows, float64 sums).
     """
     engine = resolve_engine(device, engine)
     rows = centred(vectors)
     rows_sq = np.einsum("ij,ij->i", rows, rows)
-    block_sum = l2_distance_sum_block_numpy
-    if engine == "torch":
-        rows, rows_sq, block_sum = to_torch(rows, device), to_torch(rows_sq, device), \
-            l2_distance_sum_block_torch
     n = len(rows)
     total = 0.0
-    for start, stop in pair_blocks(n, n, budget_mib, pair_budget(engine)):
-        total += block_sum(rows[start:stop], rows_sq[start:stop], rows, rows_sq, start)
+    blocks = pair_blocks(n, n, budget_mib, pair_budget(engine))
+    if engine == "torch":
+        rows, rows_sq = to_torch(rows, device), to_torch(rows_sq, device)
+        for start, stop in blocks:
+            within, after = l2_distance_sums_torch(rows[start:stop], rows_sq[start:stop],
+                                                   rows[start:], rows_sq[start:])
+            total += within + 2.0 * after
+        return total / (n * n)
+    def sums(a, b):  # rows a:b against rows a: (a slice of a block, one per thread)
+        return l2_distance_sums_numpy(rows[a:b], rows_sq[a:b], rows[a:], rows_sq[a:])
+
+    for start, stop in blocks:
+        for within, after in threaded(sums, start, stop):
+            total += within + 2.0 * after
     return total / (n * n)
 
 
@@ -344,9 +371,11 @@ def knn_distance(vectors, ks=DEFAULT_KS, device="cpu", budget_mib=DEFAULT_BUDGET
         unit, nearest = to_torch(unit, device), nearest_similarities_torch
     totals = dict.fromkeys(ks, 0.0)
     for start, stop in pair_blocks(n, n, budget_mib, pair_budget(engine)):
-        similarities = nearest(unit[start:stop], unit, start, k_max)
         if engine == "torch":
-            similarities = similarities.cpu().numpy()
+            similarities = nearest(unit[start:stop], unit, start, k_max).cpu().numpy()
+        else:  # one slice of the block per thread
+            similarities = np.concatenate(threaded(
+                lambda a, b: nearest(unit[a:b], unit, a, k_max), start, stop))
         for k, value in mean_knn_distance_sums(similarities, ks).items():
             totals[k] += value
     return {k: totals[k] / n for k in ks}
