@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """NovelSelect: pick the subset of a pool with the highest NovelSum, greedily."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,18 +10,23 @@ import numpy as np
 
 from cli_common import (FINITE_FLOAT, Reporter, ReferenceStyleCommand, clean_errors,
                         device_summary, gpu_option, quiet_option)
+from utils.api import novelselect
 from utils.atomic import atomic_path
-from utils.density import DensityReference, density_factor
 from utils.device import peak_memory_note, resolve_device
 from utils.errors import InputError
-from utils.proximity import unit_rows
-from utils.selection import check_memory, check_quality_scores, first_pick, make_engine, select
+from utils.records import RunRecord, text_inputs, vector_inputs
+from utils.selection import check_quality_scores
 from utils.shards import check_pairing, load_items, load_vectors, read_npy
 
 
+def output_stem(k, density_power, distance_power):
+    """The reference's output stem, numbers written as Python floats (``0.5``, ``1.0``)."""
+    return f"novelselect_{k}_dense_{float(density_power)}_dist_{float(distance_power)}"
+
+
 def output_names(k, density_power, distance_power):
-    """The reference's two output names, numbers written as Python floats (``0.5``, ``1.0``)."""
-    stem = f"novelselect_{k}_dense_{float(density_power)}_dist_{float(distance_power)}"
+    """The reference's two output names."""
+    stem = output_stem(k, density_power, distance_power)
     return f"{stem}.json", f"{stem}_indices.json"
 
 
@@ -42,30 +48,37 @@ def read_quality_scores(path, n):
     return check_quality_scores(scores, n, path)
 
 
-def pool_density(pool, neighbors, density_power, reference_vectors, device, report, source):
-    """rho = sigma_k^beta for every pool row (float32).
+def pick_log(selection, pool):
+    """The pick log: one row per pick, in order, with where it is and what it was worth.
 
-    With beta = 0 every factor is 1: no reference is deduplicated, searched or checked against
-    ``--neighbors``, since no neighbour is used.
+    Columns: order, index, shard, row, novelty (empty for the first, random pick),
+    density_factor, and quality and score (quality x novelty) when scores were given.
     """
-    if density_power == 0:
-        return np.ones(len(pool), dtype=np.float32)
-    reference = DensityReference(pool if reference_vectors is None else reference_vectors,
-                                 device, source=source)
-    reference.check_neighbors([neighbors])
-    mean_sq = reference.mean_sq_distances(pool, [neighbors], report.progress("density", "chunk"))
-    return density_factor(mean_sq[neighbors], density_power).astype(np.float32)
+    import pandas as pd
+
+    picks = np.asarray(selection.picks)
+    offsets = np.asarray(pool.offsets)
+    shard_of = np.searchsorted(offsets, picks, side="right") - 1
+    columns = {"order": np.arange(len(picks)), "index": picks,
+               "shard": [pool.paths[i].name for i in shard_of],
+               "row": picks - offsets[shard_of], "novelty": selection.novelty,
+               "density_factor": selection.density_factor[picks].astype(np.float64)}
+    if selection.quality is not None:
+        columns["quality"] = selection.quality[picks]
+        columns["score"] = columns["quality"] * selection.novelty
+    return pd.DataFrame(columns)
 
 
-def write_outputs(output_dir, names, selected_items, picks):
-    """Write both outputs under temporary names, then rename them into place together."""
+def write_outputs(output_dir, writers):
+    """Write every output under a temporary name, then rename them all into place.
+
+    ``writers`` maps a file name in ``output_dir`` to a function that writes it at a path.
+    """
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"{output_dir}: --output_dir is a file; give a folder")
-    with atomic_path(output_dir / names[0]) as items_tmp, \
-            atomic_path(output_dir / names[1]) as indices_tmp:
-        items_tmp.write_text(json.dumps(selected_items, indent=2, ensure_ascii=False),
-                             encoding="utf-8")
-        indices_tmp.write_text(json.dumps(picks, indent=2))
+    with contextlib.ExitStack() as stack:
+        for name, write in writers.items():
+            write(stack.enter_context(atomic_path(output_dir / name)))
 
 
 @click.command(cls=ReferenceStyleCommand)
@@ -95,16 +108,20 @@ def write_outputs(output_dir, names, selected_items, picks):
 @click.option("--embedding_field", "--embedding-field", default=None,
               help="The column of .parquet embedding shards that holds the vectors (when "
                    "there are several).")
+@click.option("--plot", is_flag=True,
+              help="Also draw {stem}_novelty.png: the novelty of each pick against the pick "
+                   "number, where further picks stop adding new samples.")
 @quiet_option
 @clean_errors
 def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
-         seed, dense_ref_dir, quality_scores, embedding_field, quiet):
+         seed, dense_ref_dir, quality_scores, embedding_field, plot, quiet):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
-    and ..._indices.json (their global indices). The selection keeps pool x (K-1) float32
-    values in memory (396,000 x 10,000: 15.8 GB) and refuses a run that cannot fit.
-    Example:
+    and ..._indices.json (their global indices), as the published script; beside them
+    ..._picks.csv (each pick's shard, row and novelty) and ..._run.json (how the run was
+    made). The selection keeps pool x (K-1) float32 values in memory (396,000 x 10,000:
+    15.8 GB) and refuses a run that cannot fit. Example:
 
     \b
         python novelselect.py --text_dir pool/text --figure_dir pool/emb --output_dir picked \\
@@ -114,39 +131,70 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
     report = Reporter(quiet)
     device = resolve_device(gpu_id, report.notice)
-    pool = load_vectors(figure_dir, report.progress("loading embeddings", "shard"),
-                        embedding_field=embedding_field)
-    items, text_paths, counts = load_items(text_dir, report.progress("loading texts", "shard"))
-    check_pairing(text_paths, counts, pool, text_source=text_dir)
-    n = len(pool.vectors)
-    if not 1 <= k <= n:
-        raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
-    quality = read_quality_scores(quality_scores, n) if quality_scores else None
-    reference = None
-    if dense_ref_dir and density_power != 0:
-        reference = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
-                                 allow_zero=True, embedding_field=embedding_field).vectors
-        if reference.shape[1] != pool.vectors.shape[1]:
-            raise InputError(f"{dense_ref_dir}: vectors have {reference.shape[1]} dimensions "
-                             f"but the pool has {pool.vectors.shape[1]}")
-    check_memory(n, k, pool.vectors.shape[1], device)
+    record = RunRecord("novelselect", dict(
+        text_dir=text_dir, figure_dir=figure_dir, k=k, neighbors=neighbors,
+        density_power=density_power, distance_power=distance_power, seed=seed,
+        dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
+        embedding_field=embedding_field))
+    with record.stage("loading"):
+        pool = load_vectors(figure_dir, report.progress("loading embeddings", "shard"),
+                            embedding_field=embedding_field)
+        items, text_paths, counts = load_items(text_dir,
+                                               report.progress("loading texts", "shard"))
+        check_pairing(text_paths, counts, pool, text_source=text_dir)
+        n = len(pool.vectors)
+        if not 1 <= k <= n:
+            raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
+        quality = read_quality_scores(quality_scores, n) if quality_scores else None
+        reference = None
+        if dense_ref_dir and density_power != 0:
+            reference = load_vectors(dense_ref_dir,
+                                     report.progress("loading reference", "shard"),
+                                     allow_zero=True, embedding_field=embedding_field)
+            if reference.vectors.shape[1] != pool.vectors.shape[1]:
+                raise InputError(f"{dense_ref_dir}: vectors have {reference.vectors.shape[1]} "
+                                 f"dimensions but the pool has {pool.vectors.shape[1]}")
+            record.add_input("reference", vector_inputs(reference))
+        elif dense_ref_dir:
+            report.notice("--dense_ref_dir is not used with --density_power 0")
+    record.add_input("embeddings", vector_inputs(pool))
+    record.add_input("texts", text_inputs(text_dir, text_paths, counts))
 
-    rho = pool_density(pool.vectors, neighbors, density_power, reference, device, report,
-                       dense_ref_dir or figure_dir)
-    unit = unit_rows(pool.vectors)
-    engine = make_engine(unit, rho, k, distance_power, device, report.notice)
-    with report.bar("selecting", total=k, unit="pick") as bar:
+    with record.stage("selection"), report.bar("selecting", total=k, unit="pick") as bar:
         def on_pick(index, novelty):
             bar.set_postfix_str(f"novelty {novelty:.4g}", refresh=False)
             bar.update(1)
 
-        picks = select(unit, rho, k, distance_power, first_pick(n, seed), quality, engine,
-                       on_pick=on_pick)
+        selection = novelselect(
+            pool.vectors, k, neighbors, density_power, distance_power, seed,
+            reference=None if reference is None else reference.vectors, quality=quality,
+            device=device, notify=report.notice, on_pick=on_pick,
+            density_progress=report.progress("density", "chunk"),
+            source=str(dense_ref_dir or figure_dir))
 
-    names = output_names(k, density_power, distance_power)
-    write_outputs(output_dir, names, [items[i] for i in picks], picks)
+    stem = output_stem(k, density_power, distance_power)
+    names, picks = output_names(k, density_power, distance_power), selection.picks
+    writers = {
+        names[0]: lambda path: path.write_text(json.dumps([items[i] for i in picks], indent=2,
+                                                          ensure_ascii=False), encoding="utf-8"),
+        names[1]: lambda path: path.write_text(json.dumps(picks, indent=2)),
+        f"{stem}_picks.csv": lambda path: pick_log(selection, pool).to_csv(
+            path, index=False, lineterminator="\n")}
+    if plot:
+        from utils.plots import plot_pick_novelty
+
+        writers[f"{stem}_novelty.png"] = lambda path: plot_pick_novelty(
+            selection.novelty, path, f"NovelSelect: {k:,} of {n:,} (k={neighbors}, "
+                                     f"beta={density_power:g}, alpha={distance_power:g})")
+    summary = {"picked": k, "pool": n, "last_novelty": float(selection.novelty[-1])
+               if k > 1 else None}
+    writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
+        record.finish(device, [output_dir / name for name in writers], summary=summary),
+        indent=2))
+    write_outputs(output_dir, writers)
     click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id)}; wrote "
-               f"{output_dir / names[0]} and {names[1]}{peak_memory_note(device)}")
+               f"{output_dir / names[0]} and {', '.join(list(writers)[1:])}"
+               f"{peak_memory_note(device)}")
 
 
 if __name__ == "__main__":

@@ -3,18 +3,20 @@
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import click
+import numpy as np
 
 from cli_common import (NumberList, Reporter, ReferenceStyleCommand, clean_errors,
                         device_summary, gpu_option, quiet_option)
-from utils.atomic import write_text_atomic
-from utils.density import DensityReference
+from utils.api import density_reference, novelsum
+from utils.atomic import atomic_path, write_text_atomic
 from utils.device import resolve_device
 from utils.errors import InputError
-from utils.proximity import (DEFAULT_BLOCK_MIB, column_name, density_grid, format_number,
-                             novelsum_grid, proximity_profile, row_factors)
+from utils.proximity import DEFAULT_BLOCK_MIB, column_name, format_number
+from utils.records import RunRecord, vector_inputs
 from utils.shards import VECTOR_SUFFIXES, load_vectors, shard_order_key
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
@@ -86,6 +88,44 @@ def results_table(rows, neighbors, density_powers, distance_powers, given):
     return "\n".join(lines)
 
 
+RECOMMENDED = (10, 0.5, 1.0)  # k, beta, alpha: the paper's recommended setting
+
+
+def nearest_grid_point(neighbors, density_powers, distance_powers, target=RECOMMENDED):
+    """The grid point closest to ``target`` in each coordinate (ties: the smaller value)."""
+    return tuple(min(values, key=lambda v, t=t: (abs(v - t), v))
+                 for values, t in zip((neighbors, density_powers, distance_powers), target))
+
+
+def per_sample_frame(dataset, result):
+    """One row per sample of a dataset: where it is, its novelty at every grid point, its
+    density factors and its nearest other sample."""
+    import pandas as pd
+
+    n = len(dataset.vectors)
+    offsets = np.asarray(dataset.offsets)
+    shard_of = np.searchsorted(offsets, np.arange(n), side="right") - 1
+    columns = {"dataset": [dataset.name] * n,
+               "shard": [dataset.paths[i].name for i in shard_of],
+               "row": np.arange(n) - offsets[shard_of],
+               "index": np.arange(n)}
+    columns.update({f"novelty_{name}": values for name, values in result.per_sample.items()})
+    columns.update({f"density_factor_{name}": values
+                    for name, values in result.density_factors.items()})
+    columns.update(nearest_index=result.nearest_index, nearest_distance=result.nearest_distance)
+    return pd.DataFrame(columns)
+
+
+def write_table(path, frame):
+    """A table as CSV, or as Parquet when the name ends in ``.parquet`` (atomically)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
 @click.command(cls=ReferenceStyleCommand, list_options=LIST_OPTIONS)
 @click.option("--single_dataset_path", "--single-dataset-path",
               help="One dataset to measure: an embedding file (.json, .npy or .parquet) or a shard "
@@ -119,14 +159,21 @@ def results_table(rows, neighbors, density_powers, distance_powers, given):
 @click.option("--exclude_self", "--exclude-self", is_flag=True,
               help="Variant: leave each sample's zero distance to itself out, so its nearest "
                    "other sample gets rank 1 (default: kept, as the published scripts).")
+@click.option("--per_sample_csv", "--per-sample-csv", default=None,
+              help="Also write each sample's novelty at every grid point, its density factors "
+                   "and its nearest other sample (Parquet if the name ends in .parquet).")
+@click.option("--plot", is_flag=True,
+              help="Also draw {csv stem}.png: NovelSum at k=10, beta=0.5, alpha=1 (or the "
+                   "nearest grid point) beside the spread of per-sample novelty.")
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu_id, neighbors,
          density_powers, distance_powers, block_mib, embedding_field, neighbor_density,
-         exclude_self, quiet):
+         exclude_self, per_sample_csv, plot, quiet):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
-    Lists may be space- or comma-separated. Example:
+    Lists may be space- or comma-separated. Next to the CSV, {csv stem}_run.json records how
+    it was made. Example:
 
     \b
         python novelsum.py --multi_datasets_dir subsets/ --dense_ref_dir pool/ \\
@@ -146,51 +193,76 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     if not dense_ref_dir and any(beta != 0 for beta in density_powers):
         raise click.UsageError("--density_powers other than 0 need a reference set: "
                                "give --dense_ref_dir (or use --density_powers 0)")
-    if Path(output_csv).is_dir():
-        raise InputError(f"{output_csv}: --output_csv is a folder; give a file name")
+    output_csv = Path(output_csv)
+    for option, path in [("--output_csv", output_csv), ("--per_sample_csv", per_sample_csv)]:
+        if path is not None and Path(path).is_dir():
+            raise InputError(f"{path}: {option} is a folder; give a file name")
     report = Reporter(quiet)
     device = resolve_device(gpu_id, report.notice)
+    record = RunRecord("novelsum", dict(
+        single_dataset_path=single_dataset_path, multi_datasets_dir=multi_datasets_dir,
+        dense_ref_dir=dense_ref_dir, neighbors=neighbors, density_powers=density_powers,
+        distance_powers=distance_powers, neighbor_density=neighbor_density,
+        exclude_self=exclude_self, block_mib=block_mib, embedding_field=embedding_field))
     paths = dataset_paths(single_dataset_path, multi_datasets_dir)
 
     reference = None
     if dense_ref_dir and any(beta != 0 for beta in density_powers):
-        ref = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
-                           allow_zero=True, embedding_field=embedding_field)
-        reference = DensityReference(ref.vectors, device, source=f"{dense_ref_dir}")
+        with record.stage("loading"):
+            ref = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
+                               allow_zero=True, embedding_field=embedding_field)
+        record.add_input("reference", vector_inputs(ref))
+        reference = density_reference(ref.vectors, device, block_mib, str(dense_ref_dir))
         reference.check_neighbors(neighbors)
 
-    rows = []
+    rows, frames, spreads = [], [], []
+    shown = column_name(*nearest_grid_point(neighbors, density_powers, distance_powers), given)
     for path in paths:
-        dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"),
-                               embedding_field=embedding_field)
-        if reference is not None and dataset.vectors.shape[1] != reference.rows.shape[1]:
-            raise InputError(f"{path}: vectors have {dataset.vectors.shape[1]} dimensions but "
-                             f"the reference {dense_ref_dir} has {reference.rows.shape[1]}")
-        n = len(dataset.vectors)
-        if exclude_self and n < 2:
-            raise InputError(f"{path}: one sample, so --exclude_self leaves no distance to "
-                             f"average; drop --exclude_self or the dataset")
-        mean_sq_by_k = None
-        if reference is not None:
-            mean_sq_by_k = reference.mean_sq_distances(
-                dataset.vectors, neighbors, report.progress(f"density {dataset.name}", "chunk"))
-        neighbor_factors = ([row_factors(mean_sq_by_k, beta, k, n) for beta, k in
-                             density_grid(neighbors, density_powers)]
-                            if neighbor_density else None)
-        means, distance_sum, _, _ = proximity_profile(
-            dataset.vectors, distance_powers, device, block_mib,
-            report.progress(f"distances {dataset.name}", "block"), exclude_self=exclude_self,
-            neighbor_factors=neighbor_factors)
-        row = {"Dataset Name": dataset.name}
-        row.update(novelsum_grid(means, mean_sq_by_k, neighbors, density_powers,
-                                 distance_powers, given, neighbor_density))
-        row["cos_distance"] = distance_sum / len(dataset.vectors) ** 2
-        rows.append(row)
+        with record.stage("loading"):
+            dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"),
+                                   embedding_field=embedding_field)
+        record.add_input(f"dataset {dataset.name}", vector_inputs(dataset))
+        with record.stage("novelsum"):
+            try:
+                result = novelsum(
+                    dataset.vectors, reference, neighbors, density_powers, distance_powers,
+                    device=device, block_mib=block_mib, neighbor_density=neighbor_density,
+                    exclude_self=exclude_self, given=given,
+                    density_progress=report.progress(f"density {dataset.name}", "chunk"),
+                    distance_progress=report.progress(f"distances {dataset.name}", "block"))
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
+        rows.append({"Dataset Name": dataset.name, **result.values,
+                     "cos_distance": result.cos_distance})
+        spreads.append(result.per_sample[shown])
+        if per_sample_csv:
+            frames.append(per_sample_frame(dataset, result))
 
-    write_text_atomic(output_csv, results_csv(rows))
+    outputs = [output_csv]
+    with record.stage("writing"):
+        write_text_atomic(output_csv, results_csv(rows))
+        if per_sample_csv:
+            import pandas as pd
+
+            write_table(per_sample_csv, pd.concat(frames, ignore_index=True))
+            outputs.append(Path(per_sample_csv))
+        if plot:
+            from utils.plots import plot_novelsum
+
+            picture = output_csv.with_suffix(".png")
+            with atomic_path(picture) as tmp:
+                plot_novelsum([row["Dataset Name"] for row in rows],
+                              [row[shown] for row in rows], spreads,
+                              shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
+                              .replace("_distance_", ", alpha="), tmp)
+            outputs.append(picture)
+    run_path = output_csv.with_name(f"{output_csv.stem}_run.json")
+    write_text_atomic(run_path, json.dumps(record.finish(
+        device, outputs, summary={row["Dataset Name"]: {"samples": len(spread), shown: row[shown]}
+                                  for row, spread in zip(rows, spreads)}), indent=2))
     click.echo(results_table(rows, neighbors, density_powers, distance_powers, given))
-    click.echo(f"wrote {output_csv}: {len(rows)} dataset(s), computed on "
-               f"{device_summary(device, gpu_id)}")
+    click.echo(f"wrote {', '.join(str(p) for p in outputs + [run_path])}: {len(rows)} "
+               f"dataset(s), computed on {device_summary(device, gpu_id)}")
 
 
 if __name__ == "__main__":

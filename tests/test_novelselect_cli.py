@@ -35,8 +35,8 @@ def test_golden_picks_and_output_files(runner, tmp_path, run):
     items = json.loads((tmp_path / "out" / f"{stem}.json").read_text())
     assert indices == run["indices"]
     assert items == [f"sample {i}" for i in indices]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{stem}.json",
-                                                                   f"{stem}_indices.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"{stem}.json", f"{stem}_indices.json", f"{stem}_picks.csv", f"{stem}_run.json"]
 
 
 @pytest.fixture

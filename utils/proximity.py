@@ -239,9 +239,10 @@ def row_factors(mean_sq_by_k, beta, k, n):
     return np.ones(n) if beta == 0 else density_factor(mean_sq_by_k[k], beta)
 
 
-def novelsum_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, distance_powers,
-                  given=(False, False), neighbor_density=False):
-    """NovelSum for every grid point, as ``{column name: value}`` in the reference's order.
+def per_sample_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, distance_powers,
+                    given=(False, False), neighbor_density=False):
+    """Each sample's novelty at every grid point, ``{column name: (n,) float64}`` in the
+    reference's column order; the dataset's NovelSum is the mean of a column.
 
     ``proximity_means``: from ``proximity_profile``: (n, len(distance_powers)), or with
     ``neighbor_density`` one column per (beta, k) of ``density_grid`` and alpha, already
@@ -250,12 +251,19 @@ def novelsum_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, dist
     (then every density power must be 0, and sigma^0 = 1); ``given`` as in ``column_name``.
     """
     n, n_alphas = len(proximity_means), len(distance_powers)
-    results = {}
+    novelty = {}
     for s, (beta, k) in enumerate(density_grid(neighbors, density_powers)):
         for a, alpha in enumerate(distance_powers):
             if neighbor_density:
                 values = proximity_means[:, s * n_alphas + a]
             else:
                 values = row_factors(mean_sq_by_k, beta, k, n) * proximity_means[:, a]
-            results[column_name(k, beta, alpha, given)] = float(np.mean(values))
-    return results
+            novelty[column_name(k, beta, alpha, given)] = values
+    return novelty
+
+
+def novelsum_grid(*args, **kwargs):
+    """NovelSum for every grid point, ``{column name: value}``: the mean of each column of
+    ``per_sample_grid`` (same arguments)."""
+    return {column: float(np.mean(values))
+            for column, values in per_sample_grid(*args, **kwargs).items()}

@@ -1,0 +1,203 @@
+"""The Python API: NovelSum and NovelSelect on arrays, and embedding a list of texts.
+
+Plain functions for a notebook; the three scripts call the same functions. From the
+repository root::
+
+    import numpy as np
+    from utils.api import embed_texts, novelselect, novelsum
+
+    vectors = embed_texts(["first text", "second text", ...], "path/to/model")
+    result = novelsum(vectors, reference=pool_vectors)        # the default 18-point grid
+    result.values["neighbor_10_density_0.5_distance_1"]       # the dataset's NovelSum
+    result.per_sample["neighbor_10_density_0.5_distance_1"]   # each sample's share
+    picked = novelselect(pool_vectors, k=1000)
+    picked.picks, picked.novelty                              # indices, novelty at each pick
+
+Arrays are (samples x dimensions); anything numeric converts to float32. Bad input raises
+``utils.errors.InputError`` with a one-line message. Every number is defined in
+docs/method.md.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .density import DensityReference, density_factor
+from .errors import InputError
+from .proximity import (DEFAULT_BLOCK_MIB, density_grid, grid_number_text, per_sample_grid,
+                        proximity_profile, row_factors, unit_rows)
+from .selection import check_memory, check_quality_scores, first_pick, make_engine, select
+from .shards import check_vectors
+
+DEFAULT_NEIGHBORS = (5, 10)
+DEFAULT_DENSITY_POWERS = (0.0, 0.25, 0.5)
+DEFAULT_DISTANCE_POWERS = (0.0, 1.0, 2.0)
+
+
+@dataclass
+class NovelSumResult:
+    """NovelSum of one dataset over a grid of (k, beta, alpha).
+
+    ``values``: column name (``neighbor_{k}_density_{beta}_distance_{alpha}``) -> NovelSum;
+    ``per_sample``: column name -> (n,) novelty of each sample, whose mean is the value;
+    ``density_factors``: ``neighbor_{k}_density_{beta}`` -> (n,) sigma_k^beta, for beta != 0;
+    ``cos_distance``: mean cosine distance over all n*n pairs;
+    ``nearest_index`` / ``nearest_distance``: each sample's most similar other sample and
+    their cosine distance (-1 and NaN for a one-sample dataset).
+    """
+
+    values: dict
+    per_sample: dict
+    density_factors: dict
+    cos_distance: float
+    nearest_index: np.ndarray
+    nearest_distance: np.ndarray
+
+
+@dataclass
+class SelectionResult:
+    """NovelSelect's picks, in pick order, and what each was worth when it was picked.
+
+    ``novelty[t]``: the novelty v of pick t when it was picked (NaN for the first, random
+    pick); ``density_factor``: rho = sigma_k^beta of every pool sample; ``quality``: the
+    scores given, or None.
+    """
+
+    picks: list
+    novelty: np.ndarray
+    density_factor: np.ndarray
+    quality: np.ndarray = field(default=None)
+
+
+def as_vectors(vectors, what="vectors", allow_zero=False):
+    """A checked float32 (n, d) array: finite, non-empty, no zero rows unless allowed."""
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or not array.size:
+        raise InputError(f"{what}: expected a non-empty 2-D array (samples x dimensions), "
+                         f"found shape {array.shape}")
+    check_vectors(array, what, allow_zero=allow_zero)
+    return array
+
+
+def density_reference(reference, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
+                      source="the reference set"):
+    """A ``DensityReference`` from reference vectors (or one already built, returned as is):
+    build it once to measure several datasets against it."""
+    if reference is None or isinstance(reference, DensityReference):
+        return reference
+    return DensityReference(as_vectors(reference, source, allow_zero=True), device,
+                            source=source, budget_mib=budget_mib)
+
+
+def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_powers=None,
+             distance_powers=DEFAULT_DISTANCE_POWERS, *, device="cpu",
+             block_mib=DEFAULT_BLOCK_MIB, neighbor_density=False, exclude_self=False,
+             given=(False, False), density_progress=None, distance_progress=None):
+    """NovelSum of ``vectors`` (docs/method.md section 4) at every grid point.
+
+    ``reference``: vectors (or a ``density_reference``) for the density factor; without one
+    only density power 0 is defined, and ``density_powers`` defaults to (0,). ``given``:
+    whether the powers came from a command line (column names, docs/method.md section 4).
+    ``neighbor_density`` / ``exclude_self``: the variants of section 8. Returns a
+    ``NovelSumResult``.
+    """
+    vectors = as_vectors(vectors)
+    neighbors, distance_powers = list(neighbors), list(distance_powers)
+    if density_powers is None:
+        density_powers = list(DEFAULT_DENSITY_POWERS if reference is not None else (0.0,))
+    density_powers = list(density_powers)
+    uses_density = any(beta != 0 for beta in density_powers)
+    if uses_density and reference is None:
+        raise InputError("density powers other than 0 need a reference set (--dense_ref_dir)")
+    n = len(vectors)
+    if exclude_self and n < 2:
+        raise InputError("one sample, so --exclude_self leaves no distance to average")
+    mean_sq_by_k = None
+    if uses_density:
+        reference = density_reference(reference, device, block_mib)
+        if vectors.shape[1] != reference.rows.shape[1]:
+            raise InputError(f"vectors have {vectors.shape[1]} dimensions but the reference "
+                             f"{reference.source} has {reference.rows.shape[1]}")
+        mean_sq_by_k = reference.mean_sq_distances(vectors, neighbors, density_progress)
+    neighbor_factors = ([row_factors(mean_sq_by_k, beta, k, n)
+                         for beta, k in density_grid(neighbors, density_powers)]
+                        if neighbor_density else None)
+    profile = proximity_profile(vectors, distance_powers, device, block_mib, distance_progress,
+                                exclude_self=exclude_self, neighbor_factors=neighbor_factors)
+    per_sample = per_sample_grid(profile.means, mean_sq_by_k, neighbors, density_powers,
+                                 distance_powers, given, neighbor_density)
+    factors = {f"neighbor_{k}_density_{grid_number_text(beta, given[0])}":
+               row_factors(mean_sq_by_k, beta, k, n)
+               for beta, k in density_grid(neighbors, density_powers) if beta != 0}
+    return NovelSumResult({c: float(np.mean(v)) for c, v in per_sample.items()}, per_sample,
+                          factors, profile.distance_sum / n ** 2, profile.nearest_index,
+                          profile.nearest_distance)
+
+
+def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, device="cpu",
+                 progress=None, source="the pool", budget_mib=DEFAULT_BLOCK_MIB):
+    """rho = sigma_k^beta for every pool row (float32), the pool itself being the reference
+    unless ``reference`` is given. With beta = 0 every factor is 1: nothing is searched,
+    deduplicated or checked against ``neighbors``."""
+    if density_power == 0:
+        return np.ones(len(vectors), dtype=np.float32)
+    index = density_reference(vectors if reference is None else reference, device, budget_mib,
+                              source)
+    index.check_neighbors([neighbors])
+    mean_sq = index.mean_sq_distances(vectors, [neighbors], progress)
+    return density_factor(mean_sq[neighbors], density_power).astype(np.float32)
+
+
+def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42, *,
+                reference=None, quality=None, device="cpu", notify=None, on_pick=None,
+                density_progress=None, source=None):
+    """Greedy NovelSelect (docs/method.md section 5): ``k`` picks from the pool ``vectors``.
+
+    ``quality``: optional (n,) scores >= 0 multiplied into the novelty; ``reference``: density
+    on other vectors; ``on_pick(index, novelty)`` hears of each pick as it is made;
+    ``notify(str)`` of a slower kernel chosen; ``source`` names the density's reference set
+    in messages. Returns a ``SelectionResult``.
+    """
+    vectors = as_vectors(vectors, "the pool")
+    n = len(vectors)
+    if not 1 <= k <= n:
+        raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
+    if quality is not None:
+        quality = check_quality_scores(quality, n, "quality scores")
+    if reference is not None and not isinstance(reference, DensityReference):
+        reference = as_vectors(reference, "the reference", allow_zero=True)
+        if reference.shape[1] != vectors.shape[1]:
+            raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
+                             f"pool has {vectors.shape[1]}")
+    check_memory(n, k, vectors.shape[1], device)
+    rho = pool_density(vectors, neighbors, density_power, reference, device, density_progress,
+                       source or ("the reference" if reference is not None else "the pool"))
+    unit = unit_rows(vectors)
+    engine = make_engine(unit, rho, k, distance_power, device, notify)
+    novelty = []
+
+    def record(index, value):
+        novelty.append(value)
+        if on_pick is not None:
+            on_pick(index, value)
+
+    picks = select(unit, rho, k, distance_power, first_pick(n, seed), quality, engine,
+                   on_pick=record)
+    return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), rho, quality)
+
+
+def embed_texts(texts, model_path, device="cpu", backend="auto", max_length=256,
+                batch_size=32):
+    """Embed a list of texts (docs/method.md section 2): a (len(texts), d) float32 array.
+
+    ``model_path``: a model folder or a Hugging Face model id in the local cache; ``backend``:
+    ``auto``, ``sentence-transformers``, ``transformers`` or ``vllm``.
+    """
+    from .embedders import choose_backend, make_backend, resolve_model_path
+
+    texts = list(texts)
+    if not all(isinstance(text, str) for text in texts):
+        raise InputError("embed_texts takes a list of strings")
+    folder = resolve_model_path(model_path)
+    chosen = choose_backend(backend, folder, device)
+    return make_backend(chosen, folder, device, max_length, batch_size).embed(texts)
