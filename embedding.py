@@ -15,15 +15,19 @@ import numpy as np
 
 from cli_common import (PATH_SEPARATOR, Interrupted, Reporter, ReferenceStyleCommand,
                         clean_errors, device_summary, gpu_option, quiet_option)
-from utils.atomic import atomic_path
+from utils.atomic import atomic_path, write_text_atomic
 from utils.device import nvidia_driver_present, pin_visible_gpu, resolve_device
 from utils.embedders import (BACKENDS, choose_backend, make_backend, may_use_vllm, output_path,
                              resolve_model_path, shard_done)
 from utils.errors import InputError
+from utils.records import RunRecord, sha256_of_file
 from utils.shards import TEXT_SUFFIXES, natural_key, read_text_shard
 from utils.text_items import item_text
 
 CHUNK_TEXTS = 512  # texts per backend call: the progress bar moves at least this often
+# The run record sits in the output folder under a hidden name, so that the folder stays a
+# clean folder of embedding shards for novelsum.py and novelselect.py (they skip hidden files).
+RUN_RECORD = ".embedding_run.json"
 
 
 def text_shards(folder):
@@ -119,15 +123,23 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
             --output_dir pool_embeddings --output_format npy
     """
     report = Reporter(quiet)
+    record = RunRecord("embedding", dict(
+        input_dir=input_dir.split(PATH_SEPARATOR), model_path=model_path,
+        max_length=max_length, backend=backend, batch_size=batch_size,
+        output_format=output_format, text_field=text_field, overwrite=overwrite))
     model_path = resolve_model_path(model_path)
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output_dir {output_dir}: is a file; give a folder")
     plan = plan_shards(input_dir.split(PATH_SEPARATOR), output_dir, output_format)
-    pending = []
-    for shard, target in plan:  # every item is checked before the model is loaded
-        texts = shard_texts(shard, text_field)
-        if overwrite or not shard_done(target, len(texts)):
-            pending.append((shard, target, texts))
+    pending, inputs = [], []
+    with record.stage("reading"):
+        for shard, target in plan:  # every item is checked before the model is loaded
+            texts = shard_texts(shard, text_field)
+            inputs.append({"name": str(shard), "rows": len(texts),
+                           "sha256": sha256_of_file(shard)})
+            if overwrite or not shard_done(target, len(texts)):
+                pending.append((shard, target, texts))
+    record.add_input("texts", {"shards": inputs})
     skipped = len(plan) - len(pending)
     if skipped:
         report.notice(f"skipping {skipped} shard(s) already embedded in {output_dir} "
@@ -145,7 +157,9 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # its weight-loading bar
-    embedder = make_backend(backend, model_path, device, max_length, batch_size)
+    with record.stage("loading model"):
+        embedder = make_backend(backend, model_path, device, max_length, batch_size)
+    record.parameters.update(resolved_model_path=str(model_path), resolved_backend=backend)
     total = sum(len(texts) for _, _, texts in pending)
     start = time.perf_counter()
     written = 0
@@ -162,6 +176,11 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(written, skipped, len(plan), output_dir)) from None
     seconds = time.perf_counter() - start
+    record.stages["embedding"] = seconds
+    write_text_atomic(output_dir / RUN_RECORD, json.dumps(record.finish(
+        device, [target for _, target, _ in pending],
+        summary={"texts": total, "shards_embedded": len(pending), "shards_skipped": skipped,
+                 "texts_per_second": round(total / seconds, 1)}), indent=2))
     click.echo(f"embedded {total} texts in {len(pending)} shard(s) with {backend} on "
                f"{device_summary(device, asked_gpu)}: {seconds:.1f} s, "
                f"{total / seconds:.1f} texts/s; output in {output_dir}")

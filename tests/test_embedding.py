@@ -311,3 +311,24 @@ def test_vllm_gpu_is_chosen_before_cuda_starts(visible, gpu_id, expected_visible
     environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
     assert pin_visible_gpu(gpu_id, environ) == expected_id
     assert environ.get("CUDA_VISIBLE_DEVICES") == expected_visible
+
+
+def test_run_record_beside_the_shards(runner, tmp_path):
+    """The record stays hidden in the output folder, which remains a plain shard folder."""
+    import hashlib
+
+    from utils.shards import load_vectors
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:2]))
+    (tmp_path / "in" / "1.json").write_text(json.dumps(QUESTIONS[2:]))
+    embed(runner, [tmp_path / "in"], tmp_path / "out")
+    record = json.loads((tmp_path / "out" / ".embedding_run.json").read_text())
+    assert record["tool"] == "embedding" and record["device"] == "cpu"
+    assert record["parameters"]["resolved_backend"] == "sentence-transformers"
+    assert [s["rows"] for s in record["inputs"]["texts"]["shards"]] == [2, 3]
+    assert record["inputs"]["texts"]["shards"][1]["sha256"] == hashlib.sha256(
+        (tmp_path / "in" / "1.json").read_bytes()).hexdigest()
+    assert record["outputs"] == ["0.json", "1.json"] and record["summary"]["texts"] == 5
+    assert {"sentence-transformers", "transformers", "torch"} <= set(record["packages"])
+    assert load_vectors(tmp_path / "out").vectors.shape == (5, 384)
