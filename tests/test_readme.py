@@ -49,7 +49,11 @@ def test_example_commands_run_as_written(tmp_path):
         assert result.returncode == 0, (command, result.stderr[-2000:])
     outputs = tmp_path / "outputs"  # where .gitignore keeps the quick start's results
     assert (outputs / "picked" / "novelselect_80_dense_0.5_dist_1.0_indices.json").is_file()
-    assert len(list((outputs / "my_embeddings").glob("*.json"))) == 4
+    assert sorted(p.name for p in (outputs / "my_embeddings").iterdir()) == [
+        ".embedding_run.json", "0.json", "1.json", "2.json", "3.json"]
+    for picture in ["novelsum_examples.png",
+                    "picked/novelselect_80_dense_0.5_dist_1.0_novelty.png"]:
+        assert (outputs / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for shard in (REPO / "examples" / "pool" / "embeddings").glob("*.json"):
         shipped = np.array(json.loads(shard.read_text()))
         fresh = np.array(json.loads((outputs / "my_embeddings" / shard.name).read_text()))
@@ -70,8 +74,8 @@ def test_quick_start_outputs_are_ignored_by_git():
 
     targets = [word for command in example_commands() for option, word in
                zip(command.split(), command.split()[1:])
-               if option in ("--output_csv", "--output_dir")]
-    assert len(targets) == 3
+               if option in ("--output_csv", "--output_dir", "--per_sample_csv")]
+    assert len(targets) == 4
     for target in targets:
         result = subprocess.run(["git", "check-ignore", "-q", "--no-index", target], cwd=REPO)
         assert result.returncode == 0, f"{target} would show in git status"
