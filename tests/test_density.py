@@ -1,13 +1,25 @@
-"""kNN and density factor (SPEC section 3), on cases small enough to check by hand."""
+"""kNN and density factor (docs/method.md section 3), on cases small enough to check by hand."""
 
 import numpy as np
 import pytest
 
 from conftest import clustered_vectors
-from utils.density import (DensityReference, TorchFlatIndex, density_factor, drop_self,
-                           knn_search, mean_sq_distance_by_k, merge_topk, rows_in_reference,
-                           unique_rows)
+from test_selection import duplicate_pool
+from utils.density import (MERGE_BYTES_PER_RESULT, PAIR_BYTES, DensityReference,
+                           DistinctQueries, TorchFlatIndex, density_factor, drop_self, knn_search,
+                           mean_sq_distance_by_k, merge_topk, rows_in_reference, unique_rows)
 from utils.errors import InputError
+from utils.synthetic import with_duplicates
+
+TINY_BUDGET_MIB = 2 / 1024  # 2 KiB: many query and reference blocks on small sets
+
+
+def recording(seen):
+    """A progress wrapper that records the items it is given (the blocks of a computation)."""
+    def wrap(items):
+        seen.extend(items)
+        return items
+    return wrap
 
 LINE = np.array([[0.0], [1.0], [3.0], [7.0]], dtype=np.float32)
 
@@ -110,12 +122,37 @@ def test_torch_index_in_small_blocks_equals_faiss():
     pytest.importorskip("torch")
     reference = clustered_vectors(300, 16, seed=3)
     queries = clustered_vectors(40, 16, seed=4)
-    # 2 KiB blocks: 8-row reference blocks (below the 11 results asked) and 1-row query blocks
-    index = TorchFlatIndex(reference, budget_bytes=2 * 4096 * 4)
+    index = TorchFlatIndex(reference, budget_mib=TINY_BUDGET_MIB)
+    # 2 KiB: square blocks of 16 x 16 pairs (8 bytes each), so 19 reference blocks; a query
+    # row then costs 16 x 8 + its 64-byte vector + 11 x 48 bytes of candidates: 2 per block
+    ref_blocks, query_blocks = index.reference_blocks(11), index.query_blocks(40, 11)
+    assert len(ref_blocks) == 19 and ref_blocks[0] == (0, 16) and ref_blocks[-1] == (288, 300)
+    assert len(query_blocks) == 20
+    per_query = PAIR_BYTES * 16 + 4 * 16 + MERGE_BYTES_PER_RESULT * 11
+    assert all((stop - start) * per_query <= 2048 for start, stop in query_blocks)
     torch_d, torch_i = index.search(queries, 11)
     faiss_d, faiss_i = knn_search(reference, queries, 11, backend="faiss")
     np.testing.assert_allclose(torch_d, faiss_d, rtol=1e-5, atol=1e-6)
     assert (torch_i == faiss_i).mean() > 0.99
+
+
+def test_reference_blocks_hold_at_least_the_results_asked():
+    pytest.importorskip("torch")
+    index = TorchFlatIndex(clustered_vectors(100, 8, seed=3), budget_mib=TINY_BUDGET_MIB)
+    assert index.reference_blocks(40)[:2] == [(0, 40), (40, 80)]
+    whole = TorchFlatIndex(clustered_vectors(100, 8, seed=3))
+    assert whole.reference_blocks(5) == [(0, 100)] and len(whole.query_blocks(5000, 5)) == 1
+
+
+def test_density_budget_reaches_the_torch_index():
+    pytest.importorskip("torch")
+    reference = clustered_vectors(200, 16, seed=8)
+    blocked = DensityReference(reference, backend="torch", budget_mib=TINY_BUDGET_MIB)
+    assert len(blocked.index().reference_blocks(6)) > 1
+    assert len(blocked.index().query_blocks(200, 6)) > 1
+    by_faiss = DensityReference(reference).mean_sq_distances(reference, [5])[5]
+    np.testing.assert_allclose(blocked.mean_sq_distances(reference, [5])[5], by_faiss,
+                               rtol=1e-5)
 
 
 def test_density_in_query_chunks_builds_one_index():
@@ -124,10 +161,44 @@ def test_density_in_query_chunks_builds_one_index():
     density = DensityReference(reference)
     whole = density.mean_sq_distances(queries, [3, 7])
     index = density.index()
-    chunked = density.mean_sq_distances(queries, [3, 7], chunk_rows=7)
+    chunks = []
+    chunked = density.mean_sq_distances(queries, [3, 7], recording(chunks), chunk_rows=7)
+    assert chunks == [(start, min(60, start + 7)) for start in range(0, 60, 7)]  # 9 chunks
     assert density.index() is index
     for k in (3, 7):
         np.testing.assert_array_equal(chunked[k], whole[k])
+
+
+def test_distinct_queries_are_searched_once():
+    reference = np.arange(10, dtype=np.float32)[:, None]
+    queries = np.array([[4.0], [2.5], [4.0], [9.0], [2.5], [-0.0], [0.0]], dtype=np.float32)
+    rows, lookup = unique_rows(reference)
+    distinct = DistinctQueries(queries, rows, lookup)
+    assert len(distinct) == 4  # members 0, 4 and 9, and 2.5
+    assert distinct.which.tolist() == [1, 3, 1, 2, 3, 0, 0]
+    found, self_rows = distinct.rows(1, 4)
+    assert found[:, 0].tolist() == [4.0, 9.0, 2.5] and self_rows.tolist() == [4, 9, -1]
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_duplicate_queries_get_bitwise_equal_density(tmp_path, backend):
+    """A pool of 2,400 x 384 in three JSON shards with rows copied to odd offsets in other
+    shards (tests/test_selection.py): each copy's mean kNN distance equals its source's, bit
+    for bit, whether the pool is its own reference or the queries come from elsewhere."""
+    vectors, groups = duplicate_pool(tmp_path)
+    outside = with_duplicates(clustered_vectors(3000, 384, n_clusters=6, seed=12),
+                              {5: [1001, 2051, 2999]})
+    budget = 1 if backend == "torch" else None  # the torch search in several blocks
+    for reference, queries, query_groups in [(vectors, vectors, groups),
+                                             (outside, vectors, groups),
+                                             (vectors, outside, [[5, 1001, 2051, 2999]])]:
+        density = DensityReference(reference, backend=backend,
+                                   **({"budget_mib": budget} if budget else {}))
+        if budget:
+            assert len(density.index().query_blocks(len(queries), 11)) > 1
+        means = density.mean_sq_distances(queries, [10], chunk_rows=1000)[10]
+        for group in query_groups:
+            assert len(set(means[group].tolist())) == 1, group
 
 
 def test_merge_topk_across_blocks_equals_whole():

@@ -5,15 +5,21 @@ import json
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, clustered_vectors
+from conftest import GOLDEN, clustered_vectors, write_json_shards
 from utils.density import DensityReference, density_factor
 from utils.errors import InputError
 from utils.proximity import rank_weights, unit_rows
-from utils.selection import (NumpyEngine, TorchEngine, check_memory, check_quality_scores,
-                             first_pick, select, selection_memory_bytes, tail_coefficients)
+from utils.selection import (INSERT_BYTES_PER_VALUE, NumpyEngine, TorchEngine, check_memory,
+                             check_quality_scores, first_pick, fixed_order_bytes_per_row,
+                             fixed_order_dots, halving_row_sums, select, selection_memory_bytes,
+                             tail_coefficients)
+from utils.shards import load_vectors
+from utils.synthetic import with_duplicates
 
+SMALL_BUDGET_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
 ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a),
-           "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", chunk_mib=1)}
+           "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu",
+                                                       budget_mib=SMALL_BUDGET_MIB)}
 
 
 def pool_inputs(n=160, dim=12, seed=0, beta=0.5, k=5):
@@ -45,7 +51,11 @@ def check_every_step(engine, unit, rho, k, alpha, quality):
     n = len(unit)
     picks, history = [first_pick(n, 3)], []
     for t in range(k - 1):
-        engine.add_pick(picks[-1], t)
+        if isinstance(engine, TorchEngine):  # the chunked engines really run in chunks
+            assert len(engine.distance_chunks()) > 1
+        if type(engine) is TorchEngine:
+            assert len(engine.insertion_chunks()) > 1 or t < 2
+        engine.add_pick(picks[-1])
         history.append(np.asarray(engine.values, dtype=np.float32).copy())
         incremental = np.asarray(engine.weighted_sums_host()) / (t + 1)
         direct = direct_novelty(history, alpha)
@@ -142,3 +152,135 @@ def test_memory_need_is_pool_times_budget_times_four_bytes():
     with pytest.raises(InputError, match=r"--k 1000000 on a pool of 10000000: the selection "
                                          r"needs .* GiB .* free; lower --k"):
         check_memory(10_000_000, 1_000_000, 4096, "cpu")
+
+
+def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():
+    unit, rho = pool_inputs(n=160, seed=4)
+    chunked = TorchEngine(unit, rho, 40, 1.0, "cpu", budget_mib=SMALL_BUDGET_MIB)
+    whole = TorchEngine(unit, rho, 40, 1.0, "cpu", budget_mib=1024)
+    # 256 bytes per row for the distances (12 columns, padded to 16 lanes), then 33 bytes per
+    # stored value for the insertion: 4 KiB holds 16 rows, then 124 rows down to 3
+    assert fixed_order_bytes_per_row(12) == 256 and INSERT_BYTES_PER_VALUE == 33
+    assert len(chunked.distance_chunks()) == 10 and len(whole.distance_chunks()) == 1
+    assert chunked.run(0) == whole.run(0)
+    assert len(chunked.insertion_chunks()) == -(-160 // (4096 // (33 * 39))) == 54
+    for start, stop in chunked.insertion_chunks():
+        assert (stop - start) * INSERT_BYTES_PER_VALUE * chunked.t <= 4096
+    assert bool((chunked.sorted_values == whole.sorted_values).all())
+    assert bool((chunked.weighted_sums == whole.weighted_sums).all())
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 5, 8, 13])
+def test_halving_row_sums_equal_sums_and_ignore_the_chunk(width):
+    torch = pytest.importorskip("torch")
+    matrix = torch.from_numpy(np.random.default_rng(width).normal(size=(9, width)))
+    sums = halving_row_sums(matrix)
+    np.testing.assert_allclose(sums.numpy(), matrix.sum(dim=1).numpy(), rtol=1e-14)
+    assert bool((torch.cat([halving_row_sums(matrix[:4]), halving_row_sums(matrix[4:])])
+                 == sums).all())
+
+
+def test_fixed_order_dot_ignores_position_and_row_count():
+    torch = pytest.importorskip("torch")
+    rows = torch.from_numpy(unit_rows(clustered_vectors(301, 385, seed=12)))
+    target = rows[17]
+    dots = fixed_order_dots(rows, target)
+    # every row alone, and the rows in reverse order, give bitwise the same numbers
+    alone = torch.stack([fixed_order_dots(rows[i:i + 1], target)[0] for i in range(301)])
+    assert bool((alone == dots).all())
+    assert bool((fixed_order_dots(rows.flip(0), target).flip(0) == dots).all())
+    np.testing.assert_allclose(dots.numpy(), (rows @ target).numpy(), rtol=0, atol=1e-6)
+
+
+def test_select_refuses_an_engine_built_for_another_selection():
+    unit, rho = pool_inputs(n=40, seed=5)
+    engine = NumpyEngine(unit, rho, 10, 1.0)
+    with pytest.raises(ValueError, match=r"built for n=40, k=10, alpha=1.0 but the selection "
+                                         r"asks for n=40, k=20, alpha=1.0"):
+        select(unit, rho, 20, 1.0, 0, engine=engine)
+    with pytest.raises(ValueError, match="alpha=2.0"):
+        select(unit, rho, 10, 2.0, 0, engine=engine)
+    assert engine.t == 0  # refused before any work
+    picks = select(unit, rho, 10, 1.0, 0, engine=engine)
+    assert len(picks) == 10 and engine.t == 9
+    with pytest.raises(ValueError, match="built for k=10 and already holds 9 values"):
+        engine.add_pick(picks[-1])
+    with pytest.raises(ValueError, match="already holds 9 picks"):
+        engine.run(0)
+
+
+# A dim-384 pool in JSON shards of 1,000, 1,049 and 351 rows: row 3 is copied to rows 1001 and
+# 2050 (odd offsets, the two other shards), 30 more rows of the first shard to rows of the
+# others, and row 10 to the pool's last rows (where blocked kernels handle their remainder).
+def duplicate_copies():
+    rng = np.random.default_rng(3)
+    sources = rng.choice(np.arange(20, 1000), 30, replace=False)
+    targets = rng.choice(np.setdiff1d(np.arange(1002, 2397), [2050]), 30, replace=False)
+    return {3: [1001, 2050], 10: [2397, 2398, 2399],
+            **{int(s): [int(t)] for s, t in zip(sources, targets)}}
+
+
+def duplicate_pool(folder, n=2400, sizes=(1000, 1049, 351), copies=None):
+    """The pool, read back from its shards, and its duplicate groups (sorted global rows)."""
+    copies = copies or duplicate_copies()
+    vectors = with_duplicates(clustered_vectors(n, 384, n_clusters=6, seed=11), copies)
+    vectors = load_vectors(write_json_shards(folder, vectors, list(sizes))).vectors
+    return vectors, [sorted([source, *targets]) for source, targets in copies.items()]
+
+
+def check_duplicates_tie(engine, groups):
+    """Duplicates hold bitwise equal values, sorted rows and sums while they are unpicked."""
+    def host(array):  # numpy, or a torch tensor on any device
+        return array.cpu().numpy() if hasattr(array, "cpu") else np.asarray(array)
+
+    active = host(engine.active).astype(bool)
+    values = host(engine.values)
+    sorted_values = host(engine.sorted_values)[:, :engine.t]
+    sums = engine.weighted_sums_host()
+    for group in groups:
+        group = [i for i in group if active[i]]
+        for array in (values, sorted_values, sums):
+            assert all(np.array_equal(array[group[0]], array[i]) for i in group[1:]), group
+
+
+def check_lowest_first(picks, groups):
+    """Whenever a duplicate group is picked (after the first, random pick), its lowest index
+    comes first. Returns how many groups were picked."""
+    picked = 0
+    for group in groups:
+        members = [p for p in picks[1:] if p in group and picks[0] not in group]
+        if members:
+            picked += 1
+            assert members[0] == group[0], (group, members)
+    return picked
+
+
+# chunks of the torch engine at 1 MiB: 327 rows (distances), 9,532 down to 815 (insertion)
+DUPLICATE_ENGINES = {"numba": ENGINES["numba"],
+                     "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", budget_mib=1)}
+
+
+@pytest.mark.parametrize("engine_name", DUPLICATE_ENGINES)
+def test_exact_duplicates_tie_exactly_and_the_lowest_index_wins(tmp_path, engine_name):
+    vectors, groups = duplicate_pool(tmp_path)
+    rho = density_factor(DensityReference(vectors).mean_sq_distances(vectors, [10])[10],
+                         0.5).astype(np.float32)
+    unit = unit_rows(vectors)
+    # groups of the first shard's 15 lowest sources score higher, so that they get picked
+    quality = np.ones(len(vectors))
+    for group in sorted(groups)[:15]:
+        quality[group] = 3.0
+    engine = DUPLICATE_ENGINES[engine_name](unit, rho, 40, 1.0)
+    reference_engine = NumpyEngine(unit, rho, 40, 1.0)
+    picks = [1500]
+    for _ in range(39):
+        engine.add_pick(picks[-1])
+        reference_engine.add_pick(picks[-1])
+        check_duplicates_tie(engine, groups)
+        if isinstance(engine, TorchEngine):
+            assert len(engine.distance_chunks()) == 8
+        active = reference_engine.active
+        # the values are the same on every engine, bit for bit
+        assert np.array_equal(np.asarray(engine.values)[active], reference_engine.values[active])
+        picks.append(engine.best(engine.device_array(quality))[0])
+    assert check_lowest_first(picks, groups) >= 10

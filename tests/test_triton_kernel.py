@@ -12,11 +12,15 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 from conftest import REPO
-from test_selection import check_every_step, pool_inputs
-from utils.selection import NumpyEngine, select
+from test_selection import (SMALL_BUDGET_MIB, check_duplicates_tie, check_every_step,
+                            check_lowest_first, duplicate_pool, pool_inputs)
+from utils.proximity import unit_rows
+from utils.selection import (DeviceError, NumpyEngine, is_device_fault, select,
+                             triton_self_check)
 
 pytest.importorskip("triton", reason="Triton checks the GPU kernel here: "
                                      "pip install triton==3.6.0")
@@ -41,11 +45,12 @@ def run_without_interpreter(code):
 @needs_interpreter
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
 def test_kernel_equals_direct_recomputation_at_every_step(alpha):
-    """Blocks of 4 values make the tails span several blocks, as 512-value blocks do at scale."""
+    """Blocks of 4 values make the tails span several blocks, as 512-value blocks do at scale;
+    the distances come in several row chunks."""
     from utils.selection import TritonEngine
 
     unit, rho = pool_inputs(n=24, seed=int(alpha * 10))
-    engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4)
+    engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4, budget_mib=SMALL_BUDGET_MIB)
     picks = check_every_step(engine, unit, rho, 14, alpha, None)
     assert picks == select(unit, rho, 14, alpha, picks[0],
                            engine=NumpyEngine(unit, rho, 14, alpha))
@@ -53,9 +58,68 @@ def test_kernel_equals_direct_recomputation_at_every_step(alpha):
 
 @needs_interpreter
 def test_self_check_passes_when_the_kernel_is_right():
-    from utils.selection import triton_self_check
-
     assert triton_self_check("cpu", n=24, k=12) is None
+
+
+def test_a_kernel_that_does_not_compile_costs_a_notice():
+    """A block of 3 values is no power of two: Triton refuses to build the kernel (its
+    compiler, or its interpreter), and the check says so in one line."""
+    problem = triton_self_check("cpu", n=24, k=12, block=3)
+    assert "power of 2" in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("message", [
+    "Triton Error [CUDA]: an illegal memory access was encountered",
+    "CUDA error: device-side assert triggered",
+])
+def test_a_device_fault_in_the_kernel_is_raised_not_hidden(monkeypatch, message):
+    """The device fails while the kernel runs (simulated at Triton's launch, below our code):
+    the CUDA context is then unusable, so there is no fallback to the torch kernel."""
+    from utils import triton_selection
+
+    def fail_on_the_device(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(type(triton_selection.insert_values), "run", fail_on_the_device)
+    with pytest.raises(DeviceError, match=r"^cpu: the fused Triton kernel failed on the device "
+                                          r"\(RuntimeError: " + re.escape(message)):
+        triton_self_check("cpu", n=24, k=12)
+
+
+@pytest.mark.parametrize("make_error, device_fault", [
+    (lambda: RuntimeError("CUDA error: an illegal memory access was encountered"), True),
+    (lambda: RuntimeError("Triton Error [CUDA]: unspecified launch failure"), True),
+    (lambda: __import__("torch").OutOfMemoryError("CUDA out of memory"), True),
+    (lambda: RuntimeError("0 active drivers ([]). There should only be one."), False),
+    (lambda: RuntimeError("Triton cache folder is read-only"), False),
+])
+def test_device_faults_are_told_from_launch_failures(make_error, device_fault):
+    assert is_device_fault(make_error()) is device_fault
+
+
+@needs_interpreter
+def test_exact_duplicates_tie_exactly_in_the_kernel(tmp_path):
+    """As tests/test_selection.py checks the CPU engines: rows copied to odd offsets in other
+    shards (row 3 to rows 101 and 257, row 10 to the last rows) keep bitwise equal values,
+    sorted rows and sums in the Triton kernel, and the lowest index of a group is picked
+    first. A 300-row pool: the interpreter runs one program per row."""
+    from utils.selection import TritonEngine
+
+    copies = {3: [101, 257], 10: [297, 298, 299], 20: [150], 30: [201]}
+    vectors, groups = duplicate_pool(tmp_path, n=300, sizes=(100, 157, 43), copies=copies)
+    unit = unit_rows(vectors)
+    rho = np.random.default_rng(0).uniform(0.5, 2.0, 300).astype(np.float32)
+    for group in groups:
+        rho[group] = rho[group[0]]
+    quality = np.ones(300)
+    quality[[3, 101, 257, 20, 150]] = 5.0  # two groups to pick early
+    engine = TritonEngine(unit, rho, 7, 1.0, "cpu", block=4)
+    picks = [60]
+    for _ in range(6):
+        engine.add_pick(picks[-1])
+        check_duplicates_tie(engine, groups)
+        picks.append(engine.best(engine.device_array(quality))[0])
+    assert check_lowest_first(picks, groups) >= 2
 
 
 def test_self_check_reports_a_kernel_that_cannot_run():

@@ -1,22 +1,31 @@
-"""Exact k-nearest-neighbour search and the density factor (SPEC section 3).
+"""Exact k-nearest-neighbour search and the density factor (docs/method.md section 3).
 
 sigma_k(x) = 1 / (mean of the k smallest squared L2 distances from x to the reference set R
 + 1e-9) ** beta, with R's exact duplicate rows kept once and x itself left out when x is a row
 of R. The published script always dropped the first neighbour, which is wrong for a query from
-elsewhere (SPEC section 7); here the left-out row is found by identity, not by position.
+elsewhere (docs/method.md section 7); here the left-out row is found by identity, not by position.
 
 Search backends, all exact (squared L2, as a faiss ``IndexFlatL2``): faiss on the CPU; faiss-gpu
 when it is installed and a GPU is asked for; otherwise a blocked torch search on the GPU.
+
+Exact duplicates get bitwise the same factor (docs/method.md section 6): a BLAS search can give
+an identical query slightly different distances at another position in its query block, so
+each distinct query row is searched once and its duplicates share the result.
 """
 
 import hashlib
+import math
 
 import numpy as np
 
+from .blocks import MIB, row_blocks, rows_per_block
 from .device import exact_torch
 from .errors import InputError
+from .progress import tracked
 
 DENSITY_EPS = 1e-9
+DEFAULT_BUDGET_MIB = 256  # working memory of one block of the torch search (novelsum's --block_mib)
+QUERY_CHUNK_ROWS = 8192  # distinct query rows per search call (progress is reported per chunk)
 
 
 SAMPLE_COLUMNS = 32  # columns whose bytes make a row's first, cheap key
@@ -150,40 +159,62 @@ def merge_topk(best_d, best_i, block_d, block_i, n_results):
     return top_d, torch.gather(all_i, 1, where)
 
 
+# Working bytes of the torch search: per (query, reference) pair of a block, the inner products
+# and the distances (float32); per result of a query, the two candidate lists being merged, their
+# concatenation and the merged list (float32 distances and int64 labels, about 4 copies).
+PAIR_BYTES = 4 + 4
+MERGE_BYTES_PER_RESULT = 4 * (4 + 8)
+
+
 class TorchFlatIndex:
     """Exact squared-L2 kNN in query x reference blocks, as faiss's flat index computes it.
 
-    The reference is moved to the device once; a 400,000 x 4,096 set is 6.5 GB, too much to
-    copy again for every chunk of queries.
+    Blocks are planned by ``utils.blocks`` from ``budget_mib``, the whole working memory of one
+    block: per (query, reference) pair the inner products and the distances made from them
+    (float32, 4 + 4 bytes); per query row its vector and two candidate lists being merged. The
+    reference is moved to the device once; a 400,000 x 4,096 set is 6.5 GB, too much to copy
+    again for every block of queries.
     """
 
-    def __init__(self, reference, device="cpu", budget_bytes=1 << 30):
+    def __init__(self, reference, device="cpu", budget_mib=DEFAULT_BUDGET_MIB):
         torch = exact_torch()
         self.device = device
         self.reference = torch.from_numpy(reference).to(device)
         self.reference_sq = (self.reference * self.reference).sum(dim=1)
-        self.ref_block = max(1, min(len(reference), budget_bytes // (4 * 4096)))
-        self.query_block = max(1, budget_bytes // (4 * self.ref_block * 3))
+        self.budget_bytes = budget_mib * MIB
+
+    def reference_blocks(self, n_results):
+        """Reference rows of one block: about a square block of pairs within the budget, and at
+        least ``n_results`` rows, so the first block yields a full candidate list."""
+        square = math.isqrt(rows_per_block(PAIR_BYTES, self.budget_bytes))
+        step = min(len(self.reference), max(n_results, square, 1))
+        return [(start, min(len(self.reference), start + step))
+                for start in range(0, len(self.reference), step)]
+
+    def query_blocks(self, n_queries, n_results):
+        """Query rows of one block: as many as fit in the budget beside one reference block."""
+        ref_rows = self.reference_blocks(n_results)[0][1]
+        per_query = (PAIR_BYTES * ref_rows + 4 * self.reference.shape[1]
+                     + MERGE_BYTES_PER_RESULT * n_results)
+        return list(row_blocks(n_queries, per_query, self.budget_bytes))
 
     def search(self, queries, n_results):
         torch = exact_torch()
-        n_ref = len(self.reference)
-        ref_block = max(n_results, self.ref_block)  # the first block yields a full candidate list
         out_d = np.empty((len(queries), n_results), dtype=np.float32)
         out_i = np.empty((len(queries), n_results), dtype=np.int64)
-        for q0 in range(0, len(queries), self.query_block):
-            q = torch.from_numpy(queries[q0:q0 + self.query_block]).to(self.device)
+        ref_blocks = self.reference_blocks(n_results)
+        for q0, q1 in self.query_blocks(len(queries), n_results):
+            q = torch.from_numpy(queries[q0:q1]).to(self.device)
             q_sq = (q * q).sum(dim=1, keepdim=True)
             best_d = best_i = None
-            for r0 in range(0, n_ref, ref_block):
-                r1 = r0 + ref_block
-                block = (q_sq + self.reference_sq[None, r0:r1]
-                         - 2.0 * (q @ self.reference[r0:r1].T)).clamp_(min=0.0)
+            for r0, r1 in ref_blocks:
+                block = (q_sq + self.reference_sq[None, r0:r1]).sub_(
+                    (q @ self.reference[r0:r1].T).mul_(2.0)).clamp_(min=0.0)
                 take = min(n_results, block.shape[1])
                 block_d, block_i = torch.topk(block, take, dim=1, largest=False, sorted=True)
                 best_d, best_i = merge_topk(best_d, best_i, block_d, block_i + r0, n_results)
-            out_d[q0:q0 + len(q)] = best_d.cpu().numpy()
-            out_i[q0:q0 + len(q)] = best_i.cpu().numpy()
+            out_d[q0:q1] = best_d.cpu().numpy()
+            out_i[q0:q1] = best_i.cpu().numpy()
         return out_d, out_i
 
 
@@ -196,34 +227,73 @@ def faiss_gpu_available():
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def flat_index(reference, device="cpu", backend=None):
+def flat_index(reference, device="cpu", backend=None, budget_mib=DEFAULT_BUDGET_MIB):
     """An exact squared-L2 index over ``reference``, with ``search(queries, n_results)``.
 
     ``backend`` is ``"faiss"`` or ``"torch"``; by default faiss on the CPU and on a GPU when
-    faiss-gpu is installed, torch on a GPU otherwise.
+    faiss-gpu is installed, torch on a GPU otherwise. ``budget_mib``: working memory of one
+    block of the torch search (faiss plans its own).
     """
     reference = np.ascontiguousarray(reference, dtype=np.float32)
     if backend is None:
         backend = "faiss" if device == "cpu" or faiss_gpu_available() else "torch"
     if backend == "faiss":
         return FaissFlatIndex(reference, device)
-    return TorchFlatIndex(reference, device)
+    return TorchFlatIndex(reference, device, budget_mib)
 
 
-def knn_search(reference, queries, n_results, device="cpu", backend=None):
-    """Squared L2 distances and labels of the ``n_results`` nearest reference rows, nearest first."""
+def knn_search(reference, queries, n_results, device="cpu", backend=None,
+               budget_mib=DEFAULT_BUDGET_MIB):
+    """Squared L2 distances and labels of the ``n_results`` nearest reference rows, nearest
+    first."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    return flat_index(reference, device, backend).search(queries, n_results)
+    return flat_index(reference, device, backend, budget_mib).search(queries, n_results)
+
+
+class DistinctQueries:
+    """The distinct rows among a set of queries, each searched once (duplicates share it).
+
+    Queries that are rows of the reference are represented by that row (``members``, reference
+    row numbers); the others by their first occurrence (``outsiders``). ``which[i]`` is query
+    i's position in ``members`` followed by ``outsiders``.
+    """
+
+    def __init__(self, queries, reference_rows, lookup):
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self_rows = rows_in_reference(queries, reference_rows, lookup)
+        self.reference_rows = reference_rows
+        self.members, member_of = np.unique(self_rows[self_rows >= 0], return_inverse=True)
+        outside = queries[self_rows < 0]
+        self.outsiders, outsider_lookup = unique_rows(outside)
+        self.which = np.empty(len(queries), dtype=np.int64)
+        self.which[self_rows >= 0] = member_of
+        self.which[self_rows < 0] = len(self.members) + rows_in_reference(
+            outside, self.outsiders, outsider_lookup)
+
+    def __len__(self):
+        return len(self.members) + len(self.outsiders)
+
+    def rows(self, start, stop):
+        """Distinct rows ``start:stop`` and their row in the reference (-1 for outsiders)."""
+        split = len(self.members)
+        members = self.members[min(start, split):min(stop, split)]
+        outsiders = self.outsiders[max(start, split) - split:max(stop, split) - split]
+        rows = np.concatenate([self.reference_rows[members], outsiders])
+        self_rows = np.concatenate([members, np.full(len(outsiders), -1, dtype=np.int64)])
+        return rows, self_rows
 
 
 class DensityReference:
-    """The reference set R of SPEC section 3, ready to give mean kNN distances of queries."""
+    """The reference set R of docs/method.md section 3, ready to give mean kNN distances of
+    queries. ``budget_mib``: working memory of one block of the torch search."""
 
-    def __init__(self, vectors, device="cpu", backend=None, source="the reference set"):
+    def __init__(self, vectors, device="cpu", backend=None, source="the reference set",
+                 budget_mib=DEFAULT_BUDGET_MIB):
         self.rows, self._lookup = unique_rows(vectors)
         self.device = device
         self.backend = backend
         self.source = source
+        self.budget_mib = budget_mib
         self._index = None  # built on the first search, then kept for every chunk and dataset
 
     def __len__(self):
@@ -239,23 +309,24 @@ class DensityReference:
     def index(self):
         """The search index over the reference rows, built once."""
         if self._index is None:
-            self._index = flat_index(self.rows, self.device, self.backend)
+            self._index = flat_index(self.rows, self.device, self.backend, self.budget_mib)
         return self._index
 
-    def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=8192):
+    def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=QUERY_CHUNK_ROWS):
         """For each k in ``ks``: the mean squared distance of each query to its k nearest rows.
 
-        Queries are searched in chunks of ``chunk_rows`` so that ``progress`` (for example
-        tqdm, wrapping the list of chunk starts) can report on a long search.
+        Each distinct query row is searched once, in chunks of ``chunk_rows`` distinct rows,
+        so that duplicates get bitwise the same result and ``progress`` (for example tqdm,
+        wrapping the list of chunks) can report on a long search.
         """
         self.check_neighbors(ks)
         k_max = max(ks)
-        starts = list(range(0, len(queries), chunk_rows))
-        kept = []
-        for start in (progress(starts) if progress else starts):
-            chunk = queries[start:start + chunk_rows]
-            sq_distances, labels = self.index().search(
-                np.ascontiguousarray(chunk, dtype=np.float32), k_max + 1)
-            self_rows = rows_in_reference(chunk, self.rows, self._lookup)
-            kept.append(drop_self(sq_distances, labels, self_rows, k_max))
-        return mean_sq_distance_by_k(np.concatenate(kept), ks)
+        distinct = DistinctQueries(queries, self.rows, self._lookup)
+        kept = np.empty((len(distinct), k_max), dtype=np.float32)
+        chunks = [(start, min(len(distinct), start + chunk_rows))
+                  for start in range(0, len(distinct), chunk_rows)]
+        for start, stop in tracked(chunks, progress):
+            rows, self_rows = distinct.rows(start, stop)
+            sq_distances, labels = self.index().search(rows, k_max + 1)
+            kept[start:stop] = drop_self(sq_distances, labels, self_rows, k_max)
+        return mean_sq_distance_by_k(kept[distinct.which], ks)

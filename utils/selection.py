@@ -1,4 +1,4 @@
-"""The NovelSelect engine (SPEC section 5), with incremental novelty updates.
+"""The NovelSelect engine (docs/method.md section 5), with incremental novelty updates.
 
 Every unpicked candidate u keeps the values x(u, s) = (1 - cos(u, s)) * (rho(u) + rho(s)) for
 the picks s so far, sorted ascending, and their weighted sum A(u) = sum_r w_r x_(r) with
@@ -14,6 +14,19 @@ are float64, so the incremental A stays equal to a fresh sum far below the 1e-6 
 Three kernels run the same update: a numba loop on the CPU (both cores, one candidate per
 iteration); on a GPU, a Triton kernel that does the same per candidate (checked against the
 torch kernel on the device before it is trusted), or else torch over row chunks.
+
+Exact duplicates must tie exactly (docs/method.md section 6): a candidate's value must not
+depend on where its row sits in memory, on how many rows there are, or on the engine. So the
+dot product u . s is summed in one fixed order everywhere, ``LANES`` partial sums of the float32
+products (lane l takes the products j = l, l + LANES, ... in turn), combined by halving
+(lane l += lane l + 8, then + 4, + 2, + 1), and no step is fused or reordered: numba runs
+without fastmath, torch runs it as elementwise operations, each exactly rounded. The values
+x(u, s) are then bitwise the same on the numba, torch and Triton engines (on a GPU too, by
+construction; tests/test_gpu.py checks it there), and the lowest index wins among duplicates.
+The insertion's tail sum is also fixed per row: in rank order from the tail's end in numba, by
+halving over the ranks in torch, per block of ranks in Triton; the sums may differ between
+engines in the last bits (the engines are compared to 1e-12), never between duplicates,
+whatever the chunking.
 """
 
 import contextlib
@@ -22,12 +35,28 @@ import os
 
 import numpy as np
 
+from .blocks import MIB, row_blocks
 from .errors import InputError
 from .proximity import rank_weights
 
 VALUE_BYTES = 4  # float32 per stored value
 GPU_KERNEL_VARIABLE = "NOVELSELECT_GPU_KERNEL"  # "torch": skip the fused Triton kernel
-TORCH_CHUNK_MIB = 1024  # working memory of one row chunk of the torch engine
+TORCH_BUDGET_MIB = 1024  # default working memory of one row chunk of the torch engine
+LANES = 16  # partial sums of the fixed-order dot product (a power of two)
+# Working bytes per stored value of one row chunk of the torch insertion: the mask (1), the
+# masked copy (4), its float64 products with the coefficients (8), the first halving of their
+# sum (8) and the later, smaller ones (8 at most), the shifted copy (4).
+INSERT_BYTES_PER_VALUE = 1 + 4 + 8 + 8 + 8 + 4
+# Messages of errors after which a GPU's CUDA context is unusable (the torch kernel would fail
+# too), as torch and Triton's launcher word them.
+DEVICE_FAULT_MARKERS = ("CUDA error", "Triton Error [CUDA]", "illegal memory access",
+                        "illegal instruction", "misaligned address", "device-side assert",
+                        "unspecified launch failure")
+
+
+class DeviceError(InputError):
+    """The GPU failed while a kernel ran. Its CUDA context cannot be used again in this process,
+    so no other kernel is tried; the message says what the device reported."""
 
 
 def first_pick(n, seed):
@@ -59,14 +88,14 @@ def available_memory_bytes(device):
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_memory(n, k, dim, device):
+def check_memory(n, k, dim, device, budget_mib=TORCH_BUDGET_MIB):
     """Refuse, before any work, a selection that cannot fit in memory.
 
-    On a GPU the torch engine also needs its per-chunk working memory.
+    On a GPU the torch engine also needs its per-chunk working memory, ``budget_mib``.
     """
     need = selection_memory_bytes(n, k, dim)
     if device != "cpu":
-        need += TORCH_CHUNK_MIB * 2**20
+        need += budget_mib * MIB
     free = available_memory_bytes(device)
     if need > free:
         raise InputError(f"--k {k} on a pool of {n}: the selection needs {need / 2**30:.1f} GiB "
@@ -98,18 +127,33 @@ def _numba_kernel():
     # One parallel loop does the whole step: the candidate's distance to the new pick, then the
     # insertion. Keeping BLAS out of the loop matters: OpenBLAS threads spinning between calls
     # and numba's OpenMP threads fight for the cores (8x slower on two cores).
-    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+    # No fastmath: reassociation would let the compiler choose the summation order per call
+    # site and alignment, and duplicates could then differ in the last bits. The dot's order
+    # is fixed by hand instead (module docstring), which still vectorises across the lanes.
+    # (One function, no jitted helper: numba caches it on disk only without closures.)
+    @numba.njit(parallel=True, cache=True)
     def add_pick_values(unit, rho, pick, sorted_values, weighted_sums, values, t, coefficients,
                         weights, active):
         target = unit[pick]
         rho_pick = rho[pick]
+        dim = unit.shape[1]
+        full = dim - dim % LANES
         for u in numba.prange(unit.shape[0]):
             if not active[u]:
                 continue
-            dot = np.float32(0.0)
-            for j in range(unit.shape[1]):
-                dot += unit[u, j] * target[j]
-            x = (np.float32(1.0) - dot) * (rho[u] + rho_pick)
+            vector = unit[u]
+            partial = np.zeros(LANES, dtype=np.float32)  # the dot's lanes (module docstring)
+            for start in range(0, full, LANES):
+                for lane in range(LANES):
+                    partial[lane] += vector[start + lane] * target[start + lane]
+            for lane in range(dim - full):
+                partial[lane] += vector[full + lane] * target[full + lane]
+            width = LANES // 2
+            while width > 0:
+                for lane in range(width):
+                    partial[lane] += partial[lane + width]
+                width //= 2
+            x = (np.float32(1.0) - partial[0]) * (rho[u] + rho_pick)
             values[u] = x
             row = sorted_values[u]
             low, high = 0, t  # first stored value greater than x: the insertion point m
@@ -130,28 +174,127 @@ def _numba_kernel():
     return add_pick_values
 
 
-class NumpyEngine:
+def fixed_order_dots(rows, target):
+    """``rows @ target`` (torch, float32) summed in the fixed order of the module docstring.
+
+    Every operation is elementwise, hence exactly rounded, so a row's result depends on its
+    values only: not on its position, the number of rows, or the device (CPU and GPU agree
+    bitwise, and with the numba kernel). Working memory: ``fixed_order_bytes_per_row``.
+    """
+    import torch
+
+    n, dim = rows.shape
+    products = rows * target
+    if dim % LANES:
+        products = torch.nn.functional.pad(products, (0, LANES - dim % LANES))
+    by_lane = products.view(n, -1, LANES)
+    partial = torch.zeros((n, LANES), dtype=rows.dtype, device=rows.device)
+    for block in range(by_lane.shape[1]):
+        partial += by_lane[:, block]
+    width = LANES // 2
+    while width:
+        partial = partial[:, :width] + partial[:, width:2 * width]
+        width //= 2
+    return partial[:, 0]
+
+
+def halving_row_sums(matrix):
+    """Row sums of a (rows, width) torch tensor in a fixed order: the columns padded with zeros
+    to a power of two, then halved (column c += column c + half) until one is left.
+
+    Elementwise operations only, so a row's sum depends on its values alone, not on the
+    chunk it is in or the device (a matrix product or ``sum`` may split rows differently).
+    """
+    import torch
+
+    rows, width = matrix.shape
+    if width <= 1:
+        return matrix[:, 0].clone() if width else torch.zeros(rows, dtype=matrix.dtype,
+                                                              device=matrix.device)
+    half = 1 << ((width - 1).bit_length() - 1)  # half the padded width, below ``width``
+    partial = matrix[:, :half].clone()
+    partial[:, :width - half] += matrix[:, half:]
+    while half > 1:
+        half //= 2
+        partial = partial[:, :half] + partial[:, half:2 * half]
+    return partial[:, 0]
+
+
+def fixed_order_bytes_per_row(dim):
+    """Working bytes per row of ``fixed_order_dots``: the products and their padded copy
+    (float32, dim rounded up to ``LANES``), the partial sums and their halvings."""
+    padded = -(-dim // LANES) * LANES
+    return 2 * 4 * padded + 2 * 4 * LANES
+
+
+class SelectionEngine:
+    """What every engine shares: it owns the budget ``k`` (picks to make) and ``alpha``, sizes
+    its stored values for them, counts the values it holds (``t``) and runs the greedy loop,
+    so the loop cannot ask it for more picks than it has room for.
+
+    A subclass provides ``_insert(pick)`` (insert every candidate's value against ``pick``
+    after the ``t`` it holds), ``weighted_sums``, ``active`` and ``device_array``.
+    """
+
+    def __init__(self, n, k, alpha):
+        if k < 1:
+            raise ValueError(f"an engine needs k >= 1 picks, not {k}")
+        self.n, self.k, self.alpha = n, k, float(alpha)
+        self.weights = rank_weights(k, alpha)
+        self.coefficients = tail_coefficients(self.weights)
+        self.width = max(k - 1, 1)  # stored values per candidate
+        self.t = 0  # values each candidate holds: the picks added so far
+
+    def add_pick(self, pick):
+        """Insert every active candidate's value against ``pick`` and mark ``pick`` as taken."""
+        if self.t >= self.k - 1:
+            raise ValueError(f"the engine was built for k={self.k} and already holds "
+                             f"{self.t} values per candidate: no room for another pick")
+        self._insert(pick)
+        self.t += 1
+
+    def best(self, quality=None):
+        """The unpicked candidate with the largest novelty (times quality), the lowest index on
+        ties, and its novelty, after the ``t`` picks added so far."""
+        raise NotImplementedError
+
+    def run(self, first, quality=None, on_pick=None):
+        """The greedy loop: ``k`` picks from ``first``; ``on_pick(index, novelty)`` after each."""
+        if self.t:
+            raise ValueError(f"the engine already holds {self.t} picks; build a new one")
+        quality = self.device_array(quality) if quality is not None else None
+        picks = [first]
+        if on_pick:
+            on_pick(first, float("nan"))
+        for _ in range(self.k - 1):
+            self.add_pick(picks[-1])  # marks the pick as taken, so it is never chosen again
+            pick, novelty = self.best(quality)
+            picks.append(pick)
+            if on_pick:
+                on_pick(pick, novelty)
+        return picks
+
+
+class NumpyEngine(SelectionEngine):
     """CPU engine: candidates' sorted values in a numpy array, updated by a numba kernel.
 
     ``values`` holds each candidate's value against the latest pick (for inspection and tests).
     """
 
     def __init__(self, unit, rho, k, alpha):
+        super().__init__(len(unit), k, alpha)
         self.unit = np.ascontiguousarray(unit, dtype=np.float32)
         self.rho = np.ascontiguousarray(rho, dtype=np.float32)
-        self.weights = rank_weights(k, alpha)
-        self.coefficients = tail_coefficients(self.weights)
-        self.sorted_values = np.empty((len(unit), max(k - 1, 1)), dtype=np.float32)
-        self.weighted_sums = np.zeros(len(unit), dtype=np.float64)
-        self.values = np.zeros(len(unit), dtype=np.float32)
-        self.active = np.ones(len(unit), dtype=np.bool_)
+        self.sorted_values = np.empty((self.n, self.width), dtype=np.float32)
+        self.weighted_sums = np.zeros(self.n, dtype=np.float64)
+        self.values = np.zeros(self.n, dtype=np.float32)
+        self.active = np.ones(self.n, dtype=np.bool_)
         self.kernel = _numba_kernel()
 
-    def add_pick(self, pick, t):
-        """Insert every candidate's value against ``pick`` (the t-th pick, 0-based)."""
+    def _insert(self, pick):
         self.active[pick] = False
         self.kernel(self.unit, self.rho, pick, self.sorted_values, self.weighted_sums,
-                    self.values, t, self.coefficients, self.weights, self.active)
+                    self.values, self.t, self.coefficients, self.weights, self.active)
 
     def weighted_sums_host(self):
         return self.weighted_sums
@@ -160,63 +303,72 @@ class NumpyEngine:
         """``values`` as float64 where this engine keeps its sums (quality scores)."""
         return np.asarray(values, dtype=np.float64)
 
-    def best(self, t, quality=None):
-        """After t + 1 picks: the unpicked candidate with the largest novelty (times quality),
-        the lowest index on ties, and its novelty."""
-        novelty = self.weighted_sums / (t + 1)
+    def best(self, quality=None):
+        novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty.copy()
         score[~self.active] = -np.inf
         pick = int(np.argmax(score))
         return pick, float(novelty[pick])
 
 
-class TorchEngine:
+class TorchEngine(SelectionEngine):
     """GPU engine (also runs on the CPU, for tests): the same update, vectorised over row chunks.
 
     For each chunk: a mask of stored values greater than the new one gives the insertion
-    point and the tail sum; the tail moves one column right in one ``where``.
+    point and the tail sum; the tail moves one column right in one ``where``. Chunks are
+    planned by ``utils.blocks`` from ``budget_mib``, the whole working memory of one chunk.
     """
 
-    def __init__(self, unit, rho, k, alpha, device, chunk_mib=TORCH_CHUNK_MIB):
+    def __init__(self, unit, rho, k, alpha, device, budget_mib=TORCH_BUDGET_MIB):
+        super().__init__(len(unit), k, alpha)
         from .device import exact_torch
 
         torch = self.torch = exact_torch()
         self.device = torch.device(device)
-        self.unit = torch.from_numpy(unit).to(self.device)
-        self.rho = torch.from_numpy(rho).to(self.device)
-        weights = rank_weights(k, alpha)
-        self.weights = torch.from_numpy(weights).to(self.device)
-        self.coefficients = torch.from_numpy(tail_coefficients(weights)).to(self.device)
-        n = len(unit)
-        self.sorted_values = torch.zeros((n, max(k - 1, 1)), dtype=torch.float32,
+        self.unit = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32)).to(self.device)
+        self.rho = torch.from_numpy(np.ascontiguousarray(rho, dtype=np.float32)).to(self.device)
+        self.weights_t = torch.from_numpy(self.weights).to(self.device)
+        self.coefficients_t = torch.from_numpy(self.coefficients).to(self.device)
+        self.sorted_values = torch.zeros((self.n, self.width), dtype=torch.float32,
                                          device=self.device)
-        self.weighted_sums = torch.zeros(n, dtype=torch.float64, device=self.device)
-        self.active = torch.ones(n, dtype=torch.int8, device=self.device)  # 0: picked
-        self.chunk_bytes = chunk_mib * 2**20
+        self.weighted_sums = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+        self.active = torch.ones(self.n, dtype=torch.int8, device=self.device)  # 0: picked
+        self.budget_bytes = budget_mib * MIB
+
+    def distance_chunks(self):
+        """Row chunks ``(start, stop)`` of the distance step (``fixed_order_dots``)."""
+        return list(row_blocks(self.n, fixed_order_bytes_per_row(self.unit.shape[1]),
+                               self.budget_bytes))
+
+    def insertion_chunks(self):
+        """Row chunks of the insertion step at the current ``t`` stored values per row."""
+        return list(row_blocks(self.n, INSERT_BYTES_PER_VALUE * max(self.t, 1),
+                               self.budget_bytes))
 
     def take(self, pick):
-        """Mark ``pick`` as taken and return every candidate's value x(u, pick) (SPEC 5)."""
+        """Mark ``pick`` as taken and return every candidate's value x(u, pick) (docs/method.md
+        section 5), computed in the fixed order that makes duplicates tie exactly."""
         self.active[pick] = 0
-        self.values = (1.0 - self.unit @ self.unit[pick]) * (self.rho + self.rho[pick])
+        dots = self.torch.empty(self.n, dtype=self.torch.float32, device=self.device)
+        for start, stop in self.distance_chunks():
+            dots[start:stop] = fixed_order_dots(self.unit[start:stop], self.unit[pick])
+        self.values = (1.0 - dots) * (self.rho + self.rho[pick])
         return self.values
 
-    def add_pick(self, pick, t):
-        torch = self.torch
+    def _insert(self, pick):
+        torch, t = self.torch, self.t
         values = self.take(pick)
-        n = len(values)
-        # mask (1 byte), masked copy (4), its float64 cast (8), shifted copy (4) per value
-        chunk = max(1, self.chunk_bytes // (17 * max(t, 1)))
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
+        for start, stop in self.insertion_chunks():
             stored = self.sorted_values[start:stop, :t]
             x = values[start:stop]
             above = stored > x[:, None]
-            tail = torch.where(above, stored, 0.0).double() @ self.coefficients[:t]
+            tail = halving_row_sums(
+                torch.where(above, stored, 0.0).double().mul_(self.coefficients_t[:t]))
             insert_at = t - above.sum(dim=1)
             self.sorted_values[start:stop, 1:t + 1] = torch.where(
                 above, stored, self.sorted_values[start:stop, 1:t + 1])
             self.sorted_values[start:stop].scatter_(1, insert_at[:, None], x[:, None])
-            self.weighted_sums[start:stop] += self.weights[insert_at] * x.double() - tail
+            self.weighted_sums[start:stop] += self.weights_t[insert_at] * x.double() - tail
 
     def weighted_sums_host(self):
         return self.weighted_sums.cpu().numpy()
@@ -224,10 +376,10 @@ class TorchEngine:
     def device_array(self, values):
         return self.torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
 
-    def best(self, t, quality=None):
+    def best(self, quality=None):
         """As ``NumpyEngine.best``, on the device: only the pick and its novelty cross to the
         host, not the pool's sums (3 MB a step at 396,000 candidates)."""
-        novelty = self.weighted_sums / (t + 1)
+        novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty
         score = self.torch.where(self.active.bool(), score, -float("inf"))
         pick = int(self.torch.argmax(score))  # the first of equal maxima: the lowest index
@@ -237,42 +389,83 @@ class TorchEngine:
 class TritonEngine(TorchEngine):
     """GPU engine with the step fused into one Triton kernel (``utils/triton_selection.py``).
 
-    It touches only each candidate's tail, where the torch engine rewrites whole rows.
+    It touches only each candidate's tail, where the torch engine rewrites whole rows. The
+    values come from the torch engine's ``take``, so both engines insert bitwise equal values.
     """
 
-    def __init__(self, unit, rho, k, alpha, device, block=None):
-        super().__init__(unit, rho, k, alpha, device)
+    def __init__(self, unit, rho, k, alpha, device, block=None, budget_mib=TORCH_BUDGET_MIB):
+        super().__init__(unit, rho, k, alpha, device, budget_mib)
         from . import triton_selection
 
         self._kernels = triton_selection
         self.block = block or triton_selection.BLOCK
 
-    def add_pick(self, pick, t):
+    def _insert(self, pick):
         self._kernels.launch(self.sorted_values, self.weighted_sums, self.take(pick),
-                             self.active, self.coefficients, self.weights, t, self.block)
+                             self.active, self.coefficients_t, self.weights_t, self.t,
+                             self.block)
 
 
-def triton_self_check(device, n=1536, dim=16, k=1200):
+def first_line(err):
+    """``Type: first line of the message``: an error in one line, for a notice."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def is_device_fault(err):
+    """Whether ``err`` reports a fault of the GPU itself (a CUDA error, an illegal memory access,
+    a device-side assert), after which its CUDA context is unusable and no fallback can run."""
+    import torch
+
+    device_errors = tuple(getattr(torch, name) for name in ("AcceleratorError", "OutOfMemoryError")
+                          if hasattr(torch, name))
+    return isinstance(err, device_errors) or any(marker in str(err)
+                                                 for marker in DEVICE_FAULT_MARKERS)
+
+
+def kernel_build_errors():
+    """Exception types that mean "the fused kernel cannot be compiled or launched here":
+    Triton's compiler and resource errors, and the RuntimeError its launcher raises without a
+    usable driver. Which of them a given error is, ``is_device_fault`` tells apart."""
+    import triton.compiler.errors as compile_errors
+    import triton.runtime.errors as runtime_errors
+
+    names = ("TritonError", "CompilationError", "OutOfResources", "PTXASError", "InterpreterError")
+    found = {getattr(module, name) for module in (compile_errors, runtime_errors)
+             for name in names if hasattr(module, name)}
+    return (ImportError, RuntimeError, *found)
+
+
+def triton_self_check(device, n=1536, dim=16, k=1200, block=None):
     """Run the Triton and torch engines side by side on a small random pool on ``device``.
 
     1,200 picks make the late tails span several 512-value blocks, as they do at scale; the
     check takes well under a second on a GPU.
 
     Returns None when they agree (same picks, same sorted values, sums to 1e-12), else why
-    not: a compiler, driver or kernel fault then costs a notice and the slower kernel, never
-    a wrong selection.
+    not: a kernel that does not compile or launch, or gives other results, costs a notice and
+    the slower kernel, never a wrong selection. A fault of the device itself (a CUDA error)
+    raises ``DeviceError``: the torch kernel could not run after it either.
     """
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     rho = rng.uniform(0.5, 2.0, n).astype(np.float32)
     try:
-        fused = TritonEngine(unit, rho, k, 1.0, device)
-        plain = TorchEngine(unit, rho, k, 1.0, device)
-        picks = [select(unit, rho, k, 1.0, 0, engine=engine) for engine in (fused, plain)]
-    except Exception as err:  # any failure to compile or launch means: do not use it
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    if picks[0] != picks[1]:
+        build_errors = kernel_build_errors()
+    except ImportError as err:
+        return first_line(err)
+    try:
+        fused = TritonEngine(unit, rho, k, 1.0, device, block=block)
+        fused_picks = fused.run(0)
+    except build_errors as err:
+        if is_device_fault(err):
+            raise DeviceError(f"{device}: the fused Triton kernel failed on the device "
+                              f"({first_line(err)}); the GPU cannot be used in this process "
+                              f"(set {GPU_KERNEL_VARIABLE}=torch to skip the kernel)") from err
+        return first_line(err)
+    plain = TorchEngine(unit, rho, k, 1.0, device)
+    if fused_picks != plain.run(0):
         return "its picks differ from the torch kernel's"
     active = fused.active.bool()
     if not bool((fused.sorted_values[active] == plain.sorted_values[active]).all()):
@@ -283,9 +476,10 @@ def triton_self_check(device, n=1536, dim=16, k=1200):
     return None
 
 
-def make_engine(unit, rho, k, alpha, device, notify=None):
+def make_engine(unit, rho, k, alpha, device, notify=None, budget_mib=TORCH_BUDGET_MIB):
     """The engine for ``device``: numba on the CPU; on a GPU the Triton kernel when Triton is
-    installed and passes its self-check there, else the torch kernel (``notify`` hears why)."""
+    installed and passes its self-check there, else the torch kernel (``notify`` hears why).
+    ``budget_mib``: working memory of one row chunk of the GPU engines."""
     if device == "cpu":
         return NumpyEngine(unit, rho, k, alpha)
     import importlib.util
@@ -297,10 +491,18 @@ def make_engine(unit, rho, k, alpha, device, notify=None):
     else:
         problem = triton_self_check(device)
     if problem is None:
-        return TritonEngine(unit, rho, k, alpha, device)
+        return TritonEngine(unit, rho, k, alpha, device, budget_mib=budget_mib)
     if notify is not None:
         notify(f"the fused Triton kernel is not used ({problem}); using the slower torch kernel")
-    return TorchEngine(unit, rho, k, alpha, device)
+    return TorchEngine(unit, rho, k, alpha, device, budget_mib)
+
+
+def check_engine(engine, n, k, alpha):
+    """Refuse an engine built for another pool size, budget or alpha than the selection asks."""
+    built, asked = (engine.n, engine.k, engine.alpha), (n, k, float(alpha))
+    if built != asked:
+        raise ValueError("the engine was built for n={}, k={}, alpha={} but the selection asks "
+                         "for n={}, k={}, alpha={}".format(*built, *asked))
 
 
 def select(unit, rho, k, alpha, first, quality=None, engine=None, device="cpu", on_pick=None):
@@ -309,16 +511,9 @@ def select(unit, rho, k, alpha, first, quality=None, engine=None, device="cpu", 
     ``unit``: (n, d) float32 unit rows; ``rho``: (n,) float32 density factors sigma^beta;
     ``quality``: optional (n,) non-negative scores multiplied into the novelty.
     Ties go to the lowest index. ``on_pick(index, novelty)`` is called after each pick.
+    An ``engine`` given must have been built for the same rows, ``k`` and ``alpha``.
     """
-    engine = engine or make_engine(unit, rho, k, alpha, device)
-    quality = engine.device_array(quality) if quality is not None else None
-    picks = [first]
-    if on_pick:
-        on_pick(first, float("nan"))
-    for t in range(k - 1):
-        engine.add_pick(picks[-1], t)  # marks the pick as taken, so it is never chosen again
-        pick, novelty = engine.best(t, quality)
-        picks.append(pick)
-        if on_pick:
-            on_pick(pick, novelty)
-    return picks
+    if engine is None:
+        engine = make_engine(unit, rho, k, alpha, device)
+    check_engine(engine, len(unit), k, alpha)
+    return engine.run(first, quality, on_pick)
