@@ -150,7 +150,7 @@ def test_output_mirrors_nested_tree(runner, tmp_path):
     (tmp_path / "in" / "part_b" / "2.jsonl").write_text(json.dumps(QUESTIONS[1]) + "\n")
     embed(runner, [tmp_path / "in"], tmp_path / "out")
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.json")
-                  ) == ["10.json", "part_b/2.json"]
+                  ) == [".embedding_run.json", "10.json", "part_b/2.json"]
 
 
 def test_pipeline_embedding_then_novelsum_and_novelselect(runner, tmp_path):
