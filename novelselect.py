@@ -10,6 +10,7 @@ import numpy as np
 
 from cli_common import (FINITE_FLOAT, Reporter, ReferenceStyleCommand, clean_errors,
                         device_summary, gpu_option, quiet_option)
+from utils import baselines
 from utils.api import novelselect
 from utils.atomic import atomic_path
 from utils.device import peak_memory_note, resolve_device
@@ -69,6 +70,40 @@ def pick_log(selection, pool):
     return pd.DataFrame(columns)
 
 
+def baseline_picks(method, vectors, k, seed, quality, max_similarity, device, report):
+    """The picks of a baseline selection method (utils/baselines.py), in pick order."""
+    from utils.proximity import unit_rows
+    from utils.selection import first_pick
+
+    n = len(vectors)
+    progress = report.progress(f"selecting ({method})", "step")
+    if method == "random":
+        return baselines.random_selection(n, k, seed)
+    if method == "kcenter":
+        return baselines.kcenter_selection(unit_rows(vectors), k, first_pick(n, seed), device,
+                                           progress=progress)
+    if method == "kmeans":
+        return baselines.kmeans_selection(vectors, k, seed, device, progress=progress)
+    return baselines.repr_filter_selection(unit_rows(vectors), k, max_similarity, quality, seed,
+                                           device, progress=progress)
+
+
+def refuse_unused_options(ctx, method):
+    """Options given on the command line that ``method`` does not use are usage errors."""
+    unused = {"--dense_ref_dir": ("dense_ref_dir", baselines.USES_DENSITY_REFERENCE),
+              "--quality_scores": ("quality_scores", baselines.USES_QUALITY_SCORES),
+              "--neighbors": ("neighbors", {"novelselect"}),
+              "--density_power": ("density_power", {"novelselect"}),
+              "--distance_power": ("distance_power", {"novelselect"}),
+              "--plot": ("plot", {"novelselect"}),
+              "--max_similarity": ("max_similarity", {"repr_filter"})}
+    for option, (name, users) in unused.items():
+        if method not in users and ctx.get_parameter_source(name) == \
+                click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{option} is not used by --method {method} (it is used by "
+                                   f"{', '.join(sorted(users))})")
+
+
 def write_outputs(output_dir, writers):
     """Write every output under a temporary name, then rename them all into place.
 
@@ -111,10 +146,21 @@ def write_outputs(output_dir, writers):
 @click.option("--plot", is_flag=True,
               help="Also draw {stem}_novelty.png: the novelty of each pick against the pick "
                    "number, where further picks stop adding new samples.")
+@click.option("--method", type=click.Choice(baselines.METHOD_NAMES), default="novelselect",
+              show_default=True,
+              help="Selection method: NovelSelect, or a baseline to compare with (random, "
+                   "K-Center-Greedy, k-means, DEITA's representation filter); baselines write "
+                   "{method}_{K}.json and {method}_{K}_indices.json.")
+@click.option("--max_similarity", "--max-similarity", type=FINITE_FLOAT,
+              default=baselines.DEFAULT_MAX_SIMILARITY, show_default=True,
+              help="repr_filter: keep a sample when its largest cosine similarity to those kept "
+                   "is at most this.")
 @quiet_option
+@click.pass_context
 @clean_errors
-def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
-         seed, dense_ref_dir, quality_scores, embedding_field, plot, quiet):
+def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
+         distance_power, seed, dense_ref_dir, quality_scores, embedding_field, plot, method,
+         max_similarity, quiet):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
@@ -129,13 +175,14 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
     """
     if neighbors < 1:
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
+    refuse_unused_options(ctx, method)
     report = Reporter(quiet)
     device = resolve_device(gpu_id, report.notice)
     record = RunRecord("novelselect", dict(
         text_dir=text_dir, figure_dir=figure_dir, k=k, neighbors=neighbors,
         density_power=density_power, distance_power=distance_power, seed=seed,
         dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
-        embedding_field=embedding_field))
+        embedding_field=embedding_field, method=method, max_similarity=max_similarity))
     with record.stage("loading"):
         pool = load_vectors(figure_dir, report.progress("loading embeddings", "shard"),
                             embedding_field=embedding_field)
@@ -147,7 +194,7 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
             raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
         quality = read_quality_scores(quality_scores, n) if quality_scores else None
         reference = None
-        if dense_ref_dir and density_power != 0:
+        if dense_ref_dir and density_power != 0 and method == "novelselect":
             reference = load_vectors(dense_ref_dir,
                                      report.progress("loading reference", "shard"),
                                      allow_zero=True, embedding_field=embedding_field)
@@ -159,6 +206,24 @@ def main(text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, 
             report.notice("--dense_ref_dir is not used with --density_power 0")
     record.add_input("embeddings", vector_inputs(pool))
     record.add_input("texts", text_inputs(text_dir, text_paths, counts))
+
+    if method != "novelselect":
+        with record.stage("selection"):
+            picks = baseline_picks(method, pool.vectors, k, seed, quality, max_similarity,
+                                   device, report)
+        stem = baselines.output_stem(method, k)
+        writers = {
+            f"{stem}.json": lambda path: path.write_text(json.dumps(
+                [items[i] for i in picks], indent=2, ensure_ascii=False), encoding="utf-8"),
+            f"{stem}_indices.json": lambda path: path.write_text(json.dumps(picks, indent=2))}
+        writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
+            record.finish(device, [output_dir / name for name in writers],
+                          summary={"picked": k, "pool": n}), indent=2))
+        write_outputs(output_dir, writers)
+        click.echo(f"picked {k} of {n} samples with {method} on "
+                   f"{device_summary(device, gpu_id)}; wrote {output_dir / f'{stem}.json'} and "
+                   f"{', '.join(list(writers)[1:])}")
+        return
 
     with record.stage("selection"), report.bar("selecting", total=k, unit="pick") as bar:
         def on_pick(index, novelty):

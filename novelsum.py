@@ -16,11 +16,13 @@ from utils.atomic import atomic_path, write_text_atomic
 from utils.device import resolve_device
 from utils.errors import InputError
 from utils.proximity import DEFAULT_BLOCK_MIB, column_name, format_number
+from utils.metrics import (DEFAULT_N_CLUSTERS, METRIC_NAMES, check_metric_inputs,
+                           compute_metrics, metric_columns, needs_reference, parse_metrics)
 from utils.records import RunRecord, vector_inputs
 from utils.shards import VECTOR_SUFFIXES, load_vectors, shard_order_key
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
-                "--distance-powers")
+                "--distance-powers", "--metrics")
 DEFAULT_DENSITY_POWERS = [0.0, 0.25, 0.5]
 DEFAULT_DISTANCE_POWERS = [0.0, 1.0, 2.0]
 
@@ -68,6 +70,18 @@ def results_csv(rows):
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def metrics_table(rows, columns):
+    """The baseline metrics as a text table: one line per dataset, one column per metric."""
+    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
+    widths = [max(12, len(c)) for c in columns]
+    lines = [f"{'dataset':<{name_width}}  " + "  ".join(f"{c:>{w}}" for c, w in
+                                                         zip(columns, widths))]
+    lines.append("-" * len(lines[0]))
+    lines += [f"{row['Dataset Name']:<{name_width}}  " + "  ".join(
+        f"{row[c]:>{w}.6g}" for c, w in zip(columns, widths)) for row in rows]
+    return "\n".join(lines)
 
 
 def results_table(rows, neighbors, density_powers, distance_powers, given):
@@ -165,11 +179,17 @@ def write_table(path, frame):
 @click.option("--plot", is_flag=True,
               help="Also draw {csv stem}.png: NovelSum at k=10, beta=0.5, alpha=1 (or the "
                    "nearest grid point) beside the spread of per-sample novelty.")
+@click.option("--metrics", default=None, show_default="none",
+              help="Baseline diversity metrics to add as CSV columns after cos_distance (list, "
+                   f"or all): {', '.join(METRIC_NAMES)}. Definitions: README.")
+@click.option("--n_clusters", "--n-clusters", type=int, default=DEFAULT_N_CLUSTERS,
+              show_default=True, help="Clusters of the cluster_inertia and partition_entropy "
+                                      "metrics.")
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu_id, neighbors,
          density_powers, distance_powers, block_mib, embedding_field, neighbor_density,
-         exclude_self, per_sample_csv, plot, quiet):
+         exclude_self, per_sample_csv, plot, metrics, n_clusters, quiet):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
     Lists may be space- or comma-separated. Next to the CSV, {csv stem}_run.json records how
@@ -193,6 +213,14 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     if not dense_ref_dir and any(beta != 0 for beta in density_powers):
         raise click.UsageError("--density_powers other than 0 need a reference set: "
                                "give --dense_ref_dir (or use --density_powers 0)")
+    try:
+        metrics = parse_metrics(metrics or "")
+        if n_clusters < 1:
+            raise InputError(f"--n_clusters {n_clusters}: must be at least 1")
+        if needs_reference(metrics) and not dense_ref_dir:
+            check_metric_inputs(metrics, 1)  # names the metric and the option
+    except InputError as err:
+        raise click.UsageError(str(err)) from None
     output_csv = Path(output_csv)
     for option, path in [("--output_csv", output_csv), ("--per_sample_csv", per_sample_csv)]:
         if path is not None and Path(path).is_dir():
@@ -203,15 +231,17 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         single_dataset_path=single_dataset_path, multi_datasets_dir=multi_datasets_dir,
         dense_ref_dir=dense_ref_dir, neighbors=neighbors, density_powers=density_powers,
         distance_powers=distance_powers, neighbor_density=neighbor_density,
-        exclude_self=exclude_self, block_mib=block_mib, embedding_field=embedding_field))
+        exclude_self=exclude_self, block_mib=block_mib, embedding_field=embedding_field,
+        metrics=list(metrics), n_clusters=n_clusters))
     paths = dataset_paths(single_dataset_path, multi_datasets_dir)
 
-    reference = None
-    if dense_ref_dir and any(beta != 0 for beta in density_powers):
+    reference = ref = None
+    if dense_ref_dir and (any(beta != 0 for beta in density_powers) or needs_reference(metrics)):
         with record.stage("loading"):
             ref = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
                                allow_zero=True, embedding_field=embedding_field)
         record.add_input("reference", vector_inputs(ref))
+    if ref is not None and any(beta != 0 for beta in density_powers):
         reference = density_reference(ref.vectors, device, block_mib, str(dense_ref_dir))
         reference.check_neighbors(neighbors)
 
@@ -222,6 +252,13 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
             dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"),
                                    embedding_field=embedding_field)
         record.add_input(f"dataset {dataset.name}", vector_inputs(dataset))
+        if metrics:  # sizes checked before any long work
+            try:
+                check_metric_inputs(metrics, len(dataset.vectors),
+                                    None if ref is None else len(ref.vectors), neighbors,
+                                    n_clusters)
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
         with record.stage("novelsum"):
             try:
                 result = novelsum(
@@ -232,8 +269,13 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
                     distance_progress=report.progress(f"distances {dataset.name}", "block"))
             except InputError as err:
                 raise InputError(f"{path}: {err}") from None
-        rows.append({"Dataset Name": dataset.name, **result.values,
-                     "cos_distance": result.cos_distance})
+        row = {"Dataset Name": dataset.name, **result.values, "cos_distance": result.cos_distance}
+        if metrics:
+            with record.stage("metrics"):
+                row.update(compute_metrics(metrics, dataset.vectors,
+                                           None if ref is None else ref.vectors, neighbors,
+                                           n_clusters, device, block_mib))
+        rows.append(row)
         spreads.append(result.per_sample[shown])
         if per_sample_csv:
             frames.append(per_sample_frame(dataset, result))
@@ -261,6 +303,8 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         device, outputs, summary={row["Dataset Name"]: {"samples": len(spread), shown: row[shown]}
                                   for row, spread in zip(rows, spreads)}), indent=2))
     click.echo(results_table(rows, neighbors, density_powers, distance_powers, given))
+    if metrics:
+        click.echo(metrics_table(rows, metric_columns(metrics, neighbors)))
     click.echo(f"wrote {', '.join(str(p) for p in outputs + [run_path])}: {len(rows)} "
                f"dataset(s), computed on {device_summary(device, gpu_id)}")
 

@@ -544,7 +544,10 @@ def kmeans_faiss(vectors, n_clusters, seed=KMEANS_SEED, niter=KMEANS_NITER):
     """Centroids (C, d) of faiss ``Kmeans(d, C, niter=niter, seed=seed)`` trained on ``vectors``."""
     import faiss
 
-    kmeans = faiss.Kmeans(vectors.shape[1], n_clusters, niter=niter, seed=seed)
+    # min_points_per_centroid only decides when faiss prints "please provide at least ...
+    # training points" from C++ (stderr, past --quiet); the training itself is unchanged.
+    kmeans = faiss.Kmeans(vectors.shape[1], n_clusters, niter=niter, seed=seed,
+                          min_points_per_centroid=1)
     kmeans.train(vectors)
     return kmeans.centroids
 

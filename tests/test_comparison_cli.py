@@ -1,0 +1,126 @@
+"""The paper's comparison from the command line: baseline metrics beside NovelSum, baseline
+selections beside NovelSelect (issue 8), checked against the library functions they wrap."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import GOLDEN
+from novelselect import main as select_main
+from novelsum import main as novelsum_main
+from utils import baselines
+from utils.metrics import compute_metrics
+from utils.proximity import unit_rows
+from utils.selection import first_pick
+from utils.shards import load_vectors
+
+CASE = GOLDEN / "novelsum_default_grid"
+SELECT = GOLDEN / "novelselect"
+
+
+def test_metrics_are_columns_after_cos_distance(runner, tmp_path):
+    output = tmp_path / "out.csv"
+    result = runner.invoke(novelsum_main, [
+        "--multi_datasets_dir", str(CASE / "targets"), "--dense_ref_dir", str(CASE / "reference"),
+        "--output_csv", str(output), "--metrics", "vendi", "radius", "partition_entropy",
+        "knn_distance", "--n_clusters", "20", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    header = list(rows[0])
+    assert header[header.index("cos_distance") + 1:] == [
+        "knn_distance_5", "knn_distance_10", "vendi", "radius", "partition_entropy"]
+    reference = load_vectors(CASE / "reference").vectors
+    for row in rows:
+        vectors = load_vectors(CASE / "targets" / f"{row['Dataset Name']}.json").vectors
+        expected = compute_metrics(["knn_distance", "vendi", "radius", "partition_entropy"],
+                                   vectors, reference, (5, 10), 20)
+        for column, value in expected.items():
+            assert float(row[column]) == pytest.approx(value, rel=1e-12)
+    assert "partition_entropy" in result.output  # the terminal table shows them too
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metrics", "facility_location"], "--metrics facility_location needs a reference set: "
+                                         "give --dense_ref_dir"),
+    (["--metrics", "entropy"], "--metrics entropy: unknown metric"),
+])
+def test_metric_usage_errors(runner, tmp_path, args, message):
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(CASE / "reference"),
+                                           "--output_csv", str(tmp_path / "o.csv"), *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_too_many_clusters_names_the_option(runner, tmp_path):
+    result = runner.invoke(novelsum_main, [
+        "--single_dataset_path", str(CASE / "targets" / "subset_a.json"), "--output_csv",
+        str(tmp_path / "o.csv"), "--metrics", "all", "--dense_ref_dir", str(CASE / "reference"),
+        "--n_clusters", "5000", "--quiet"])
+    assert result.exit_code == 1
+    assert "lower --n_clusters" in result.output and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("method", ["random", "kcenter", "kmeans", "repr_filter"])
+def test_baseline_methods_write_what_their_functions_pick(runner, tmp_path, method):
+    out = tmp_path / "out"
+    result = runner.invoke(select_main, [
+        "--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
+        "--output_dir", str(out), "--k", "30", "--method", method, "--seed", "7", "--quiet",
+        *(["--max_similarity", "0.95"] if method == "repr_filter" else [])])
+    assert result.exit_code == 0, result.output
+    picks = json.loads((out / f"{method}_30_indices.json").read_text())
+    assert json.loads((out / f"{method}_30.json").read_text()) == [f"sample {i}" for i in picks]
+    vectors = load_vectors(SELECT / "embeddings").vectors
+    expected = {
+        "random": lambda: baselines.random_selection(500, 30, 7),
+        "kcenter": lambda: baselines.kcenter_selection(unit_rows(vectors), 30,
+                                                       first_pick(500, 7)),
+        "kmeans": lambda: baselines.kmeans_selection(vectors, 30, 7),
+        "repr_filter": lambda: baselines.repr_filter_selection(unit_rows(vectors), 30, 0.95,
+                                                               seed=7),
+    }[method]()
+    assert picks == expected and len(set(picks)) == 30
+    assert json.loads((out / f"{method}_30_run.json").read_text())["parameters"]["method"] \
+        == method
+
+
+def test_repr_filter_follows_quality_scores(runner, tmp_path):
+    scores = np.random.default_rng(3).uniform(0, 1, 500)
+    (tmp_path / "q.json").write_text(json.dumps(scores.tolist()))
+    result = runner.invoke(select_main, [
+        "--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
+        "--output_dir", str(tmp_path / "out"), "--k", "20", "--method", "repr_filter",
+        "--quality_scores", str(tmp_path / "q.json"), "--max_similarity", "0.95", "--quiet"])
+    assert result.exit_code == 0, result.output
+    picks = json.loads((tmp_path / "out" / "repr_filter_20_indices.json").read_text())
+    unit = unit_rows(load_vectors(SELECT / "embeddings").vectors)
+    assert picks == baselines.repr_filter_selection(unit, 20, 0.95, scores)
+    assert picks[0] == int(np.argmax(scores))
+
+
+@pytest.mark.parametrize("method, option, value", [
+    ("random", "--dense_ref_dir", "x"), ("kcenter", "--quality_scores", "q.json"),
+    ("kmeans", "--plot", None), ("novelselect", "--max_similarity", "0.5"),
+    ("repr_filter", "--density_power", "1"),
+])
+def test_options_a_method_does_not_use_are_refused(runner, tmp_path, method, option, value):
+    result = runner.invoke(select_main, [
+        "--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
+        "--output_dir", str(tmp_path / "out"), "--method", method, option,
+        *([value] if value else [])])
+    assert result.exit_code == 2
+    assert f"{option} is not used by --method {method}" in result.output
+
+
+def test_repr_filter_says_when_the_pool_runs_out(runner, tmp_path):
+    result = runner.invoke(select_main, [
+        "--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
+        "--output_dir", str(tmp_path / "out"), "--k", "40", "--method", "repr_filter",
+        "--quiet"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: --max_similarity 0.9: the representation filter kept only 36 of the 500 pool "
+        "samples, fewer than --k 40; raise --max_similarity or lower --k")
+    assert not (tmp_path / "out").exists()
