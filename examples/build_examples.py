@@ -7,7 +7,9 @@
 Writes, in the layout the scripts read:
   pool/text/        the example pool as text shards (0: MT-Bench, 1-2: ShareGPT, 3: HumanEval)
   pool/embeddings/  their all-MiniLM-L6-v2 vectors, made by embedding.py
-  subsets/          80-sample embedding files (.npy) to compare with novelsum.py
+  subsets/          80-sample embedding files (.npy) to compare with novelsum.py: three drawn
+                    from one source each, a random draw, NovelSelect's picks and the picks of
+                    the baseline methods (novelselect.py --method kcenter, kmeans, repr_filter)
   subsets_indices.json  which pool rows each subset holds
   LICENSES/         the licenses of the sources
 """
@@ -26,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SUBSET_SIZE = 80
 SEED = 0
+BASELINE_METHODS = ("kcenter", "kmeans", "repr_filter")  # novelselect.py --method
 
 
 def mt_bench_questions():
@@ -87,8 +90,9 @@ def main():
     starts = np.cumsum([0] + [len(s) for s in shards])
     rng = np.random.default_rng(SEED)
     picked = HERE / "picked"
-    run("novelselect.py", "--text_dir", text, "--figure_dir", HERE / "pool" / "embeddings",
-        "--output_dir", picked, "--k", SUBSET_SIZE, "--gpu_id", "-1")
+    for method in ("novelselect",) + BASELINE_METHODS:
+        run("novelselect.py", "--text_dir", text, "--figure_dir", HERE / "pool" / "embeddings",
+            "--output_dir", picked, "--k", SUBSET_SIZE, "--gpu_id", "-1", "--method", method)
     subsets = {
         "mtbench_80": list(range(starts[0], starts[1])),
         "sharegpt_80": sorted(rng.choice(np.arange(starts[1], starts[3]), SUBSET_SIZE,
@@ -98,6 +102,9 @@ def main():
         "random_80": sorted(rng.choice(len(vectors), SUBSET_SIZE, replace=False).tolist()),
         "novelselect_80": json.loads(
             (picked / "novelselect_80_dense_0.5_dist_1.0_indices.json").read_text()),
+        **{f"{method}_{SUBSET_SIZE}": json.loads(
+            (picked / f"{method}_{SUBSET_SIZE}_indices.json").read_text())
+           for method in BASELINE_METHODS},
     }
     shutil.rmtree(picked)
     shutil.rmtree(HERE / "subsets", ignore_errors=True)
