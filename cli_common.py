@@ -44,7 +44,7 @@ def merge_list_args(args, list_options, path_options=()):
 
 
 class NumberList(click.ParamType):
-    """A list of numbers written ``0,0.25,0.5`` (or, through ``merge_list_args``, ``0 0.25 0.5``)."""
+    """A list of numbers written ``0,0.25,0.5`` (or, via ``merge_list_args``, ``0 0.25 0.5``)."""
 
     def __init__(self, number_type):
         self.number_type = number_type

@@ -17,8 +17,8 @@ length; "raw" means the vectors as loaded.
 - ``vendi``: the Vendi score with the cosine-similarity kernel K_ij = cos(x_i, x_j):
   exp(-sum_l lambda_l ln lambda_l) over the eigenvalues lambda of K/n (those > 0). K/n has the
   nonzero eigenvalues of the d x d dual U^T U / n (U the unit rows), which is used when d < n;
-  float64 throughout (rows normalised in float64). Source: Friedman and Dieng 2023, "The Vendi Score" (TMLR), and the
-  ``vendi-score`` package's ``score_dual``, which it equals.
+  float64 throughout (rows normalised in float64). Source: Friedman and Dieng 2023, "The Vendi
+  Score" (TMLR), and the ``vendi-score`` package's ``score_dual``, which it equals.
 - ``facility_location`` (needs a reference): the mean over the reference rows, as loaded
   (duplicates included), of the largest cosine similarity to any sample of the dataset:
   (1/|R|) sum_{r in R} max_i cos(r, x_i). Source: the facility-location function of submodular
