@@ -9,9 +9,10 @@ from conftest import GOLDEN, clustered_vectors, write_json_shards
 from utils.density import DensityReference, density_factor
 from utils.errors import InputError
 from utils.proximity import rank_weights, unit_rows
-from utils.selection import (INSERT_BYTES_PER_VALUE, NumpyEngine, TorchEngine, check_memory,
-                             check_quality_scores, first_pick, fixed_order_bytes_per_row,
-                             fixed_order_dots, halving_row_sums, select, selection_memory_bytes,
+from utils.selection import (INSERT_BYTES_PER_VALUE, REBUILD_SUM_RTOL, NumpyEngine,
+                             TorchEngine, check_memory, check_quality_scores, first_pick,
+                             fixed_order_bytes_per_row, fixed_order_dots, fixed_order_dots_many,
+                             halving_row_sums, select, selection_memory_bytes,
                              tail_coefficients)
 from utils.shards import load_vectors
 from utils.synthetic import with_duplicates
@@ -284,3 +285,88 @@ def test_exact_duplicates_tie_exactly_and_the_lowest_index_wins(tmp_path, engine
         assert np.array_equal(np.asarray(engine.values)[active], reference_engine.values[active])
         picks.append(engine.best(engine.device_array(quality))[0])
     assert check_lowest_first(picks, groups) >= 10
+
+
+def host_state(engine):
+    """(active mask, sorted values, weighted sums) of an engine, as numpy arrays."""
+    active = engine.active.cpu().numpy() if hasattr(engine.active, "cpu") else engine.active
+    values = engine.sorted_values
+    values = values.cpu().numpy() if hasattr(values, "cpu") else values
+    return active.astype(bool), values[:, :engine.t], engine.weighted_sums_host()
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
+def test_rebuild_equals_the_incremental_state(alpha):
+    """Starting an engine from t picks gives bitwise the sorted values that t insertions leave
+    and their sums to REBUILD_SUM_RTOL, on every engine; the rebuilt sums are bitwise the
+    same on the numba and torch engines, and duplicates still tie exactly."""
+    vectors = with_duplicates(clustered_vectors(2000, 37, n_clusters=6, seed=21),
+                              {5: [1001, 1999], 40: [41]})
+    unit = unit_rows(vectors)
+    rho = density_factor(DensityReference(vectors).mean_sq_distances(vectors, [10])[10],
+                         0.5).astype(np.float32)
+    picks = select(unit, rho, 120, alpha, 3)
+    engines = {"numba": ENGINES["numba"],  # 64 KiB: a few rows a block at 119 picks
+               "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", budget_mib=1 / 16)}
+    for t in [1, 2, 37, 119]:
+        rebuilt = {}
+        for name, engine in engines.items():
+            incremental = engine(unit, rho, 120, alpha)
+            for pick in picks[:t]:
+                incremental.add_pick(pick)
+            fresh = engine(unit, rho, 120, alpha)
+            fresh.rebuild(picks[:t])
+            assert fresh.t == incremental.t == t
+            active, values, sums = host_state(incremental)
+            fresh_active, fresh_values, fresh_sums = host_state(fresh)
+            assert np.array_equal(active, fresh_active)
+            assert np.array_equal(values[active], fresh_values[active])
+            np.testing.assert_allclose(fresh_sums[active], sums[active], rtol=REBUILD_SUM_RTOL)
+            if t == 1 or alpha == 0:  # one value, or float32 values summed exactly in float64
+                assert np.array_equal(fresh_sums[active], sums[active])
+            for group in ([5, 1001, 1999], [40, 41]):  # duplicates tie exactly
+                group = [i for i in group if fresh_active[i]]
+                assert all(np.array_equal(fresh_values[i], fresh_values[group[0]])
+                           and fresh_sums[i] == fresh_sums[group[0]] for i in group)
+            rebuilt[name] = fresh_sums[active]
+        assert np.array_equal(rebuilt["numba"], rebuilt["torch-cpu"])
+
+
+@pytest.mark.parametrize("engine_name, bytes_per_row, blocks", [
+    ("numba", 16 * 50, 25),              # 65,536 // 800 = 81 rows a block
+    ("torch-cpu", 136 * 50 + 4 * 48, 223),  # 65,536 // 6,992 = 9 rows a block
+])
+def test_rebuild_runs_in_row_blocks_under_the_budget(engine_name, bytes_per_row, blocks):
+    unit, rho = pool_inputs(n=2000, dim=37, seed=22)
+    picks = select(unit, rho, 80, 1.0, 0)
+    make = {"numba": lambda b: NumpyEngine(unit, rho, 80, 1.0, budget_mib=b),
+            "torch-cpu": lambda b: TorchEngine(unit, rho, 80, 1.0, "cpu", budget_mib=b)}
+    small, whole = make[engine_name](64 / 1024), make[engine_name](1024)
+    assert small.rebuild_bytes_per_row(50) == bytes_per_row
+    assert len(small.rebuild(picks[:50])) == blocks and len(whole.rebuild(picks[:50])) == 1
+    for (start, stop) in small.rebuild_blocks(50):
+        assert (stop - start) * bytes_per_row <= 64 * 1024
+    active, values, sums = host_state(small)
+    assert np.array_equal(values[active], host_state(whole)[1][active])
+    assert np.array_equal(sums[active], host_state(whole)[2][active])
+    rest = make[engine_name](64 / 1024)
+    assert rest.run(picks[:50]) == picks
+
+
+def test_fixed_order_dots_many_equal_one_target_at_a_time():
+    torch = pytest.importorskip("torch")
+    rows = torch.from_numpy(unit_rows(clustered_vectors(97, 385, seed=23)))
+    dots = fixed_order_dots_many(rows, rows[[4, 50, 4, 96]])
+    for column, target in enumerate([4, 50, 4, 96]):
+        assert bool((dots[:, column] == fixed_order_dots(rows, rows[target])).all())
+
+
+def test_an_engine_refuses_bad_start_picks():
+    unit, rho = pool_inputs(n=40, seed=24)
+    with pytest.raises(ValueError, match="built for k=5: room for 4 values per candidate, "
+                                         "not 5"):
+        NumpyEngine(unit, rho, 5, 1.0).rebuild([0, 1, 2, 3, 4])
+    with pytest.raises(InputError, match="the picks to start from: index 7 is given twice"):
+        NumpyEngine(unit, rho, 5, 1.0).run([7, 1, 7])
+    engine = NumpyEngine(unit, rho, 5, 1.0)
+    assert engine.run([9, 3, 1, 2, 0]) == [9, 3, 1, 2, 0] and engine.t == 0  # k given: done
