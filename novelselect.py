@@ -8,15 +8,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cli_common import (FINITE_FLOAT, Reporter, ReferenceStyleCommand, clean_errors,
-                        device_summary, gpu_option, quiet_option)
+from cli_common import (FINITE_FLOAT, Interrupted, Reporter, ReferenceStyleCommand,
+                        clean_errors, device_summary, gpu_option, quiet_option)
 from utils import baselines
 from utils.api import novelselect
-from utils.atomic import atomic_path
+from utils.atomic import atomic_path, write_text_atomic
 from utils.device import peak_memory_note, resolve_device
 from utils.errors import InputError
 from utils.records import RunRecord, text_inputs, vector_inputs
-from utils.selection import check_quality_scores
+from utils.selection import check_quality_scores, check_resume_picks
 from utils.shards import check_pairing, load_items, load_vectors, read_npy
 
 
@@ -47,6 +47,46 @@ def read_quality_scores(path, n):
     except ValueError as err:
         raise InputError(f"{path}: not a JSON list or .npy array of numbers ({err})") from None
     return check_quality_scores(scores, n, path)
+
+
+def read_resume_picks(path):
+    """The picks to continue from: the JSON value of ``path`` (the selection checks that it is
+    a list of distinct pool indices, at most --k of them)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise InputError(f"{path}: not JSON ({err})") from None
+
+
+class Checkpoints:
+    """``on_pick`` for the selection: counts the picks and, every ``every`` picks after the
+    ``given`` ones, writes them all atomically to ``path`` (nothing when ``every`` is None)."""
+
+    def __init__(self, path, every, given, k):
+        self.path, self.every, self.given, self.k = path, every, given, k
+        self.picks, self.saved = [], 0
+
+    def __call__(self, index):
+        self.picks.append(index)
+        count = len(self.picks)
+        if self.every and self.given < count < self.k and count % self.every == 0:
+            write_text_atomic(self.path, json.dumps(self.picks))
+            self.saved = count
+
+    def interrupted(self):
+        """What a Ctrl-C keeps: the last checkpoint this run wrote, and how to go on from it."""
+        return Interrupted(f"stopped cleanly after {len(self.picks)} picks; {self.path} holds "
+                           f"the first {self.saved}: continue with --resume_from {self.path}")
+
+    def finish(self):
+        """The run is complete and its outputs are written: the checkpoint is not needed."""
+        if self.every:
+            self.path.unlink(missing_ok=True)
 
 
 def pick_log(selection, pool):
@@ -96,7 +136,9 @@ def refuse_unused_options(ctx, method):
               "--density_power": ("density_power", {"novelselect"}),
               "--distance_power": ("distance_power", {"novelselect"}),
               "--plot": ("plot", {"novelselect"}),
-              "--max_similarity": ("max_similarity", {"repr_filter"})}
+              "--max_similarity": ("max_similarity", {"repr_filter"}),
+              "--resume_from": ("resume_from", {"novelselect"}),
+              "--checkpoint_every": ("checkpoint_every", {"novelselect"})}
     for option, (name, users) in unused.items():
         if method not in users and ctx.get_parameter_source(name) == \
                 click.core.ParameterSource.COMMANDLINE:
@@ -155,19 +197,30 @@ def write_outputs(output_dir, writers):
               default=baselines.DEFAULT_MAX_SIMILARITY, show_default=True,
               help="repr_filter: keep a sample when its largest cosine similarity to those kept "
                    "is at most this.")
+@click.option("--resume_from", "--resume-from", type=click.Path(path_type=Path), default=None,
+              help="JSON list of distinct pool indices to continue greedily from to --k: an "
+                   "earlier run's _indices.json (same pool and parameters), a checkpoint, or "
+                   "any start set. The first t picks of a run resume to that run's picks.")
+@click.option("--checkpoint_every", "--checkpoint-every", type=click.IntRange(min=1),
+              default=None,
+              help="Every N picks, write the picks so far to {stem}_checkpoint.json in "
+                   "--output_dir (atomically), for --resume_from after a killed run; removed "
+                   "when the run completes.")
 @quiet_option
 @click.pass_context
 @clean_errors
 def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
          distance_power, seed, dense_ref_dir, quality_scores, embedding_field, plot, method,
-         max_similarity, quiet):
+         max_similarity, resume_from, checkpoint_every, quiet):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
     and ..._indices.json (their global indices), as the published script; beside them
     ..._picks.csv (each pick's shard, row and novelty) and ..._run.json (how the run was
     made). The selection keeps pool x (K-1) float32 values in memory (396,000 x 10,000:
-    15.8 GB) and refuses a run that cannot fit. Example:
+    15.8 GB) and refuses a run that cannot fit. --checkpoint_every N saves the picks every N
+    picks; --resume_from continues from such a checkpoint, or extends an earlier run's
+    _indices.json, to --k. Example:
 
     \b
         python novelselect.py --text_dir pool/text --figure_dir pool/emb --output_dir picked \\
@@ -182,7 +235,11 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         text_dir=text_dir, figure_dir=figure_dir, k=k, neighbors=neighbors,
         density_power=density_power, distance_power=distance_power, seed=seed,
         dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
-        embedding_field=embedding_field, method=method, max_similarity=max_similarity))
+        embedding_field=embedding_field, method=method, max_similarity=max_similarity,
+        resume_from=resume_from and str(resume_from), checkpoint_every=checkpoint_every))
+    resume = read_resume_picks(resume_from) if resume_from else None
+    if checkpoint_every and output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{output_dir}: --output_dir is a file; give a folder")
     with record.stage("loading"):
         pool = load_vectors(figure_dir, report.progress("loading embeddings", "shard"),
                             embedding_field=embedding_field)
@@ -193,6 +250,8 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         if not 1 <= k <= n:
             raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
         quality = read_quality_scores(quality_scores, n) if quality_scores else None
+        if resume is not None:
+            resume = check_resume_picks(resume, n, k, resume_from)
         reference = None
         if dense_ref_dir and density_power != 0 and method == "novelselect":
             reference = load_vectors(dense_ref_dir,
@@ -225,19 +284,49 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
                    f"{', '.join(list(writers)[1:])}")
         return
 
+    stem = output_stem(k, density_power, distance_power)
+    checkpoints = Checkpoints(output_dir / f"{stem}_checkpoint.json", checkpoint_every,
+                              len(resume) if resume is not None else 0, k)
+    try:
+        selection = run_selection(pool, k, neighbors, density_power, distance_power, seed,
+                                  reference, quality, device, report, record, resume,
+                                  resume_from, checkpoints, dense_ref_dir or figure_dir)
+        names = write_selection(output_dir, stem, k, n, pool, items, selection, record, device,
+                                plot, (neighbors, density_power, distance_power),
+                                checkpoints.given)
+    except KeyboardInterrupt:
+        if checkpoints.saved:
+            raise checkpoints.interrupted() from None
+        raise
+    checkpoints.finish()
+    click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id)}; wrote "
+               f"{output_dir / names[0]} and {', '.join(names[1:])}"
+               f"{peak_memory_note(device)}")
+
+
+def run_selection(pool, k, neighbors, density_power, distance_power, seed, reference, quality,
+                  device, report, record, resume, resume_from, checkpoints, source):
+    """NovelSelect on the loaded pool, with a progress bar and ``checkpoints``."""
     with record.stage("selection"), report.bar("selecting", total=k, unit="pick") as bar:
         def on_pick(index, novelty):
-            bar.set_postfix_str(f"novelty {novelty:.4g}", refresh=False)
+            if np.isfinite(novelty):
+                bar.set_postfix_str(f"novelty {novelty:.4g}", refresh=False)
             bar.update(1)
+            checkpoints(index)
 
-        selection = novelselect(
+        return novelselect(
             pool.vectors, k, neighbors, density_power, distance_power, seed,
             reference=None if reference is None else reference.vectors, quality=quality,
             device=device, notify=report.notice, on_pick=on_pick,
-            density_progress=report.progress("density", "chunk"),
-            source=str(dense_ref_dir or figure_dir))
+            density_progress=report.progress("density", "chunk"), source=str(source),
+            resume_from=resume, resume_source=str(resume_from))
 
-    stem = output_stem(k, density_power, distance_power)
+
+def write_selection(output_dir, stem, k, n, pool, items, selection, record, device, plot,
+                    parameters, given):
+    """Write the picks, the pick log, the plot and the run record (``given``: the picks the
+    run was resumed from, 0 for none); return the names written."""
+    neighbors, density_power, distance_power = parameters
     names, picks = output_names(k, density_power, distance_power), selection.picks
     writers = {
         names[0]: lambda path: path.write_text(json.dumps([items[i] for i in picks], indent=2,
@@ -251,15 +340,14 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         writers[f"{stem}_novelty.png"] = lambda path: plot_pick_novelty(
             selection.novelty, path, f"NovelSelect: {k:,} of {n:,} (k={neighbors}, "
                                      f"beta={density_power:g}, alpha={distance_power:g})")
-    summary = {"picked": k, "pool": n, "last_novelty": float(selection.novelty[-1])
-               if k > 1 else None}
+    last = float(selection.novelty[-1])
+    summary = {"picked": k, "pool": n, "last_novelty": last if np.isfinite(last) else None,
+               "resumed_from_picks": given}
     writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
         record.finish(device, [output_dir / name for name in writers], summary=summary),
         indent=2))
     write_outputs(output_dir, writers)
-    click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id)}; wrote "
-               f"{output_dir / names[0]} and {', '.join(list(writers)[1:])}"
-               f"{peak_memory_note(device)}")
+    return list(writers)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from .density import DensityReference, density_factor
 from .errors import InputError
 from .proximity import (DEFAULT_BLOCK_MIB, density_grid, grid_number_text, per_sample_grid,
                         proximity_profile, row_factors, unit_rows)
-from .selection import check_memory, check_quality_scores, first_pick, make_engine, select
+from .selection import (check_memory, check_quality_scores, check_resume_picks, first_pick,
+                        make_engine, select)
 from .shards import check_vectors
 
 DEFAULT_NEIGHBORS = (5, 10)
@@ -59,7 +60,7 @@ class SelectionResult:
     """NovelSelect's picks, in pick order, and what each was worth when it was picked.
 
     ``novelty[t]``: the novelty v of pick t when it was picked (NaN for the first, random
-    pick); ``density_factor``: rho = sigma_k^beta of every pool sample; ``quality``: the
+    pick, and for the picks a resumed selection started from); ``density_factor``: rho = sigma_k^beta of every pool sample; ``quality``: the
     scores given, or None.
     """
 
@@ -150,18 +151,24 @@ def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, devic
 
 def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42, *,
                 reference=None, quality=None, device="cpu", notify=None, on_pick=None,
-                density_progress=None, source=None):
+                density_progress=None, source=None, resume_from=None,
+                resume_source="resume_from"):
     """Greedy NovelSelect (docs/method.md section 5): ``k`` picks from the pool ``vectors``.
 
     ``quality``: optional (n,) scores >= 0 multiplied into the novelty; ``reference``: density
     on other vectors; ``on_pick(index, novelty)`` hears of each pick as it is made;
     ``notify(str)`` of a slower kernel chosen; ``source`` names the density's reference set
-    in messages. Returns a ``SelectionResult``.
+    in messages. ``resume_from``: a list of distinct pool indices (at most ``k``) to continue
+    greedily from instead of the seed's first pick: an earlier run's picks, or any start set;
+    the first t picks of a run give that run's picks. Their novelty is NaN in the result (not
+    computed); ``resume_source`` names the list in messages. Returns a ``SelectionResult``.
     """
     vectors = as_vectors(vectors, "the pool")
     n = len(vectors)
     if not 1 <= k <= n:
         raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
+    if resume_from is not None:
+        resume_from = check_resume_picks(resume_from, n, k, resume_source)
     if quality is not None:
         quality = check_quality_scores(quality, n, "quality scores")
     if reference is not None and not isinstance(reference, DensityReference):
@@ -181,8 +188,8 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
         if on_pick is not None:
             on_pick(index, value)
 
-    picks = select(unit, rho, k, distance_power, first_pick(n, seed), quality, engine,
-                   on_pick=record)
+    start = first_pick(n, seed) if resume_from is None else resume_from
+    picks = select(unit, rho, k, distance_power, start, quality, engine, on_pick=record)
     return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), rho, quality)
 
 

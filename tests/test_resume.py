@@ -1,0 +1,224 @@
+"""Resume and extend: a selection continued from given picks (--resume_from), checkpoints
+(--checkpoint_every), and clean errors for bad resume files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import GOLDEN, REPO, clustered_vectors, write_json_shards
+from novelselect import main
+from test_novelselect_cli import run_args
+from utils.api import novelselect, pool_density
+from utils.errors import InputError
+from utils.proximity import unit_rows
+from utils.selection import NumpyEngine, TorchEngine, select
+from utils.shards import load_vectors
+
+SELECT = GOLDEN / "novelselect"
+RUNS = json.loads((SELECT / "expected.json").read_text())
+RUN_IDS = [f"k{r['k']}_a{r['distance_power']}" for r in RUNS]
+ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a),
+           "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", budget_mib=1 / 16)}
+
+
+@pytest.fixture(scope="module")
+def golden_vectors():
+    return load_vectors(SELECT / "embeddings").vectors
+
+
+def golden_quality(n):
+    return np.random.default_rng(31).uniform(0.2, 1.0, n)
+
+
+@pytest.mark.parametrize("run", RUNS, ids=RUN_IDS)
+@pytest.mark.parametrize("with_quality", [False, True])
+def test_every_prefix_resumes_to_the_same_picks_through_the_api(golden_vectors, run,
+                                                                with_quality):
+    args = (golden_vectors, run["k"], run["neighbors"], run["density_power"],
+            run["distance_power"], run["seed"])
+    quality = golden_quality(len(golden_vectors)) if with_quality else None
+    full = novelselect(*args, quality=quality)
+    if not with_quality:
+        assert full.picks == run["indices"]
+    for t in range(1, run["k"] + 1):
+        resumed = novelselect(*args, quality=quality, resume_from=full.picks[:t])
+        assert resumed.picks == full.picks, t
+        assert np.isnan(resumed.novelty[:t]).all()  # not computed for the given picks
+        np.testing.assert_allclose(resumed.novelty[t:], full.novelty[t:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.parametrize("run", RUNS, ids=RUN_IDS)
+@pytest.mark.parametrize("with_quality", [False, True])
+def test_every_prefix_resumes_on_each_engine(golden_vectors, engine_name, run, with_quality):
+    rho = pool_density(golden_vectors, run["neighbors"], run["density_power"])
+    unit, k, alpha = unit_rows(golden_vectors), run["k"], run["distance_power"]
+    quality = golden_quality(len(unit)) if with_quality else None
+    picks = select(unit, rho, k, alpha, run["indices"][0], quality,
+                   ENGINES[engine_name](unit, rho, k, alpha))
+    if not with_quality:
+        assert picks == run["indices"]
+    for t in range(1, k + 1):
+        assert select(unit, rho, k, alpha, picks[:t], quality,
+                      ENGINES[engine_name](unit, rho, k, alpha)) == picks, t
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.parametrize("with_quality", [False, True])
+def test_resume_on_a_clustered_pool_of_2000(engine_name, with_quality):
+    vectors = clustered_vectors(2000, 48, n_clusters=8, seed=32)
+    rho = pool_density(vectors, 10, 0.5)
+    unit = unit_rows(vectors)
+    quality = np.random.default_rng(33).uniform(0.2, 1.0, 2000) if with_quality else None
+    engine = {"numba": lambda: NumpyEngine(unit, rho, 150, 1.0),  # torch: 1 to 20 blocks
+              "torch-cpu": lambda: TorchEngine(unit, rho, 150, 1.0, "cpu", budget_mib=2)}
+    picks = select(unit, rho, 150, 1.0, 17, quality, engine[engine_name]())
+    for t in [9, 100, 149]:
+        assert select(unit, rho, 150, 1.0, picks[:t], quality, engine[engine_name]()) == picks
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="a GPU machine checks the Triton engine on the device")
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_resume_on_the_triton_engine_in_the_interpreter(alpha):
+    pytest.importorskip("triton", reason="pip install triton")
+    from utils.selection import TritonEngine
+
+    vectors = clustered_vectors(30, 12, n_clusters=4, seed=34)
+    rho = pool_density(vectors, 5, 0.5)
+    unit = unit_rows(vectors)
+    picks = select(unit, rho, 14, alpha, 3, engine=NumpyEngine(unit, rho, 14, alpha))
+    for t in [2, 9]:
+        engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4, budget_mib=1 / 256)
+        assert select(unit, rho, 14, alpha, picks[:t], engine=engine) == picks, t
+
+
+@pytest.mark.parametrize("t", [1, 17, 59, 60])
+def test_resume_from_a_file_on_the_command_line(runner, tmp_path, t):
+    run = RUNS[0]
+    start = tmp_path / "start.json"
+    start.write_text(json.dumps(run["indices"][:t]))
+    out = tmp_path / "out"
+    result = runner.invoke(main, run_args(run, out) + ["--resume_from", str(start)])
+    assert result.exit_code == 0, result.output
+    stem = "novelselect_60_dense_0.5_dist_1.0"
+    assert json.loads((out / f"{stem}_indices.json").read_text()) == run["indices"]
+    log = pd.read_csv(out / f"{stem}_picks.csv")
+    assert log["novelty"].isna().tolist() == [True] * t + [False] * (60 - t)
+    record = json.loads((out / f"{stem}_run.json").read_text())
+    assert record["summary"]["resumed_from_picks"] == t
+    assert record["parameters"]["resume_from"] == str(start)
+
+
+def test_extend_an_earlier_run_to_a_larger_k(runner, tmp_path):
+    """The 40-pick run's _indices.json, resumed to --k 60, gives the 60-pick run."""
+    run = RUNS[0]
+    result = runner.invoke(main, run_args({**run, "k": 40}, tmp_path / "short"))
+    assert result.exit_code == 0, result.output
+    short = tmp_path / "short" / "novelselect_40_dense_0.5_dist_1.0_indices.json"
+    result = runner.invoke(main, run_args(run, tmp_path / "long") + ["--resume_from",
+                                                                     str(short)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "long" / "novelselect_60_dense_0.5_dist_1.0_indices.json")
+                      .read_text()) == run["indices"]
+
+
+def test_checkpoints_are_written_and_removed_when_the_run_completes(runner, tmp_path):
+    run, out = RUNS[0], tmp_path / "out"
+    result = runner.invoke(main, run_args(run, out) + ["--checkpoint_every", "7"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "novelselect_60_dense_0.5_dist_1.0_indices.json").read_text()) \
+        == run["indices"]
+    assert not list(out.glob("*checkpoint*")) and not list(out.glob(".*"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2", "start.json: not JSON (Expecting ',' delimiter: line 1 column 6 (char 5))"),
+    ('{"indices": [1]}', "start.json: expected a list of pool indices (integers), not dict"),
+    ("[1, 2.0]", "start.json: expected a list of pool indices (integers); item 1 is 2.0"),
+    ('[1, "2"]', "start.json: expected a list of pool indices (integers); item 1 is '2'"),
+    ("[true]", "start.json: expected a list of pool indices (integers); item 0 is True"),
+    ("[3, 500]", "start.json: index 500 (item 1) is out of range for a pool of 500 samples"),
+    ("[-1]", "start.json: index -1 (item 0) is out of range for a pool of 500 samples"),
+    ("[4, 8, 15, 8]", "start.json: index 8 is given twice (items 1 and 3)"),
+    (json.dumps(list(range(61))), "start.json: 61 indices, more than --k 60"),
+    ("[]", "start.json: the list of indices is empty; give at least one"),
+])
+def test_bad_resume_files_are_one_line_errors(runner, tmp_path, content, message):
+    start = tmp_path / "start.json"
+    start.write_text(content)
+    out = tmp_path / "out"
+    result = runner.invoke(main, run_args(RUNS[0], out) + ["--resume_from", str(start),
+                                                           "--checkpoint_every", "5"])
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {start.parent}/{message}\n"
+    assert not out.exists()
+
+
+def test_a_missing_resume_file_and_a_baseline_method(runner, tmp_path):
+    result = runner.invoke(main, run_args(RUNS[0], tmp_path / "out") + [
+        "--resume_from", str(tmp_path / "none.json")])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {tmp_path}/none.json: cannot read (No such file or " \
+                            f"directory)\n"
+    result = runner.invoke(main, ["--text_dir", str(SELECT / "texts"), "--figure_dir",
+                                  str(SELECT / "embeddings"), "--output_dir",
+                                  str(tmp_path / "out"), "--method", "kcenter", "--k", "5",
+                                  "--checkpoint_every", "2"])
+    assert result.exit_code == 2
+    assert "--checkpoint_every is not used by --method kcenter" in result.output
+
+
+def test_api_refuses_bad_resume_lists():
+    vectors = load_vectors(SELECT / "embeddings").vectors
+    with pytest.raises(InputError, match=r"^resume_from: index 9 is given twice \(items 0 "
+                                         r"and 1\)$"):
+        novelselect(vectors, 10, resume_from=[9, 9])
+    with pytest.raises(InputError, match=r"^my picks: 3 indices, more than --k 2$"):
+        novelselect(vectors, 2, resume_from=np.array([1, 2, 3]), resume_source="my picks")
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    """SIGINT after a checkpoint: exit 130, one line naming the checkpoint, no other output;
+    resuming from the checkpoint gives the picks of an uninterrupted run."""
+    vectors = clustered_vectors(3000, 32, seed=13)
+    embeddings = write_json_shards(tmp_path / "emb", vectors, [3000])
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "0.json").write_text(json.dumps([str(i) for i in range(3000)]))
+    out = tmp_path / "out"
+    checkpoint = out / "novelselect_2999_dense_0.5_dist_1.0_checkpoint.json"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(tmp_path / "texts"),
+         "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", "2999",
+         "--checkpoint_every", "40", "--quiet"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert process.poll() is None, "novelselect.py ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    saved = json.loads(checkpoint.read_text())
+    assert len(saved) >= 40 and len(saved) % 40 == 0
+    assert f"holds the first {len(saved)}: continue with --resume_from {checkpoint}" in stderr
+    assert [p.name for p in out.iterdir()] == [checkpoint.name]  # nothing else, no temp file
+    k = len(saved) + 25
+    uninterrupted = novelselect(vectors, k).picks
+    assert saved == uninterrupted[:len(saved)]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(tmp_path / "texts"),
+         "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", str(k),
+         "--resume_from", str(checkpoint), "--quiet"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / f"novelselect_{k}_dense_0.5_dist_1.0_indices.json")
+                      .read_text()) == uninterrupted
