@@ -633,13 +633,14 @@ class PickClock:
 
     def extrapolated_s(self, k):
         """Seconds for all ``k - 1`` steps from a linear fit of the measured step times
-        against the step number (a step's work grows with the values each candidate holds)."""
+        against the step number (a step's work grows with the values each candidate holds);
+        a fitted step is never below zero (a few noisy steps can slope down)."""
         steps = np.diff(self.times)
         if len(steps) < 2:
             return float("nan")
         slope, intercept = np.polyfit(np.arange(1, len(steps) + 1), steps, 1)
         t = np.arange(1, k)
-        return float(np.sum(intercept + slope * t))
+        return float(np.sum(np.maximum(intercept + slope * t, 0.0)))
 
 
 def ensure_unit(ctx):
