@@ -190,3 +190,25 @@ def test_method_registry():
     assert baselines.output_stem("kcenter", 80) == "kcenter_80"
     assert baselines.USES_QUALITY_SCORES == {"novelselect", "repr_filter"}
     assert baselines.USES_DENSITY_REFERENCE == {"novelselect"}
+
+
+@pytest.mark.parametrize("method", ["kcenter", "kmeans"])
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_exact_duplicates_tie_to_the_lowest_index(method, engine):
+    """Twins at several offsets, in pools of many widths (BLAS rounds a row's product by
+    where it sits): whenever a duplicate pair is picked, its lower index comes first."""
+    if engine == "torch":
+        pytest.importorskip("torch")
+    pairs = [(3, 150), (3, 201), (40, 77), (9, 120), (11, 190)]
+    rng = np.random.default_rng(1)
+    for dim in range(37, 87, 2):
+        vectors = rng.standard_normal((203, dim)).astype(np.float32)
+        for source, twin in pairs:
+            vectors[twin] = vectors[source]
+        if method == "kcenter":
+            picks = baselines.kcenter_selection(unit_rows(vectors), 120, 0, engine=engine)
+        else:
+            picks = baselines.kmeans_selection(vectors, 120, 42, engine=engine)
+        for source, twin in pairs:
+            if twin in picks:
+                assert source in picks and picks.index(source) < picks.index(twin), (dim, twin)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, clustered_vectors, write_json_shards
 from utils.errors import InputError
 from utils.json_vectors import WorkerProcesses, can_fork, json_shape, read_json_vectors_into
 from utils.shards import (check_pairing, check_vectors, list_shards, load_items, load_vectors,
@@ -365,3 +365,17 @@ def test_plan_rows_counts_faulty_shards_as_empty():
     assert plan_rows([(0, 0), (3, 4), fault, (2, 4)]) == ([0, 0, 3, 3, 5], 4, 1)
     assert plan_rows([(0, 5), (0, 0)]) == ([0, 0, 0], 5, 0)
     assert plan_rows([]) == ([0], 0, 0)
+
+
+def test_json_shards_load_without_orjson(tmp_path):
+    """Where orjson is not installed (the GPU machines' image), the standard parser reads the
+    same float32 array."""
+    vectors = clustered_vectors(300, 12, seed=4)
+    write_json_shards(tmp_path / "emb", vectors, [100, 200])
+    code = ("import sys; sys.modules['orjson'] = None\n"
+            "import numpy as np\n"
+            "from utils.shards import load_vectors\n"
+            f"np.save({str(tmp_path / 'out.npy')!r}, load_vectors({str(tmp_path / 'emb')!r}, "
+            "workers=1).vectors)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), vectors)

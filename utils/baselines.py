@@ -31,6 +31,7 @@ import math
 import numpy as np
 
 from .blocks import MIB, rows_per_block
+from .density import distinct_rows
 from .errors import InputError
 from .metrics import (DEFAULT_BUDGET_MIB, TORCH_PAIR_BYTES, NUMPY_PAIR_BYTES, as_float32,
                       kmeans_centroids, pair_blocks, resolve_engine, to_torch)
@@ -98,16 +99,25 @@ def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None):
     if engine == "torch":
         import torch
 
-        unit, minimum = to_torch(unit, device), torch.minimum
+        minimum = torch.minimum
     else:
         minimum = np.minimum
-    min_distance = cosine_distances_to(unit, unit[first])
+    # Distances are computed once per distinct row and copied to its duplicates: a matrix
+    # product may round a row differently by where it sits, and exact duplicates must tie.
+    rows, which = distinct_rows(unit)
+    if engine == "torch":
+        rows, which = to_torch(rows, device), to_torch(which, device)
+
+    def distances_to(pick):
+        return cosine_distances_to(rows, rows[int(which[pick])])[which]
+
+    min_distance = distances_to(first)
     min_distance[first] = -math.inf
     picks = [int(first)]
     for _ in tracked(range(1, k), progress):
         pick = int(min_distance.argmax())  # numpy and torch both return the first maximum
         picks.append(pick)
-        minimum(min_distance, cosine_distances_to(unit, unit[pick]), out=min_distance)
+        minimum(min_distance, distances_to(pick), out=min_distance)
         min_distance[pick] = -math.inf
     return picks
 
@@ -177,15 +187,20 @@ def kmeans_selection(vectors, k, seed=42, device="cpu", budget_mib=DEFAULT_BUDGE
     check_budget(k, n)
     centroids = kmeans_centroids(vectors, k, seed=seed, niter=KMEANS_NITER, device=device,
                                  budget_mib=budget_mib, engine=engine)
-    pool_sq = np.einsum("ij,ij->i", vectors, vectors)
-    pool, score = vectors, centroid_scores_numpy
+    # Scores are computed per distinct row and copied to its duplicates, so that exact
+    # duplicates tie exactly and the lowest index wins (see kcenter_selection).
+    pool, which = distinct_rows(vectors)
+    pool_sq = np.einsum("ij,ij->i", pool, pool)
+    score = centroid_scores_numpy
     if engine == "torch":
-        pool, pool_sq, centroids = (to_torch(a, device) for a in (vectors, pool_sq, centroids))
+        pool, pool_sq, centroids, which = (to_torch(a, device)
+                                           for a in (pool, pool_sq, centroids, which))
         score = centroid_scores_torch
-    pair_bytes = NUMPY_PAIR_BYTES if engine == "numpy" else TORCH_PAIR_BYTES
+    # per pair: the distinct rows' scores and their copy expanded to every row
+    pair_bytes = 2 * (NUMPY_PAIR_BYTES if engine == "numpy" else TORCH_PAIR_BYTES)
     picks = []
     for start, stop in tracked(pair_blocks(k, n, budget_mib, pair_bytes), progress):
-        nearest_unpicked(score(centroids[start:stop], pool, pool_sq), picks, engine)
+        nearest_unpicked(score(centroids[start:stop], pool, pool_sq)[:, which], picks, engine)
     return picks
 
 

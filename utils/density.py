@@ -250,6 +250,15 @@ def knn_search(reference, queries, n_results, device="cpu", backend=None,
     return flat_index(reference, device, backend, budget_mib).search(queries, n_results)
 
 
+def distinct_rows(vectors):
+    """``(rows, which)``: the distinct rows (first occurrences, in order) and, for each input
+    row, its position among them. Computing on ``rows`` and expanding with ``which`` gives
+    identical rows bitwise-identical results, whatever their position, so that ties between
+    exact duplicates go to the lowest index (docs/method.md section 6)."""
+    rows, lookup = unique_rows(vectors)
+    return rows, rows_in_reference(vectors, rows, lookup)
+
+
 class DistinctQueries:
     """The distinct rows among a set of queries, each searched once (duplicates share it).
 
