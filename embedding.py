@@ -51,11 +51,16 @@ def plan_shards(input_dirs, output_dir, output_format):
     if len(set(names)) != len(names):
         raise InputError("--input_dir folders must have different names: their outputs go "
                          "to subfolders of --output_dir named after them")
-    plan = []
+    plan, sources = [], {}
     for folder, name in zip(input_dirs, names):
         root = Path(output_dir) / name if len(input_dirs) > 1 else Path(output_dir)
-        plan += [(shard, output_path(shard, folder, root, output_format))
-                 for shard in text_shards(folder)]
+        for shard in text_shards(folder):
+            target = output_path(shard, folder, root, output_format)
+            if target in sources:  # 3.json and 3.jsonl would overwrite each other
+                raise InputError(f"{sources[target]} and {shard} would both be embedded into "
+                                 f"{target}; rename one of them")
+            sources[target] = shard
+            plan.append((shard, target))
     return plan
 
 

@@ -12,12 +12,13 @@ import numpy as np
 from cli_common import (NumberList, Reporter, ReferenceStyleCommand, clean_errors,
                         device_summary, gpu_option, quiet_option)
 from utils.api import density_reference, novelsum
-from utils.atomic import atomic_path, write_text_atomic
+from utils.atomic import write_together
 from utils.device import resolve_device
 from utils.errors import InputError
 from utils.proximity import DEFAULT_BLOCK_MIB, column_name, format_number
-from utils.metrics import (DEFAULT_N_CLUSTERS, METRIC_NAMES, check_metric_inputs,
-                           compute_metrics, metric_columns, needs_reference, parse_metrics)
+from utils.metrics import (CLUSTER_METRICS, DEFAULT_N_CLUSTERS, METRIC_NAMES,
+                           check_metric_inputs, compute_metrics, metric_columns,
+                           needs_reference, parse_metrics)
 from utils.records import RunRecord, vector_inputs
 from utils.shards import VECTOR_SUFFIXES, load_vectors, shard_order_key
 
@@ -42,7 +43,8 @@ def dataset_paths(single_dataset_path, multi_datasets_dir):
         found = [p for p in folder.iterdir() if not p.name.startswith(".")
                  and (p.is_dir() or (p.is_file() and p.suffix in VECTOR_SUFFIXES))]
         if not found:
-            raise InputError(f"{folder}: no datasets (.json or .npy files, or shard folders)")
+            raise InputError(f"{folder}: no datasets (.json, .npy or .parquet files, or shard "
+                             f"folders)")
         paths += sorted(found, key=shard_order_key)
     for path in paths:
         if not path.exists():
@@ -130,14 +132,12 @@ def per_sample_frame(dataset, result):
     return pd.DataFrame(columns)
 
 
-def write_table(path, frame):
-    """A table as CSV, or as Parquet when the name ends in ``.parquet`` (atomically)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        if path.suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False, lineterminator="\n")
+def write_table(path, frame, suffix):
+    """A table at ``path``: Parquet when ``suffix`` is ``.parquet``, else CSV."""
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False, lineterminator="\n")
 
 
 @click.command(cls=ReferenceStyleCommand, list_options=LIST_OPTIONS)
@@ -217,6 +217,10 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         metrics = parse_metrics(metrics or "")
         if n_clusters < 1:
             raise InputError(f"--n_clusters {n_clusters}: must be at least 1")
+        if not CLUSTER_METRICS & set(metrics) and click.get_current_context(). \
+                get_parameter_source("n_clusters") == click.core.ParameterSource.COMMANDLINE:
+            raise InputError("--n_clusters is used by the cluster_inertia and "
+                             "partition_entropy metrics only: add one to --metrics")
         if needs_reference(metrics) and not dense_ref_dir:
             check_metric_inputs(metrics, 1)  # names the metric and the option
     except InputError as err:
@@ -225,6 +229,8 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     for option, path in [("--output_csv", output_csv), ("--per_sample_csv", per_sample_csv)]:
         if path is not None and Path(path).is_dir():
             raise InputError(f"{path}: {option} is a folder; give a file name")
+    if per_sample_csv and Path(per_sample_csv).resolve() == output_csv.resolve():
+        raise click.UsageError("--per_sample_csv must differ from --output_csv")
     report = Reporter(quiet)
     device = resolve_device(gpu_id, report.notice)
     record = RunRecord("novelsum", dict(
@@ -246,6 +252,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         reference.check_neighbors(neighbors)
 
     rows, frames, spreads = [], [], []
+    metric_cache = {}  # the reference's unit rows and centroids, made once for every dataset
     shown = column_name(*nearest_grid_point(neighbors, density_powers, distance_powers), given)
     for path in paths:
         with record.stage("loading"):
@@ -272,40 +279,42 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         row = {"Dataset Name": dataset.name, **result.values, "cos_distance": result.cos_distance}
         if metrics:
             with record.stage("metrics"):
-                row.update(compute_metrics(metrics, dataset.vectors,
-                                           None if ref is None else ref.vectors, neighbors,
-                                           n_clusters, device, block_mib))
+                try:
+                    row.update(compute_metrics(metrics, dataset.vectors,
+                                               None if ref is None else ref.vectors, neighbors,
+                                               n_clusters, device, block_mib,
+                                               cache=metric_cache))
+                except InputError as err:
+                    raise InputError(f"{path}: {err}") from None
         rows.append(row)
         spreads.append(result.per_sample[shown])
         if per_sample_csv:
             frames.append(per_sample_frame(dataset, result))
 
-    outputs = [output_csv]
-    with record.stage("writing"):
-        write_text_atomic(output_csv, results_csv(rows))
-        if per_sample_csv:
-            import pandas as pd
+    writers = {output_csv: lambda path: path.write_text(results_csv(rows), encoding="utf-8")}
+    if per_sample_csv:
+        import pandas as pd
 
-            write_table(per_sample_csv, pd.concat(frames, ignore_index=True))
-            outputs.append(Path(per_sample_csv))
-        if plot:
-            from utils.plots import plot_novelsum
+        writers[Path(per_sample_csv)] = lambda path: write_table(
+            path, pd.concat(frames, ignore_index=True), Path(per_sample_csv).suffix)
+    if plot:
+        from utils.plots import plot_novelsum
 
-            picture = output_csv.with_suffix(".png")
-            with atomic_path(picture) as tmp:
-                plot_novelsum([row["Dataset Name"] for row in rows],
-                              [row[shown] for row in rows], spreads,
-                              shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
-                              .replace("_distance_", ", alpha="), tmp)
-            outputs.append(picture)
+        writers[output_csv.with_suffix(".png")] = lambda path: plot_novelsum(
+            [row["Dataset Name"] for row in rows], [row[shown] for row in rows], spreads,
+            shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
+            .replace("_distance_", ", alpha="), path)
     run_path = output_csv.with_name(f"{output_csv.stem}_run.json")
-    write_text_atomic(run_path, json.dumps(record.finish(
-        device, outputs, summary={row["Dataset Name"]: {"samples": len(spread), shown: row[shown]}
-                                  for row, spread in zip(rows, spreads)}), indent=2))
+    summary = {row["Dataset Name"]: {"samples": len(spread), shown: row[shown]}
+               for row, spread in zip(rows, spreads)}
+    writers[run_path] = lambda path: path.write_text(json.dumps(
+        record.finish(device, list(writers), summary=summary), indent=2))
+    with record.stage("writing"):
+        write_together(writers)
     click.echo(results_table(rows, neighbors, density_powers, distance_powers, given))
     if metrics:
         click.echo(metrics_table(rows, metric_columns(metrics, neighbors)))
-    click.echo(f"wrote {', '.join(str(p) for p in outputs + [run_path])}: {len(rows)} "
+    click.echo(f"wrote {', '.join(str(p) for p in writers)}: {len(rows)} "
                f"dataset(s), computed on {device_summary(device, gpu_id)}")
 
 

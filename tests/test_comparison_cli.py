@@ -124,3 +124,51 @@ def test_repr_filter_says_when_the_pool_runs_out(runner, tmp_path):
         "Error: --max_similarity 0.9: the representation filter kept only 36 of the 500 pool "
         "samples, fewer than --k 40; raise --max_similarity or lower --k")
     assert not (tmp_path / "out").exists()
+
+
+def test_reference_metric_errors_are_one_line_and_write_nothing(runner, tmp_path):
+    """A zero row in the reference (facility_location), a reference of another width
+    (partition_entropy), --n_clusters without a cluster metric: each one clean line."""
+    target = CASE / "targets" / "subset_a.json"
+    reference = load_vectors(CASE / "reference").vectors
+    (tmp_path / "zero").mkdir()
+    np.save(tmp_path / "zero" / "0.npy", np.vstack([reference[:50], np.zeros((1, 24))]))
+    (tmp_path / "wide").mkdir()
+    np.save(tmp_path / "wide" / "0.npy", np.ones((60, 30), dtype=np.float32))
+    output = tmp_path / "out.csv"
+    output.write_text("earlier\n")
+    cases = [
+        (["--dense_ref_dir", str(tmp_path / "zero"), "--metrics", "facility_location",
+          "--density_powers", "0"], 1,
+         "reference row 50 is a zero vector, which has no direction: facility_location"),
+        (["--dense_ref_dir", str(tmp_path / "wide"), "--metrics", "partition_entropy",
+          "--n_clusters", "5", "--density_powers", "0"], 1,
+         "vectors have 24 dimensions but the reference (--dense_ref_dir) has 30"),
+        (["--n_clusters", "5"], 2, "--n_clusters is used by the cluster_inertia and "
+                                   "partition_entropy metrics only"),
+    ]
+    for args, code, message in cases:
+        result = runner.invoke(novelsum_main, ["--single_dataset_path", str(target),
+                                               "--output_csv", str(output), "--quiet", *args])
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
+        assert output.read_text() == "earlier\n"
+
+
+def test_unwritable_outputs_are_one_line_and_leave_earlier_ones(runner, tmp_path):
+    target = CASE / "targets" / "subset_a.json"
+    (tmp_path / "afile").write_text("x")
+    output = tmp_path / "out.csv"
+    output.write_text("earlier\n")
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(target), "--output_csv",
+                                           str(output), "--per_sample_csv",
+                                           str(tmp_path / "afile" / "x.csv"), "--quiet"])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: ") and "afile/x.csv: cannot write" \
+        in result.output
+    assert output.read_text() == "earlier\n" and not (tmp_path / "out_run.json").exists()
+    result = runner.invoke(select_main, ["--text_dir", str(SELECT / "texts"), "--figure_dir",
+                                         str(SELECT / "embeddings"), "--output_dir",
+                                         str(tmp_path / "afile" / "sub"), "--k", "3",
+                                         "--quiet"])
+    assert result.exit_code == 1 and "cannot write" in result.output

@@ -181,7 +181,12 @@ def test_bad_inputs_one_line_errors(runner, tmp_path):
     (tmp_path / "good").mkdir()
     (tmp_path / "good" / "0.json").write_text(json.dumps(["fine"]))
     (tmp_path / "a_file").write_text("x")
+    (tmp_path / "twins").mkdir()
+    (tmp_path / "twins" / "3.json").write_text(json.dumps(["one"]))
+    (tmp_path / "twins" / "3.jsonl").write_text(json.dumps("two") + "\n")
     cases = [
+        (["--input_dir", str(tmp_path / "twins"), "--model_path", MINILM],
+         "3.jsonl would both be embedded into"),
         (["--input_dir", str(tmp_path / "good"), "--model_path", str(tmp_path / "nope")],
          "--model_path " + str(tmp_path / "nope") + ": no such model folder"),
         (["--input_dir", str(tmp_path / "empty"), "--model_path", MINILM],

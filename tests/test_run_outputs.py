@@ -104,7 +104,7 @@ def test_run_records_hold_what_they_say(runner, tmp_path):
     assert record["tool"] == "novelsum" and record["device"] == "cpu" and record["ranks"] == 1
     assert record["parameters"]["neighbors"] == [3, 7]
     assert record["parameters"]["distance_powers"] == [0.5, 3.0]
-    assert record["outputs"] == ["out.csv"]
+    assert record["outputs"] == ["out.csv", "out_run.json"]
     reference = load_vectors(GOLDEN / "novelsum_custom_grid" / "reference")
     shards = record["inputs"]["reference"]["shards"]
     assert [s["name"] for s in shards] == ["0.json", "1.json", "2.json"]

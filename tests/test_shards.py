@@ -318,7 +318,7 @@ def test_worker_errors_come_back_as_messages_and_deaths_are_reported():
                                             "undefined)")
         assert workers.result(0) == (True, None)
     with WorkerProcesses(os._exit, [(3,)], 1) as workers:
-        with pytest.raises(RuntimeError, match=r"died \(exit code 3\)"):
+        with pytest.raises(InputError, match=r"died \(exit code 3; out of memory\?\)"):
             workers.result(0)
 
 

@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -15,8 +17,11 @@ def atomic_path(path):
     ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a file where a folder should be, no permission, a full disk
+        raise InputError(f"{path}: cannot write ({err.strerror or err})") from None
     os.close(fd)
     try:
         yield Path(tmp_name)
@@ -35,3 +40,14 @@ def write_text_atomic(path, text):
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_together(writers):
+    """Write several outputs, each under a temporary name, and rename them into place only
+    once every one is written: a failure or Ctrl-C leaves all the earlier outputs as they were.
+
+    ``writers`` maps each output path to a function that writes it at a given path.
+    """
+    with contextlib.ExitStack() as stack:
+        for path, write in writers.items():
+            write(stack.enter_context(atomic_path(path)))

@@ -258,7 +258,7 @@ class WorkerProcesses:
     Tasks are taken in order by whichever worker is free. ``result(i)`` waits for task ``i``
     and returns ``(ok, value)``: the function's value, or the message of its InputError.
     Use as a context manager: leaving it (normally, on an error or on Ctrl-C) terminates and
-    reaps every worker. A worker that dies (killed for memory) raises RuntimeError.
+    reaps every worker. A worker that dies (killed for memory) raises an InputError.
     """
 
     def __init__(self, function, tasks, processes):
@@ -285,7 +285,8 @@ class WorkerProcesses:
     def result(self, index):
         while index not in self.results:
             if not self.readers:
-                raise RuntimeError("the worker processes ended before finishing their shards")
+                raise InputError("the processes parsing the JSON shards ended before finishing "
+                                 "them; run again (or with fewer shards at once)")
             for reader in wait(list(self.readers)):
                 try:
                     done, ok, value = reader.recv()
@@ -293,8 +294,9 @@ class WorkerProcesses:
                     process = self.readers.pop(reader)
                     process.join()
                     if process.exitcode:
-                        raise RuntimeError(f"a worker process reading shards died (exit code "
-                                           f"{process.exitcode}); out of memory?") from None
+                        raise InputError(f"a process parsing JSON shards died (exit code "
+                                         f"{process.exitcode}; out of memory?): free memory "
+                                         f"or convert the shards to .npy") from None
                     continue
                 self.results[done] = (ok, value)
         return self.results.pop(index)

@@ -138,16 +138,23 @@ def check_metric_inputs(names, n_samples, n_reference=None, ks=DEFAULT_KS,
 
 
 def compute_metrics(names, vectors, reference=None, ks=DEFAULT_KS, n_clusters=DEFAULT_N_CLUSTERS,
-                    device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None):
+                    device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None, cache=None):
     """Every metric of ``names`` on one dataset: an OrderedDict column -> float.
 
     ``vectors`` (n, d) and ``reference`` (m, d) or None; the columns are
     ``metric_columns(names, ks)``. Sizes are checked first (``check_metric_inputs``).
+    ``cache``: a dict kept across datasets measured against the same reference, so that the
+    reference's unit rows and k-means centroids are made once, not per dataset.
     """
     vectors = as_float32(vectors)
     reference = None if reference is None else as_float32(reference)
     check_metric_inputs(names, len(vectors), None if reference is None else len(reference), ks,
                         n_clusters)
+    if reference is not None and needs_reference(names) and \
+            reference.shape[1] != vectors.shape[1]:
+        raise InputError(f"vectors have {vectors.shape[1]} dimensions but the reference "
+                         f"(--dense_ref_dir) has {reference.shape[1]}")
+    cache = {} if cache is None else cache
     options = {"device": device, "budget_mib": budget_mib, "engine": engine}
     results = OrderedDict()
     for name in names:
@@ -159,13 +166,21 @@ def compute_metrics(names, vectors, reference=None, ks=DEFAULT_KS, n_clusters=DE
         elif name == "vendi":
             results[name] = vendi(vectors, **options)
         elif name == "facility_location":
-            results[name] = facility_location(vectors, reference, **options)
+            if "reference_unit" not in cache:
+                cache["reference_unit"] = reference_unit_rows(reference)
+            results[name] = facility_location(vectors, reference, **options,
+                                              ref_unit=cache["reference_unit"])
         elif name == "radius":
             results[name] = radius(vectors, budget_mib=budget_mib)
         elif name == "cluster_inertia":
             results[name] = cluster_inertia(vectors, n_clusters, **options)
         elif name == "partition_entropy":
-            results[name] = partition_entropy(vectors, reference, n_clusters, **options)
+            key = ("centroids", n_clusters)
+            if key not in cache:
+                cache[key] = kmeans_centroids(reference, n_clusters, device=device,
+                                              budget_mib=budget_mib, engine=engine)
+            results[name] = partition_entropy(vectors, reference, n_clusters, **options,
+                                              centroids=cache[key])
     return results
 
 
@@ -461,8 +476,19 @@ def vendi(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None):
 # facility_location
 
 
+def reference_unit_rows(reference):
+    """The reference rows scaled to unit length, for ``facility_location``; a zero row (which
+    the density factor accepts) has no direction and is refused, naming it."""
+    reference = as_float32(reference)
+    zero = ~np.any(reference != 0, axis=1)
+    if zero.any():
+        raise InputError(f"--dense_ref_dir: reference row {int(np.argmax(zero))} is a zero "
+                         f"vector, which has no direction: facility_location cannot use it")
+    return unit_vectors(reference)
+
+
 def facility_location(vectors, reference, device="cpu", budget_mib=DEFAULT_BUDGET_MIB,
-                      engine=None):
+                      engine=None, ref_unit=None):
     """Mean over reference rows of the largest cosine similarity to any sample.
 
     Parameters
@@ -474,9 +500,12 @@ def facility_location(vectors, reference, device="cpu", budget_mib=DEFAULT_BUDGE
     -------
     float : (1/m) sum_r min(1, max_i cos(r, x_i)), over (reference block x n) blocks of
         similarities (the clamp undoes float32 rounding of a duplicate's cosine, 1 + 1e-7).
+        ``ref_unit``: ``reference_unit_rows(reference)``, when already made for another
+        dataset.
     """
     engine = resolve_engine(device, engine)
-    unit, ref_unit = unit_vectors(vectors), unit_vectors(reference)
+    unit = unit_vectors(vectors)
+    ref_unit = reference_unit_rows(reference) if ref_unit is None else ref_unit
     if ref_unit.shape[1] != unit.shape[1]:
         raise InputError(f"--dense_ref_dir: reference vectors have dimension "
                          f"{ref_unit.shape[1]}, the dataset {unit.shape[1]}")
@@ -702,7 +731,7 @@ def entropy_bits(labels, n_clusters):
 
 
 def partition_entropy(vectors, reference, n_clusters=DEFAULT_N_CLUSTERS, device="cpu",
-                      budget_mib=DEFAULT_BUDGET_MIB, engine=None):
+                      budget_mib=DEFAULT_BUDGET_MIB, engine=None, centroids=None):
     """Entropy, in bits, of the dataset's shares of the reference's k-means clusters.
 
     Parameters
@@ -714,14 +743,16 @@ def partition_entropy(vectors, reference, n_clusters=DEFAULT_N_CLUSTERS, device=
     -------
     float : -sum_c p_c log2 p_c, p_c the share of samples whose nearest centroid (L2) is c,
         the centroids those of faiss ``Kmeans(d, C, niter=20, seed=42)`` trained on
-        ``reference``. Between 0 and log2 C.
+        ``reference``. Between 0 and log2 C. ``centroids``: those centroids, when already
+        trained for another dataset.
     """
-    reference = as_float32(reference)
-    if len(reference) < n_clusters:
-        raise InputError(f"--n_clusters {n_clusters}: partition_entropy needs at least as many "
-                         f"reference rows as clusters, and --dense_ref_dir has "
-                         f"{len(reference)}; lower --n_clusters")
-    centroids = kmeans_centroids(reference, n_clusters, device=device, budget_mib=budget_mib,
-                                 engine=engine)
+    if centroids is None:
+        reference = as_float32(reference)
+        if len(reference) < n_clusters:
+            raise InputError(f"--n_clusters {n_clusters}: partition_entropy needs at least as "
+                             f"many reference rows as clusters, and --dense_ref_dir has "
+                             f"{len(reference)}; lower --n_clusters")
+        centroids = kmeans_centroids(reference, n_clusters, device=device,
+                                     budget_mib=budget_mib, engine=engine)
     _, labels = nearest_centroids(vectors, centroids, device, budget_mib, engine)
     return entropy_bits(labels, n_clusters)
