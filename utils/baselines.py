@@ -33,13 +33,12 @@ import numpy as np
 from .blocks import MIB, rows_per_block
 from .density import distinct_rows
 from .errors import InputError
-from .metrics import (DEFAULT_BUDGET_MIB, TORCH_PAIR_BYTES, NUMPY_PAIR_BYTES, as_float32,
-                      kmeans_centroids, pair_blocks, resolve_engine, to_torch)
+from .metrics import (DEFAULT_BUDGET_MIB, KMEANS_NITER, NUMPY_PAIR_BYTES, TORCH_PAIR_BYTES,
+                      as_float32, kmeans_centroids, pair_blocks, resolve_engine, to_torch)
 from .progress import tracked
 
 METHOD_NAMES = ("novelselect", "random", "kcenter", "kmeans", "repr_filter")
 DEFAULT_MAX_SIMILARITY = 0.9  # DEITA's threshold
-KMEANS_NITER = 20
 USES_DENSITY_REFERENCE = frozenset({"novelselect"})  # --dense_ref_dir
 USES_QUALITY_SCORES = frozenset({"novelselect", "repr_filter"})  # --quality_scores
 

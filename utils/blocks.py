@@ -7,6 +7,7 @@ A ``--block_mib 64`` therefore means 64 MiB of working memory on the CPU and on 
 """
 
 MIB = 2**20
+DEFAULT_BUDGET_MIB = 256  # working memory of one block unless told otherwise (--block_mib)
 
 
 def rows_per_block(bytes_per_row, budget_bytes):

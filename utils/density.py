@@ -18,13 +18,12 @@ import math
 
 import numpy as np
 
-from .blocks import MIB, row_blocks, rows_per_block
+from .blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks, rows_per_block
 from .device import exact_torch
 from .errors import InputError
 from .progress import tracked
 
 DENSITY_EPS = 1e-9
-DEFAULT_BUDGET_MIB = 256  # working memory of one block of the torch search (novelsum's --block_mib)
 QUERY_CHUNK_ROWS = 8192  # distinct query rows per search call (progress is reported per chunk)
 
 
@@ -110,8 +109,9 @@ def rows_in_reference(queries, reference_rows, lookup):
 def drop_self(sq_distances, labels, self_rows, k):
     """Keep k neighbours per query: without the query's own row when it is among the results.
 
-    ``sq_distances`` and ``labels`` hold k + 1 results per query, nearest first; ``self_rows``
-    gives each query's row in the reference or -1. Queries from elsewhere keep their first k.
+    ``sq_distances`` and ``labels`` hold k + 1 results per query, nearest first (or any other
+    per-result value, such as similarities); ``self_rows`` gives each query's row in the
+    reference or -1. Queries from elsewhere keep their first k.
     """
     is_self = labels == self_rows[:, None]
     keep = ~is_self

@@ -55,14 +55,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .blocks import MIB, row_blocks
+from .blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks
 from .errors import InputError
+from .proximity import unit_rows
 
 METRIC_NAMES = ("distsum_l2", "knn_distance", "vendi", "facility_location", "radius",
                 "cluster_inertia", "partition_entropy")
 REFERENCE_METRICS = frozenset({"facility_location", "partition_entropy"})
 CLUSTER_METRICS = frozenset({"cluster_inertia", "partition_entropy"})
-DEFAULT_BUDGET_MIB = 256
 DEFAULT_KS = (5, 10)
 DEFAULT_N_CLUSTERS = 100
 KMEANS_NITER = 20
@@ -209,8 +209,7 @@ def resolve_engine(device, engine=None):
 
 def unit_vectors(vectors):
     """Rows scaled to unit L2 norm (float32); zero rows were refused by the loader."""
-    vectors = as_float32(vectors)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit_rows(as_float32(vectors))
 
 
 def centred(vectors):
@@ -346,13 +345,12 @@ def nearest_similarities_faiss(index, block, start, k):
     faiss keeps a running top-(k+1) per query while it multiplies, instead of a (block x n)
     matrix partitioned afterwards (about twice as fast on the CPU). The query's own row is
     dropped where it is among the results (a duplicate may outrank it: then the last result
-    goes instead), as the density search drops it (utils/density.py ``drop_self``).
+    goes instead), as the density search drops it.
     """
+    from .density import drop_self
+
     similarities, labels = index.search(np.ascontiguousarray(block), k + 1)
-    is_self = labels == np.arange(start, start + len(block))[:, None]
-    keep = ~is_self
-    keep[~is_self.any(axis=1), k:] = False
-    return similarities[keep].reshape(len(block), k)
+    return drop_self(similarities, labels, np.arange(start, start + len(block)), k)
 
 
 def mean_knn_distance_sums(similarities, ks):

@@ -15,12 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .blocks import MIB, row_blocks
+from .blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks
 from .density import density_factor
 from .device import exact_torch
 from .progress import tracked
 
-DEFAULT_BLOCK_MIB = 256
+DEFAULT_BLOCK_MIB = DEFAULT_BUDGET_MIB  # novelsum's --block_mib
 
 
 def rank_weights(n, alpha):
@@ -34,9 +34,10 @@ def normalised_weight_matrix(n, alphas):
     return weights / weights.sum(axis=0)
 
 
-def unit_rows(vectors):
-    """Rows scaled to unit L2 norm (float32); callers have refused zero rows."""
-    vectors = np.asarray(vectors, dtype=np.float32)
+def unit_rows(vectors, dtype=np.float32):
+    """Rows scaled to unit L2 norm, in ``dtype`` (float32 by default); callers have refused
+    zero rows."""
+    vectors = np.asarray(vectors, dtype=dtype)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / norms
 
