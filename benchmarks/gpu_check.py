@@ -36,10 +36,11 @@ Time: every step checks the time left before it starts and is skipped with a
 search, the selections) also stop at the budget's end with a ``stopped: time`` row that says
 how far they got and what the whole would take. The column ``est. s (H100)`` is the estimate
 the skip decision uses, a model of the work on one H100 (``estimate_*`` below: bytes at
-3 TB/s, matrix products at 50 TFLOP/s in float32 without TF32, and each lane block of the
-selection's fixed-order dot product at 7 us of Python dispatch and kernel launch, 4 us of it
-measured on a CPU, the launch assumed). At the default sizes the model adds up to about
-480 s, over the 450 s budget: c3 may stop short of 10,000 picks and give its extrapolated total.
+3 TB/s, matrix products at 50 TFLOP/s in float32 without TF32, and each elementwise operation
+of the selection's fixed-order dot product at 7 us of Python dispatch and kernel launch, 4 us
+of it measured on a CPU, the launch assumed). At the default sizes the model adds up to about
+350 s, within the 450 s budget; if c3 runs out of time it stops and gives its extrapolated
+total.
 
 ``--smoke`` runs every step at tiny sizes on the CPU: Triton's interpreter runs the fused
 kernel, the kNN is the torch search (as on a GPU without faiss, also for the scripts of step b,
@@ -87,11 +88,10 @@ NOVELSUM_COLUMN = "neighbor_10_density_0.5_distance_1"  # the paper's recommende
 # The estimate model of one H100 (module docstring).
 BANDWIDTH = 3.0e12  # bytes/s of HBM3; a device copy was measured at 3.0 TB/s on one
 FP32_FLOPS = 5.0e13  # float32 matrix products, TF32 off (utils.device.exact_torch)
-LANE_BLOCK_S = 7e-6  # one ``partial += by_lane[:, block]`` of fixed_order_dots: dispatch + launch
+OP_S = 7e-6  # one elementwise torch operation of fixed_order_dots: dispatch + launch
 HOST_BYTES_S = 5.0e9  # a host pass over an array (numpy checks, normalising, pageable copies)
 PROCESS_S = 8.0  # one script process: Python, torch, the CUDA context, Triton's self-check
 PYTEST_S = 60.0  # tests/test_gpu.py: about 15 tests, two processes' worth of Triton compiles
-LANES = 16  # utils.selection.LANES
 
 SMOKE_SIZES = dict(pool=80, dim=16, k=10, torch_picks=5, novelsum_size=40, budget_s=300.0)
 
@@ -179,10 +179,12 @@ def fixed_order_chunks(n, dim):
 
 
 def step_distance_s(n, dim):
-    """One pick's distance pass: bound by launching its lane blocks, or by the three passes
-    over the unit rows (read, products written, products read)."""
-    launches = fixed_order_chunks(n, dim) * math.ceil(dim / LANES) * LANE_BLOCK_S
-    return max(launches, 3 * n * dim * 4 / BANDWIDTH)
+    """One pick's distance pass (utils.selection.fixed_order_dots: the products, then a
+    halving tree): bound by launching its log2(dim) + 3 elementwise operations per chunk, or
+    by about five passes over n x dim float32 (read the rows, write and read the products,
+    write and read the first halving; the later halvings add as much again as the first)."""
+    launches = fixed_order_chunks(n, dim) * (math.ceil(math.log2(max(dim, 2))) + 3) * OP_S
+    return max(launches, 5 * n * dim * 4 / BANDWIDTH)
 
 
 def estimate_selection_s(n, dim, picks, kernel):

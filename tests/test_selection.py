@@ -159,10 +159,11 @@ def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():
     unit, rho = pool_inputs(n=160, seed=4)
     chunked = TorchEngine(unit, rho, 40, 1.0, "cpu", budget_mib=SMALL_BUDGET_MIB)
     whole = TorchEngine(unit, rho, 40, 1.0, "cpu", budget_mib=1024)
-    # 256 bytes per row for the distances (12 columns, padded to 16 lanes), then 33 bytes per
-    # stored value for the insertion: 4 KiB holds 16 rows, then 124 rows down to 3
-    assert fixed_order_bytes_per_row(12) == 256 and INSERT_BYTES_PER_VALUE == 33
-    assert len(chunked.distance_chunks()) == 10 and len(whole.distance_chunks()) == 1
+    # 112 bytes per row for the distances (12 columns: the products, the copy of their first
+    # halving, the later halvings), then 33 bytes per stored value for the insertion: 4 KiB
+    # holds 36 rows, then 124 rows down to 3
+    assert fixed_order_bytes_per_row(12) == 112 and INSERT_BYTES_PER_VALUE == 33
+    assert len(chunked.distance_chunks()) == 5 and len(whole.distance_chunks()) == 1
     assert chunked.run(0) == whole.run(0)
     assert len(chunked.insertion_chunks()) == -(-160 // (4096 // (33 * 39))) == 54
     for start, stop in chunked.insertion_chunks():
@@ -334,7 +335,8 @@ def test_rebuild_equals_the_incremental_state(alpha):
 
 @pytest.mark.parametrize("engine_name, bytes_per_row, blocks", [
     ("numba", 16 * 50, 25),              # 65,536 // 800 = 81 rows a block
-    ("torch-cpu", 136 * 50 + 4 * 48, 223),  # 65,536 // 6,992 = 9 rows a block
+    # products, their first halving's copy, later halvings (8 x 37 + 16), dots and values (8)
+    ("torch-cpu", (8 * 37 + 16 + 8) * 50, 500),  # 65,536 // 16,000 = 4 rows a block
 ])
 def test_rebuild_runs_in_row_blocks_under_the_budget(engine_name, bytes_per_row, blocks):
     unit, rho = pool_inputs(n=2000, dim=37, seed=22)

@@ -17,10 +17,12 @@ torch kernel on the device before it is trusted), or else torch over row chunks.
 
 Exact duplicates must tie exactly (docs/method.md section 6): a candidate's value must not
 depend on where its row sits in memory, on how many rows there are, or on the engine. So the
-dot product u . s is summed in one fixed order everywhere, ``LANES`` partial sums of the float32
-products (lane l takes the products j = l, l + LANES, ... in turn), combined by halving
-(lane l += lane l + 8, then + 4, + 2, + 1), and no step is fused or reordered: numba runs
-without fastmath, torch runs it as elementwise operations, each exactly rounded. The values
+dot product u . s is summed in one fixed order everywhere, a halving tree over the float32
+products p_j = u_j s_j: with h the largest power of two below d, p_j += p_{j+h} for j < d - h,
+then p_j += p_{j+h'} for j < h' = h/2, h/4, ..., 1, and p_0 is the dot (``halving_sums``). No
+step is fused or reordered: numba runs without fastmath, torch runs it as elementwise
+operations, each exactly rounded; on a GPU that is a dozen elementwise operations per row
+chunk (log2 d), where a sequential order would need one per block of columns. The values
 x(u, s) are then bitwise the same on the numba, torch and Triton engines (on a GPU too, by
 construction; tests/test_gpu.py checks it there), and the lowest index wins among duplicates.
 The insertion's tail sum is also fixed per row: in rank order from the tail's end in numba, by
@@ -53,15 +55,14 @@ from .proximity import rank_weights
 VALUE_BYTES = 4  # float32 per stored value
 GPU_KERNEL_VARIABLE = "NOVELSELECT_GPU_KERNEL"  # "torch": skip the fused Triton kernel
 TORCH_BUDGET_MIB = 1024  # default working memory of one row chunk (torch) or rebuild block
-LANES = 16  # partial sums of the fixed-order dot product (a power of two)
 # Working bytes per stored value of one row chunk of the torch insertion: the mask (1), the
 # masked copy (4), its float64 products with the coefficients (8), the first halving of their
 # sum (8) and the later, smaller ones (8 at most), the shifted copy (4).
 INSERT_BYTES_PER_VALUE = 1 + 4 + 8 + 8 + 8 + 4
-# Working bytes per value (candidate x given pick) of one row block of the torch rebuild: the
-# dot's float32 lanes and the products added to them (2 x 4 x LANES), the dots and the values
+# Working bytes per value (candidate x given pick) of one row block of the torch rebuild, past
+# the products of the dot (``fixed_order_bytes_per_row`` per value): the dots and the values
 # (4 + 4); the sort and the float64 sums that follow need less (4 + 8 + 8 + 8 + 8).
-REBUILD_BYTES_PER_VALUE = 2 * 4 * LANES + 4 + 4
+REBUILD_BYTES_PER_VALUE = 4 + 4
 # Working bytes per value of one row block of the numba rebuild: the float64 products of one
 # row and their halving (each thread holds one row's at a time; the values are sorted in place).
 NUMBA_REBUILD_BYTES_PER_VALUE = 8 + 8
@@ -177,7 +178,7 @@ def _numba_kernel():
     # and numba's OpenMP threads fight for the cores (8x slower on two cores).
     # No fastmath: reassociation would let the compiler choose the summation order per call
     # site and alignment, and duplicates could then differ in the last bits. The dot's order
-    # is fixed by hand instead (module docstring), which still vectorises across the lanes.
+    # is fixed by hand instead (module docstring); each of its loops still vectorises.
     # (One function, no jitted helper: numba caches it on disk only without closures.)
     @numba.njit(parallel=True, cache=True)
     def add_pick_values(unit, rho, pick, sorted_values, weighted_sums, values, t, coefficients,
@@ -185,23 +186,27 @@ def _numba_kernel():
         target = unit[pick]
         rho_pick = rho[pick]
         dim = unit.shape[1]
-        full = dim - dim % LANES
+        half = 1  # the largest power of two below dim (the dot's first halving)
+        while half * 2 < dim:
+            half *= 2
         for u in numba.prange(unit.shape[0]):
             if not active[u]:
                 continue
             vector = unit[u]
-            partial = np.zeros(LANES, dtype=np.float32)  # the dot's lanes (module docstring)
-            for start in range(0, full, LANES):
-                for lane in range(LANES):
-                    partial[lane] += vector[start + lane] * target[start + lane]
-            for lane in range(dim - full):
-                partial[lane] += vector[full + lane] * target[full + lane]
-            width = LANES // 2
-            while width > 0:
-                for lane in range(width):
-                    partial[lane] += partial[lane + width]
+            products = np.empty(half, dtype=np.float32)  # the dot's halving tree
+            if dim == 1:
+                products[0] = vector[0] * target[0]
+            else:
+                for j in range(half):
+                    products[j] = vector[j] * target[j]
+                for j in range(dim - half):
+                    products[j] += vector[half + j] * target[half + j]
+            width = half
+            while width > 1:
                 width //= 2
-            x = (np.float32(1.0) - partial[0]) * (rho[u] + rho_pick)
+                for j in range(width):
+                    products[j] += products[j + width]
+            x = (np.float32(1.0) - products[0]) * (rho[u] + rho_pick)
             values[u] = x
             row = sorted_values[u]
             low, high = 0, t  # first stored value greater than x: the insertion point m
@@ -235,30 +240,33 @@ def _numba_rebuild_kernel():
                      stop):
         t = picks.shape[0]
         dim = unit.shape[1]
-        full = dim - dim % LANES
         half = 1  # half the row's width padded to a power of two
         while half * 2 < t:
             half *= 2
+        dot_half = 1  # the same for the dot's products (the step kernel's halving tree)
+        while dot_half * 2 < dim:
+            dot_half *= 2
         for u in numba.prange(start, stop):
             if not active[u]:
                 continue
             vector = unit[u]
             row = sorted_values[u]
-            partial = np.empty(LANES, dtype=np.float32)
+            products = np.empty(dot_half, dtype=np.float32)
             for j in range(t):
                 target = unit[picks[j]]
-                partial[:] = 0
-                for begin in range(0, full, LANES):
-                    for lane in range(LANES):
-                        partial[lane] += vector[begin + lane] * target[begin + lane]
-                for lane in range(dim - full):
-                    partial[lane] += vector[full + lane] * target[full + lane]
-                width = LANES // 2
-                while width > 0:
-                    for lane in range(width):
-                        partial[lane] += partial[lane + width]
+                if dim == 1:
+                    products[0] = vector[0] * target[0]
+                else:
+                    for i in range(dot_half):
+                        products[i] = vector[i] * target[i]
+                    for i in range(dim - dot_half):
+                        products[i] += vector[dot_half + i] * target[dot_half + i]
+                width = dot_half
+                while width > 1:
                     width //= 2
-                row[j] = (np.float32(1.0) - partial[0]) * (rho[u] + rho[picks[j]])
+                    for i in range(width):
+                        products[i] += products[i + width]
+                row[j] = (np.float32(1.0) - products[0]) * (rho[u] + rho[picks[j]])
             row[:t].sort()
             if t == 1:
                 weighted_sums[u] = np.float64(row[0]) * weights[0]
@@ -285,75 +293,48 @@ def fixed_order_dots(rows, target):
     values only: not on its position, the number of rows, or the device (CPU and GPU agree
     bitwise, and with the numba kernel). Working memory: ``fixed_order_bytes_per_row``.
     """
-    import torch
-
-    n, dim = rows.shape
-    products = rows * target
-    if dim % LANES:
-        products = torch.nn.functional.pad(products, (0, LANES - dim % LANES))
-    by_lane = products.view(n, -1, LANES)
-    partial = torch.zeros((n, LANES), dtype=rows.dtype, device=rows.device)
-    for block in range(by_lane.shape[1]):
-        partial += by_lane[:, block]
-    width = LANES // 2
-    while width:
-        partial = partial[:, :width] + partial[:, width:2 * width]
-        width //= 2
-    return partial[:, 0]
+    return halving_sums(rows * target)
 
 
 def fixed_order_dots_many(rows, targets):
     """``rows @ targets.T`` (torch, float32; (r, d) and (t, d) -> (r, t)), every entry summed
     as ``fixed_order_dots`` sums it, so bitwise equal to ``fixed_order_dots(rows, target)``
-    for each target. Working memory: ``REBUILD_BYTES_PER_VALUE`` per entry, and the padded
-    rows (``fixed_order_dots`` pads the products with zeros; padding the factors adds the
-    same exact zeros)."""
-    import torch
-
-    pad = -rows.shape[1] % LANES
-    if pad:
-        rows = torch.nn.functional.pad(rows, (0, pad))
-        targets = torch.nn.functional.pad(targets, (0, pad))
-    rows = rows.reshape(len(rows), -1, LANES)
-    targets = targets.reshape(len(targets), -1, LANES)
-    partial = torch.zeros((len(rows), len(targets), LANES), dtype=rows.dtype,
-                          device=rows.device)
-    for block in range(rows.shape[1]):
-        partial += rows[:, None, block] * targets[None, :, block]
-    width = LANES // 2
-    while width:
-        partial = partial[..., :width] + partial[..., width:2 * width]
-        width //= 2
-    return partial[..., 0]
+    for each target. Working memory: ``fixed_order_bytes_per_row(d)`` per entry."""
+    return halving_sums(rows[:, None, :] * targets[None, :, :])
 
 
-def halving_row_sums(matrix):
-    """Row sums of a (rows, width) torch tensor in a fixed order: the columns padded with zeros
-    to a power of two, then halved (column c += column c + half) until one is left.
+def halving_sums(tensor):
+    """Sums over the last axis of a torch tensor in a fixed order: with h the largest power of
+    two below the width, column c += column c + h for c < width - h; then column c += column
+    c + h' for c < h' = h/2, h/4, ..., 1; column 0 is the sum.
 
     Elementwise operations only, so a row's sum depends on its values alone, not on the
     chunk it is in or the device (a matrix product or ``sum`` may split rows differently).
     """
     import torch
 
-    rows, width = matrix.shape
+    width = tensor.shape[-1]
     if width <= 1:
-        return matrix[:, 0].clone() if width else torch.zeros(rows, dtype=matrix.dtype,
-                                                              device=matrix.device)
-    half = 1 << ((width - 1).bit_length() - 1)  # half the padded width, below ``width``
-    partial = matrix[:, :half].clone()
-    partial[:, :width - half] += matrix[:, half:]
+        return (tensor[..., 0].clone() if width else
+                torch.zeros(tensor.shape[:-1], dtype=tensor.dtype, device=tensor.device))
+    half = 1 << ((width - 1).bit_length() - 1)  # the largest power of two below ``width``
+    partial = tensor[..., :half].clone()
+    partial[..., :width - half] += tensor[..., half:]
     while half > 1:
         half //= 2
-        partial = partial[:, :half] + partial[:, half:2 * half]
-    return partial[:, 0]
+        partial = partial[..., :half] + partial[..., half:2 * half]
+    return partial[..., 0]
+
+
+def halving_row_sums(matrix):
+    """Row sums of a (rows, width) torch tensor in ``halving_sums``'s fixed order."""
+    return halving_sums(matrix)
 
 
 def fixed_order_bytes_per_row(dim):
-    """Working bytes per row of ``fixed_order_dots``: the products and their padded copy
-    (float32, dim rounded up to ``LANES``), the partial sums and their halvings."""
-    padded = -(-dim // LANES) * LANES
-    return 2 * 4 * padded + 2 * 4 * LANES
+    """Working bytes per row of ``fixed_order_dots``: the float32 products, their first
+    halving's copy and the later, smaller halvings."""
+    return 4 * dim + 4 * dim + 4 * 4
 
 
 class SelectionEngine:
@@ -533,8 +514,7 @@ class TorchEngine(SelectionEngine):
         return self.values
 
     def rebuild_bytes_per_row(self, t):
-        padded = -(-self.unit.shape[1] // LANES) * LANES
-        return REBUILD_BYTES_PER_VALUE * t + 4 * padded
+        return (fixed_order_bytes_per_row(self.unit.shape[1]) + REBUILD_BYTES_PER_VALUE) * t
 
     def _rebuild(self, picks, blocks):
         torch, t = self.torch, len(picks)
