@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """NovelSelect: pick the subset of a pool with the highest NovelSum, greedily."""
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from cli_common import (FINITE_FLOAT, Interrupted, Reporter, ReferenceStyleComma
                         clean_errors, device_summary, gpu_option, quiet_option)
 from utils import baselines
 from utils.api import novelselect
-from utils.atomic import atomic_path, write_text_atomic
+from utils.atomic import write_text_atomic, write_together
 from utils.device import peak_memory_note, resolve_device
 from utils.errors import InputError
 from utils.records import RunRecord, text_inputs, vector_inputs
@@ -98,11 +97,9 @@ def pick_log(selection, pool):
     import pandas as pd
 
     picks = np.asarray(selection.picks)
-    offsets = np.asarray(pool.offsets)
-    shard_of = np.searchsorted(offsets, picks, side="right") - 1
-    columns = {"order": np.arange(len(picks)), "index": picks,
-               "shard": [pool.paths[i].name for i in shard_of],
-               "row": picks - offsets[shard_of], "novelty": selection.novelty,
+    shards, rows = pool.locate(picks)
+    columns = {"order": np.arange(len(picks)), "index": picks, "shard": shards, "row": rows,
+               "novelty": selection.novelty,
                "density_factor": selection.density_factor[picks].astype(np.float64)}
     if selection.quality is not None:
         columns["quality"] = selection.quality[picks]
@@ -128,6 +125,13 @@ def baseline_picks(method, vectors, k, seed, quality, max_similarity, device, re
                                            device, progress=progress)
 
 
+def check_kmeans_seed(method, seed):
+    """faiss's k-means takes a 32-bit signed seed."""
+    if method == "kmeans" and seed >= 2**31:
+        raise click.UsageError(f"--seed {seed}: --method kmeans takes a seed below 2^31 "
+                               f"({2**31}), faiss's limit")
+
+
 def refuse_unused_options(ctx, method):
     """Options given on the command line that ``method`` does not use are usage errors."""
     unused = {"--dense_ref_dir": ("dense_ref_dir", baselines.USES_DENSITY_REFERENCE),
@@ -147,25 +151,24 @@ def refuse_unused_options(ctx, method):
 
 
 def write_outputs(output_dir, writers):
-    """Write every output under a temporary name, then rename them all into place.
-
-    ``writers`` maps a file name in ``output_dir`` to a function that writes it at a path.
-    """
+    """Write every output under a temporary name, then rename them all into place
+    (``utils.atomic.write_together``). ``writers`` maps a file name in ``output_dir`` to a
+    function that writes it at a path."""
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"{output_dir}: --output_dir is a file; give a folder")
-    with contextlib.ExitStack() as stack:
-        for name, write in writers.items():
-            write(stack.enter_context(atomic_path(output_dir / name)))
+    write_together({output_dir / name: write for name, write in writers.items()})
 
 
 @click.command(cls=ReferenceStyleCommand)
 @click.option("--text_dir", "--text-dir", required=True,
-              help="Text shards of the pool (.json lists or .jsonl), paired with the embeddings "
-                   "by shard name.")
+              help="Text shards of the pool (.json, .jsonl or .parquet), paired with the "
+                   "embeddings by shard name.")
 @click.option("--figure_dir", "--embedding_dir", "--embedding-dir", "figure_dir", required=True,
-              help="Embedding shards of the pool (.json or .npy), same names and row order.")
+              help="Embedding shards of the pool (.json, .npy or .parquet), same names and row "
+                   "order.")
 @click.option("--output_dir", "--output-dir", required=True, type=click.Path(path_type=Path),
-              help="Folder for the picked items and their global indices (two JSON files).")
+              help="Folder for the outputs: the picked items and their global indices (as the "
+                   "published script), the pick log, the run record, the plot.")
 @click.option("--k", type=int, default=10000, show_default=True,
               help="Number of samples to pick (memory: pool x (k-1) x 4 bytes).")
 @gpu_option("GPU for the selection (-1: CPU); falls back to CPU with a notice.")
@@ -229,6 +232,7 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
     if neighbors < 1:
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
     refuse_unused_options(ctx, method)
+    check_kmeans_seed(method, seed)
     report = Reporter(quiet)
     device = resolve_device(gpu_id, report.notice)
     record = RunRecord("novelselect", dict(

@@ -119,11 +119,8 @@ def per_sample_frame(dataset, result):
     import pandas as pd
 
     n = len(dataset.vectors)
-    offsets = np.asarray(dataset.offsets)
-    shard_of = np.searchsorted(offsets, np.arange(n), side="right") - 1
-    columns = {"dataset": [dataset.name] * n,
-               "shard": [dataset.paths[i].name for i in shard_of],
-               "row": np.arange(n) - offsets[shard_of],
+    shards, rows = dataset.locate(np.arange(n))
+    columns = {"dataset": [dataset.name] * n, "shard": shards, "row": rows,
                "index": np.arange(n)}
     columns.update({f"novelty_{name}": values for name, values in result.per_sample.items()})
     columns.update({f"density_factor_{name}": values

@@ -172,3 +172,12 @@ def test_unwritable_outputs_are_one_line_and_leave_earlier_ones(runner, tmp_path
                                          str(tmp_path / "afile" / "sub"), "--k", "3",
                                          "--quiet"])
     assert result.exit_code == 1 and "cannot write" in result.output
+
+
+def test_kmeans_seed_beyond_faiss_range_is_a_usage_error(runner, tmp_path):
+    result = runner.invoke(select_main, [
+        "--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
+        "--output_dir", str(tmp_path / "out"), "--k", "5", "--method", "kmeans", "--seed",
+        "3000000000"])
+    assert result.exit_code == 2
+    assert "--seed 3000000000: --method kmeans takes a seed below 2^31" in result.output

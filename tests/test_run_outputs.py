@@ -155,3 +155,19 @@ def test_half_point_marks_where_novelty_halves():
     assert early_level(novelty) == pytest.approx(1.0)  # first 10% of 24 picks: 2 of them
     assert half_point(novelty) == 14  # pick 14 (1-based) has novelty 0.5
     assert half_point(np.array([np.nan, 1.0, 0.9, 0.8])) is None
+
+
+def test_per_sample_rows_name_their_shard_and_row(runner, tmp_path):
+    """A dataset of several shards: shard and row point back to each sample's vector."""
+    dataset = GOLDEN / "novelsum_default_grid" / "reference"
+    per_sample = tmp_path / "samples.csv"
+    result = runner.invoke(novelsum_main, ["--single_dataset_path", str(dataset), "--output_csv",
+                                           str(tmp_path / "out.csv"), "--per_sample_csv",
+                                           str(per_sample), "--quiet"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(per_sample)
+    vectors = load_vectors(dataset).vectors
+    shards = {name: load_vectors(dataset / name).vectors for name in set(table["shard"])}
+    assert len(shards) == 3
+    for shard, row, index in zip(table["shard"], table["row"], table["index"]):
+        assert np.array_equal(shards[shard][row], vectors[index])

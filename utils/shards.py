@@ -372,6 +372,14 @@ class VectorSet:
     source: Path = None
     workers: int = 0
 
+    def locate(self, indices):
+        """``(shard names, rows)`` of global ``indices``: each one's shard file name and its row
+        within that shard."""
+        indices = np.asarray(indices, dtype=np.int64)
+        offsets = np.asarray(self.offsets)
+        shard_of = np.searchsorted(offsets, indices, side="right") - 1
+        return [self.paths[i].name for i in shard_of], indices - offsets[shard_of]
+
 
 def load_vectors(path, progress=None, allow_zero=False, embedding_field=None, workers=None):
     """Load a dataset of embedding vectors (one file or a folder of shards).
