@@ -25,8 +25,9 @@ operations, each exactly rounded; on a GPU that is a dozen elementwise operation
 chunk (log2 d), where a sequential order would need one per block of columns. The values
 x(u, s) are then bitwise the same on the numba, torch and Triton engines (on a GPU too, by
 construction; tests/test_gpu.py checks it there), and the lowest index wins among duplicates.
-The insertion's tail sum is also fixed per row: in rank order from the tail's end in numba, by
-halving over the ranks in torch, per block of ranks in Triton; the sums may differ between
+The insertion's tail sum is also fixed per row: in four partial sums from the tail's end in
+numba (their order set by t and the insertion point, never by where the row sits in memory),
+by halving over the ranks in torch, per block of ranks in Triton; the sums may differ between
 engines in the last bits (the engines are compared to 1e-12), never between duplicates,
 whatever the chunking.
 
@@ -216,11 +217,28 @@ def _numba_kernel():
                     high = middle
                 else:
                     low = middle + 1
-            tail = 0.0
-            for j in range(t - 1, low - 1, -1):  # one pass: read each tail value, move it down
-                value = row[j]
-                tail += coefficients[j] * value
-                row[j + 1] = value
+            # One pass from the tail's end: read each value, add it to its sum, move it down.
+            # Four partial sums, in an order fixed by t and the insertion point alone (never by
+            # where the row sits), so the loop runs four values at a time without fastmath.
+            tail0 = tail1 = tail2 = tail3 = 0.0
+            j = t - 1
+            while j - 3 >= low:
+                value0, value1, value2, value3 = row[j], row[j - 1], row[j - 2], row[j - 3]
+                tail0 += coefficients[j] * value0
+                tail1 += coefficients[j - 1] * value1
+                tail2 += coefficients[j - 2] * value2
+                tail3 += coefficients[j - 3] * value3
+                row[j + 1] = value0
+                row[j] = value1
+                row[j - 1] = value2
+                row[j - 2] = value3
+                j -= 4
+            while j >= low:
+                value0 = row[j]
+                tail0 += coefficients[j] * value0
+                row[j + 1] = value0
+                j -= 1
+            tail = (tail0 + tail1) + (tail2 + tail3)
             row[low] = x
             weighted_sums[u] += weights[low] * x - tail
 
