@@ -134,34 +134,47 @@ class StageLine:
     """Progress for a log: one line per stage, no bar redraws.
 
     The line is begun when the stage starts (``selecting: 10000 pick(s) ...``) and finished
-    when it ends (``done in 52.3 s``), so a log being followed shows where the run is. It takes
-    the calls the scripts make on a tqdm bar (``update``, ``set_postfix_str``, use as a
-    context manager or as a wrapping iterable).
+    when it ends (``done in 52.3 s``), so a log being followed shows where the run is. A stage
+    that starts inside another (the density search inside the selection) ends the outer line
+    first; the outer stage then reports on a line of its own. It takes the calls the scripts
+    make on a tqdm bar (``update``, ``set_postfix_str``, use as a context manager or as a
+    wrapping iterable).
     """
+
+    open_line = None  # the stage whose line is waiting for its "done"
 
     def __init__(self, desc, unit, iterable=None, total=None):
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.desc, self.unit, self.iterable, self.total = desc, unit, iterable, total
-        self.postfix, self.start = "", None
+        self.postfix, self.start, self.interrupted = "", None, False
 
     def __iter__(self):
         with self:
             yield from self.iterable
 
     def __enter__(self):
-        self.start = time.perf_counter()
+        if StageLine.open_line is not None:  # end the outer stage's line
+            click.echo("", err=True)
+            StageLine.open_line.interrupted = True
+        self.start, self.outer = time.perf_counter(), StageLine.open_line
         size = f" {self.total} {self.unit}(s)" if self.total is not None else ""
         click.echo(f"{self.desc}:{size} ...", err=True, nl=False)
         sys.stderr.flush()
+        StageLine.open_line = self
         return self
 
     def __exit__(self, kind, *_):
+        StageLine.open_line = self.outer
+        lead = f"{self.desc}:" if self.interrupted else ""
         if kind is not None:
-            click.echo(" stopped", err=True)
+            click.echo(f"{lead} stopped", err=True)
             return
         postfix = f" ({self.postfix})" if self.postfix else ""
-        click.echo(f" done in {time.perf_counter() - self.start:.1f} s{postfix}", err=True)
+        click.echo(f"{lead} done in {time.perf_counter() - self.start:.1f} s{postfix}",
+                   err=True)
+        if self.outer is not None:
+            self.outer.interrupted = True
 
     def update(self, n=1):
         """Counted by the stage's total; nothing is printed until the stage ends."""

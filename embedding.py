@@ -59,6 +59,11 @@ def plan_shards(input_dirs, output_dir, output_format):
             if target in sources:  # 3.json and 3.jsonl would overwrite each other
                 raise InputError(f"{sources[target]} and {shard} would both be embedded into "
                                  f"{target}; rename one of them")
+            other = target.with_suffix(".npy" if target.suffix == ".json" else ".json")
+            if other.exists():  # the loaders would refuse two shards of one name
+                raise InputError(f"{other} already holds {shard.name}'s vectors in the other "
+                                 f"format; use --output_format {other.suffix[1:]} to resume "
+                                 f"that run, or remove it")
             sources[target] = shard
             plan.append((shard, target))
     return plan

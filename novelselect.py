@@ -68,14 +68,25 @@ class Checkpoints:
 
     def __init__(self, path, every, given, k):
         self.path, self.every, self.given, self.k = path, every, given, k
-        self.picks, self.saved = [], 0
+        self.picks, self.written = [], False
 
     def __call__(self, index):
         self.picks.append(index)
         count = len(self.picks)
         if self.every and self.given < count < self.k and count % self.every == 0:
+            self.written = True  # before the write: a Ctrl-C may land just after it
             write_text_atomic(self.path, json.dumps(self.picks))
-            self.saved = count
+
+    @property
+    def saved(self):
+        """How many picks the checkpoint holds (0 before this run wrote one). Read from the
+        file itself: a Ctrl-C between the rename and any bookkeeping cannot make it wrong."""
+        if not self.written:
+            return 0
+        try:
+            return len(json.loads(self.path.read_text()))
+        except (OSError, ValueError):
+            return 0
 
     def interrupted(self):
         """What a Ctrl-C keeps: the last checkpoint this run wrote, and how to go on from it."""
@@ -163,7 +174,8 @@ def write_outputs(output_dir, writers):
 @click.option("--text_dir", "--text-dir", required=True,
               help="Text shards of the pool (.json, .jsonl or .parquet), paired with the "
                    "embeddings by shard name.")
-@click.option("--figure_dir", "--embedding_dir", "--embedding-dir", "figure_dir", required=True,
+@click.option("--figure_dir", "--figure-dir", "--embedding_dir", "--embedding-dir", "figure_dir",
+              required=True,
               help="Embedding shards of the pool (.json, .npy or .parquet), same names and row "
                    "order.")
 @click.option("--output_dir", "--output-dir", required=True, type=click.Path(path_type=Path),

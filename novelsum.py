@@ -159,7 +159,8 @@ def write_table(path, frame, suffix):
               help="Powers alpha of the proximity weights r^-alpha (list; any finite numbers).")
 @click.option("--block_mib", "--block-mib", type=click.IntRange(min=1),
               default=DEFAULT_BLOCK_MIB, show_default=True,
-              help="Memory for one block of distance rows, in MiB.")
+              help="Working memory of one block of distance rows or kNN queries, in MiB, all "
+                   "threads together, CPU or GPU.")
 @click.option("--embedding_field", "--embedding-field", default=None,
               help="The column of .parquet embedding shards that holds the vectors (when "
                    "there are several).")

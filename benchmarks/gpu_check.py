@@ -3,8 +3,9 @@
     bash benchmarks/gpu_check.sh            # a machine with a GPU: at most --budget_s seconds
     bash benchmarks/gpu_check.sh --smoke    # every step at tiny sizes on the CPU (CI, laptops)
 
-Needs torch, Triton (comes with torch's CUDA builds), numpy, numba, click, tqdm, orjson and
-pytest (``NEEDED_MODULES``); never faiss or vLLM: without faiss-gpu the density's kNN is the
+Needs torch, Triton (comes with torch's CUDA builds), numpy, numba, click, tqdm and pytest
+(``NEEDED_MODULES``); never faiss, vLLM or orjson (JSON shards fall back to the standard
+parser): without faiss-gpu the density's kNN is the
 library's exact torch search. Steps, in the order they run (each row of the table is one of them):
 
 - p   the packages above import (a missing one is named with the steps that need it).
@@ -323,7 +324,6 @@ def peak_of_outputs(outputs):
 NEEDED_MODULES = {"torch": "every step", "triton": "the fused kernel (b3, c3)",
                   "numpy": "every step", "numba": "tests/test_gpu.py's CPU comparisons",
                   "click": "the scripts (b)", "tqdm": "the scripts (b)",
-                  "orjson": "reading JSON shards (utils/json_vectors.py): a, b",
                   "pytest": "step a"}
 
 

@@ -91,3 +91,27 @@ def test_text_and_embeddings_swapped_are_refused(runner, golden):
                                            "unused.csv", "--quiet"])
     assert result.exit_code == 1
     assert "is text, not a vector" in result.output and "embedding.py" in result.output
+
+
+def test_nested_stages_in_a_log_keep_one_stage_a_line(golden, tmp_path):
+    """The density search runs inside the selection: in a log each still gets its own line."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    select = golden / "novelselect"
+    result = subprocess.run([sys.executable, str(REPO / "novelselect.py"), "--text_dir",
+                             str(select / "texts"), "--figure_dir", str(select / "embeddings"),
+                             "--output_dir", str(tmp_path / "out"), "--k", "20"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [
+        "loading embeddings: 4 shard(s) ... " + lines[0].split("... ")[1],
+        "loading texts: 4 shard(s) ... " + lines[1].split("... ")[1],
+        "selecting: 20 pick(s) ...",
+        "density: 1 chunk(s) ... " + lines[3].split("... ")[1],
+        lines[4]]
+    assert re.fullmatch(r"selecting: done in [\d.]+ s \(novelty [\d.e+-]+\)", lines[4])

@@ -131,6 +131,19 @@ def test_resume_skips_done_shards_and_overwrite_redoes_them(runner, tmp_path):
     assert (tmp_path / "out" / "0.npy").stat().st_mtime_ns != done
 
 
+def test_resuming_in_the_other_format_is_refused(runner, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:2]))
+    embed(runner, [tmp_path / "in"], tmp_path / "out")
+    result = runner.invoke(embed_main, ["--input_dir", str(tmp_path / "in"), "--model_path",
+                                        MINILM, "--output_dir", str(tmp_path / "out"),
+                                        "--output_format", "npy", "--quiet"])
+    assert result.exit_code == 1
+    assert "0.json already holds 0.json's vectors in the other format; use --output_format " \
+           "json to resume that run, or remove it" in result.output
+    assert not (tmp_path / "out" / "0.npy").exists()
+
+
 def test_resume_redoes_a_json_shard_whose_input_changed(runner, tmp_path):
     (tmp_path / "in").mkdir()
     for i in range(2):

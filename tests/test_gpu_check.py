@@ -38,6 +38,8 @@ def faiss_hidden(tmp_path):
 
 
 def test_smoke_passes_every_step_without_faiss(tmp_path, faiss_hidden):
+    pytest.importorskip("triton", reason="the smoke run's fused-kernel steps need Triton: "
+                                         "pip install triton")
     output = tmp_path / "gpu_check.md"
     done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--smoke", "--output", str(output)],
                           cwd=REPO, env=faiss_hidden, text=True, capture_output=True, timeout=240)
@@ -56,6 +58,7 @@ def test_smoke_passes_every_step_without_faiss(tmp_path, faiss_hidden):
 
 
 def test_no_time_left_skips_every_step_and_exits_zero(tmp_path, capsys):
+    pytest.importorskip("triton", reason="the package step wants Triton: pip install triton")
     output = tmp_path / "table.md"
     assert gpu_check.main(["--smoke", "--budget_s", "0", "--output", str(output)]) == 0
     rows = table_rows(output.read_text())
@@ -98,10 +101,10 @@ def test_a_failing_step_puts_one_line_in_the_table_and_the_exit_code():
 
 
 def test_a_missing_package_is_named_with_the_steps_that_need_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "orjson", None)  # as on our GPU machines' image
+    monkeypatch.setitem(sys.modules, "tqdm", None)
     row = gpu_check.run_step(smoke_context(), gpu_check.plan(smoke_context())[0])
-    assert row.result == ("FAIL: CheckFailed: missing: orjson (reading JSON shards "
-                          "(utils/json_vectors.py): a, b)")
+    assert row.result.startswith("FAIL: CheckFailed: missing: ")
+    assert "tqdm (the scripts (b))" in row.result
 
 
 def test_pytest_counts_from_junit_xml(tmp_path):
