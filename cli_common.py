@@ -226,4 +226,9 @@ def gpu_option(help_text):
                         "if there is one, else CPU", help=help_text)
 
 
+embedding_field_option = click.option(
+    "--embedding_field", "--embedding-field", default=None,
+    help="The column of .parquet embedding shards that holds the vectors (when there are "
+         "several).")
+
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or notices on stderr.")

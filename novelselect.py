@@ -8,7 +8,8 @@ import click
 import numpy as np
 
 from cli_common import (FINITE_FLOAT, Interrupted, Reporter, ReferenceStyleCommand,
-                        clean_errors, device_summary, gpu_option, quiet_option)
+                        clean_errors, device_summary, embedding_field_option, gpu_option,
+                        quiet_option)
 from utils import baselines
 from utils.api import novelselect
 from utils.atomic import write_text_atomic, write_together
@@ -197,9 +198,7 @@ def write_outputs(output_dir, writers):
               help="Estimate density on these embeddings instead of the pool itself.")
 @click.option("--quality_scores", "--quality-scores",
               help="One score >= 0 per sample (JSON list or .npy), multiplied into the novelty.")
-@click.option("--embedding_field", "--embedding-field", default=None,
-              help="The column of .parquet embedding shards that holds the vectors (when "
-                   "there are several).")
+@embedding_field_option
 @click.option("--plot", is_flag=True,
               help="Also draw {stem}_novelty.png: the novelty of each pick against the pick "
                    "number, where further picks stop adding new samples.")

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from cli_common import (NumberList, Reporter, ReferenceStyleCommand, clean_errors,
-                        device_summary, gpu_option, quiet_option)
+                        device_summary, embedding_field_option, gpu_option, quiet_option)
 from utils.api import density_reference, novelsum
 from utils.atomic import write_together
 from utils.device import resolve_device
@@ -161,9 +161,7 @@ def write_table(path, frame, suffix):
               default=DEFAULT_BLOCK_MIB, show_default=True,
               help="Working memory of one block of distance rows or kNN queries, in MiB, all "
                    "threads together, CPU or GPU.")
-@click.option("--embedding_field", "--embedding-field", default=None,
-              help="The column of .parquet embedding shards that holds the vectors (when "
-                   "there are several).")
+@embedding_field_option
 @click.option("--neighbor_density", "--neighbor-density", is_flag=True,
               help="Variant: weight each distance by the NEIGHBOUR's density factor, as the "
                    "paper's method figure writes it (default: the sample's own, as the "
