@@ -7,6 +7,7 @@ space-separated lists (``--density_powers 0 0.25 0.5``). Dashed aliases and comm
 
 import functools
 import math
+import os
 import re
 import sys
 import time
@@ -98,12 +99,23 @@ class ReferenceStyleCommand(click.Command):
         self.path_options = set(path_options)
 
     def parse_args(self, ctx, args):
-        return super().parse_args(ctx, merge_list_args(list(args), self.list_options,
-                                                       self.path_options))
+        try:
+            return super().parse_args(ctx, merge_list_args(list(args), self.list_options,
+                                                           self.path_options))
+        except click.ClickException as err:
+            if not is_main_rank():  # under torchrun every rank parses alike; rank 0 says it
+                sys.exit(err.exit_code)
+            raise
 
 
 class Interrupted(Exception):
     """Ctrl-C, with what the command has kept: its message replaces the default one."""
+
+
+def is_main_rank():
+    """Whether this process speaks for the run: always without ``torchrun``; under it, rank 0
+    (the others run silently, so that each message and error is printed once)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def clean_errors(command_body):
@@ -111,20 +123,31 @@ def clean_errors(command_body):
 
     Ctrl-C stops with exit status 130 and a line saying what was kept: by default that no
     output was written (outputs are renamed into place only when complete); a command that
-    keeps finished parts raises ``Interrupted`` with its own message.
+    keeps finished parts raises ``Interrupted`` with its own message. Under ``torchrun`` the
+    ranks have agreed on the failure (``utils.distributed``); rank 0 prints it, the other ranks
+    exit with the same status in silence.
     """
 
     @functools.wraps(command_body)
     def wrapper(*args, **kwargs):
+        speaks = is_main_rank()
         try:
             return command_body(*args, **kwargs)
         except InputError as err:
+            if not speaks:
+                sys.exit(1)
             raise click.ClickException(str(err)) from None
+        except click.ClickException as err:  # a usage error: every rank meets it alike
+            if not speaks:
+                sys.exit(err.exit_code)
+            raise
         except Interrupted as stop:
-            click.echo(f"\nInterrupted: {stop}", err=True)
+            if speaks:
+                click.echo(f"\nInterrupted: {stop}", err=True)
             sys.exit(130)
         except KeyboardInterrupt:
-            click.echo("\nInterrupted: stopped cleanly, no output was written.", err=True)
+            if speaks:
+                click.echo("\nInterrupted: stopped cleanly, no output was written.", err=True)
             sys.exit(130)
 
     return wrapper
@@ -191,7 +214,7 @@ class Reporter:
     """
 
     def __init__(self, quiet=False, interactive=None):
-        self.quiet = quiet
+        self.quiet = quiet or not is_main_rank()  # under torchrun, rank 0 reports for all
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
 
     def notice(self, message):
@@ -214,11 +237,17 @@ class Reporter:
                     dynamic_ncols=True, **kwargs)
 
 
-def device_summary(device, gpu_id):
-    """The device a run used, for its summary line; says so when an asked-for GPU was missing."""
+def device_summary(device, gpu_id, ranks=None):
+    """The device a run used, for its summary line; says so when an asked-for GPU was missing.
+    Under ``torchrun`` it names the ranks and rank 0's device (``2 ranks, cuda:0 ...``)."""
+    where = device
     if device == "cpu" and gpu_id is not None and gpu_id >= 0:
-        return f"cpu (GPU {gpu_id} was asked for but is not available)"
-    return device
+        where = f"cpu (GPU {gpu_id} was asked for but is not available)"
+    if ranks is not None and ranks.grouped:
+        if device == "cpu":
+            return f"{ranks.describe()} on the CPU"
+        return f"{ranks.describe()}, one GPU each from {device}"
+    return where
 
 
 def gpu_option(help_text):
@@ -232,3 +261,14 @@ embedding_field_option = click.option(
          "several).")
 
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or notices on stderr.")
+
+
+def load_embeddings(path, ranks, progress, allow_zero=False, embedding_field=None):
+    """Embedding vectors (``utils.shards``): all of them in one process; under ``torchrun``
+    this rank's block of rows (``ranks.block``), with global offsets."""
+    from utils.shards import load_vector_block, load_vectors
+
+    if ranks.grouped:
+        return load_vector_block(path, ranks.block, progress, allow_zero=allow_zero,
+                                 embedding_field=embedding_field)
+    return load_vectors(path, progress, allow_zero=allow_zero, embedding_field=embedding_field)

@@ -2,6 +2,7 @@
 """NovelSelect: pick the subset of a pool with the highest NovelSum, greedily."""
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -9,15 +10,16 @@ import numpy as np
 
 from cli_common import (FINITE_FLOAT, Interrupted, Reporter, ReferenceStyleCommand,
                         clean_errors, device_summary, embedding_field_option, gpu_option,
-                        quiet_option)
+                        load_embeddings, quiet_option)
 from utils import baselines
 from utils.api import novelselect
 from utils.atomic import write_text_atomic, write_together
-from utils.device import peak_memory_note, resolve_device
+from utils.device import peak_memory_note
+from utils.distributed import SINGLE, start_ranks, stop_ranks
 from utils.errors import InputError
 from utils.records import RunRecord, text_inputs, vector_inputs
 from utils.selection import check_quality_scores, check_resume_picks
-from utils.shards import check_pairing, load_items, load_vectors, read_npy
+from utils.shards import check_pairing, load_items, read_npy
 
 
 def output_stem(k, density_power, distance_power):
@@ -244,42 +246,56 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
     refuse_unused_options(ctx, method)
     check_kmeans_seed(method, seed)
+    if method != "novelselect" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise click.UsageError(f"--method {method} runs in one process: start it without "
+                               f"torchrun (only NovelSelect is split over ranks)")
     report = Reporter(quiet)
-    device = resolve_device(gpu_id, report.notice)
+    ranks, device = start_ranks(gpu_id, report.notice)
     record = RunRecord("novelselect", dict(
         text_dir=text_dir, figure_dir=figure_dir, k=k, neighbors=neighbors,
         density_power=density_power, distance_power=distance_power, seed=seed,
         dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
         embedding_field=embedding_field, method=method, max_similarity=max_similarity,
         resume_from=resume_from and str(resume_from), checkpoint_every=checkpoint_every))
-    resume = read_resume_picks(resume_from) if resume_from else None
-    if checkpoint_every and output_dir.exists() and not output_dir.is_dir():
-        raise InputError(f"{output_dir}: --output_dir is a file; give a folder")
+    with ranks.phase():
+        resume = read_resume_picks(resume_from) if resume_from else None
+        if checkpoint_every and output_dir.exists() and not output_dir.is_dir():
+            raise InputError(f"{output_dir}: --output_dir is a file; give a folder")
     with record.stage("loading"):
-        pool = load_vectors(figure_dir, report.progress("loading embeddings", "shard"),
-                            embedding_field=embedding_field)
-        items, text_paths, counts = load_items(text_dir,
-                                               report.progress("loading texts", "shard"))
-        check_pairing(text_paths, counts, pool, text_source=text_dir)
-        n = len(pool.vectors)
-        if not 1 <= k <= n:
-            raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
-        quality = read_quality_scores(quality_scores, n) if quality_scores else None
-        if resume is not None:
-            resume = check_resume_picks(resume, n, k, resume_from)
+        # Under torchrun each rank loads its block of the pool's rows (and of the reference's);
+        # rank 0 alone reads the texts, which only it writes out. Each phase ends with the
+        # ranks agreeing on any fault, in the order one process would meet them.
+        with ranks.phase():
+            pool = load_embeddings(figure_dir, ranks, report.progress("loading embeddings", "shard"),
+                             embedding_field=embedding_field)
+        items = text_paths = counts = None
+        with ranks.phase():
+            if ranks.is_main:
+                items, text_paths, counts = load_items(
+                    text_dir, report.progress("loading texts", "shard"))
+                check_pairing(text_paths, counts, pool, text_source=text_dir)
+            n = pool.offsets[-1]
+            if not 1 <= k <= n:
+                raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
+            quality = read_quality_scores(quality_scores, n) if quality_scores else None
+            if resume is not None:
+                resume = check_resume_picks(resume, n, k, resume_from)
         reference = None
         if dense_ref_dir and density_power != 0 and method == "novelselect":
-            reference = load_vectors(dense_ref_dir,
-                                     report.progress("loading reference", "shard"),
-                                     allow_zero=True, embedding_field=embedding_field)
-            if reference.vectors.shape[1] != pool.vectors.shape[1]:
-                raise InputError(f"{dense_ref_dir}: vectors have {reference.vectors.shape[1]} "
-                                 f"dimensions but the pool has {pool.vectors.shape[1]}")
-            record.add_input("reference", vector_inputs(reference))
+            with ranks.phase():
+                reference = load_embeddings(dense_ref_dir, ranks,
+                                      report.progress("loading reference", "shard"),
+                                      allow_zero=True, embedding_field=embedding_field)
+                if reference.vectors.shape[1] != pool.vectors.shape[1]:
+                    raise InputError(f"{dense_ref_dir}: vectors have "
+                                     f"{reference.vectors.shape[1]} dimensions but the pool "
+                                     f"has {pool.vectors.shape[1]}")
+            record.add_input("reference", vector_inputs(reference, ranks))
         elif dense_ref_dir:
             report.notice("--dense_ref_dir is not used with --density_power 0")
-    record.add_input("embeddings", vector_inputs(pool))
-    record.add_input("texts", text_inputs(text_dir, text_paths, counts))
+    record.add_input("embeddings", vector_inputs(pool, ranks))
+    if ranks.is_main:
+        record.add_input("texts", text_inputs(text_dir, text_paths, counts))
 
     if method != "novelselect":
         with record.stage("selection"):
@@ -294,33 +310,42 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
             record.finish(device, [output_dir / name for name in writers],
                           summary={"picked": k, "pool": n}), indent=2))
         write_outputs(output_dir, writers)
+        stop_ranks(ranks)
         click.echo(f"picked {k} of {n} samples with {method} on "
-                   f"{device_summary(device, gpu_id)}; wrote {output_dir / f'{stem}.json'} and "
+                   f"{device_summary(device, gpu_id, ranks)}; wrote {output_dir / f'{stem}.json'} and "
                    f"{', '.join(list(writers)[1:])}")
         return
 
     stem = output_stem(k, density_power, distance_power)
-    checkpoints = Checkpoints(output_dir / f"{stem}_checkpoint.json", checkpoint_every,
+    checkpoints = Checkpoints(output_dir / f"{stem}_checkpoint.json",
+                              checkpoint_every if ranks.is_main else None,
                               len(resume) if resume is not None else 0, k)
     try:
         selection = run_selection(pool, k, neighbors, density_power, distance_power, seed,
                                   reference, quality, device, report, record, resume,
-                                  resume_from, checkpoints, dense_ref_dir or figure_dir)
-        names = write_selection(output_dir, stem, k, n, pool, items, selection, record, device,
-                                plot, (neighbors, density_power, distance_power),
-                                checkpoints.given)
+                                  resume_from, checkpoints, dense_ref_dir or figure_dir, ranks)
+        names = None
+        with ranks.phase():  # rank 0 writes; the others wait to hear that it did
+            if ranks.is_main:
+                names = write_selection(output_dir, stem, k, n, pool, items, selection, record,
+                                        device, plot, (neighbors, density_power,
+                                                       distance_power), checkpoints.given,
+                                        ranks)
     except KeyboardInterrupt:
         if checkpoints.saved:
             raise checkpoints.interrupted() from None
         raise
     checkpoints.finish()
-    click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id)}; wrote "
-               f"{output_dir / names[0]} and {', '.join(names[1:])}"
-               f"{peak_memory_note(device)}")
+    stop_ranks(ranks)
+    if ranks.is_main:
+        click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id, ranks)}; "
+                   f"wrote {output_dir / names[0]} and {', '.join(names[1:])}"
+                   f"{peak_memory_note(device)}")
 
 
 def run_selection(pool, k, neighbors, density_power, distance_power, seed, reference, quality,
-                  device, report, record, resume, resume_from, checkpoints, source):
+                  device, report, record, resume, resume_from, checkpoints, source,
+                  ranks=SINGLE):
     """NovelSelect on the loaded pool, with a progress bar and ``checkpoints``."""
     with record.stage("selection"), report.bar("selecting", total=k, unit="pick") as bar:
         def on_pick(index, novelty):
@@ -334,11 +359,11 @@ def run_selection(pool, k, neighbors, density_power, distance_power, seed, refer
             reference=None if reference is None else reference.vectors, quality=quality,
             device=device, notify=report.notice, on_pick=on_pick,
             density_progress=report.progress("density", "chunk"), source=str(source),
-            resume_from=resume, resume_source=str(resume_from))
+            resume_from=resume, resume_source=str(resume_from), ranks=ranks)
 
 
 def write_selection(output_dir, stem, k, n, pool, items, selection, record, device, plot,
-                    parameters, given):
+                    parameters, given, ranks=SINGLE):
     """Write the picks, the pick log, the plot and the run record (``given``: the picks the
     run was resumed from, 0 for none); return the names written."""
     neighbors, density_power, distance_power = parameters
@@ -359,8 +384,8 @@ def write_selection(output_dir, stem, k, n, pool, items, selection, record, devi
     summary = {"picked": k, "pool": n, "last_novelty": last if np.isfinite(last) else None,
                "resumed_from_picks": given}
     writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
-        record.finish(device, [output_dir / name for name in writers], summary=summary),
-        indent=2))
+        record.finish(device, [output_dir / name for name in writers], ranks=ranks.size,
+                      summary=summary), indent=2))
     write_outputs(output_dir, writers)
     return list(writers)
 

@@ -10,10 +10,11 @@ import click
 import numpy as np
 
 from cli_common import (NumberList, Reporter, ReferenceStyleCommand, clean_errors,
-                        device_summary, embedding_field_option, gpu_option, quiet_option)
+                        device_summary, embedding_field_option, gpu_option, load_embeddings,
+                        quiet_option)
 from utils.api import density_reference, novelsum
 from utils.atomic import write_together
-from utils.device import resolve_device
+from utils.distributed import start_ranks, stop_ranks
 from utils.errors import InputError
 from utils.proximity import DEFAULT_BLOCK_MIB, column_name, format_number
 from utils.metrics import (CLUSTER_METRICS, DEFAULT_N_CLUSTERS, METRIC_NAMES,
@@ -228,7 +229,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     if per_sample_csv and Path(per_sample_csv).resolve() == output_csv.resolve():
         raise click.UsageError("--per_sample_csv must differ from --output_csv")
     report = Reporter(quiet)
-    device = resolve_device(gpu_id, report.notice)
+    ranks, device = start_ranks(gpu_id, report.notice)
     record = RunRecord("novelsum", dict(
         single_dataset_path=single_dataset_path, multi_datasets_dir=multi_datasets_dir,
         dense_ref_dir=dense_ref_dir, neighbors=neighbors, density_powers=density_powers,
@@ -237,28 +238,38 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         metrics=list(metrics), n_clusters=n_clusters))
     paths = dataset_paths(single_dataset_path, multi_datasets_dir)
 
-    reference = ref = None
+    # Under torchrun each rank holds a block of the reference's rows for the density search;
+    # rank 0 alone computes the baseline metrics, on the whole reference.
+    reference = ref = metric_ref = None
     if dense_ref_dir and (any(beta != 0 for beta in density_powers) or needs_reference(metrics)):
-        with record.stage("loading"):
-            ref = load_vectors(dense_ref_dir, report.progress("loading reference", "shard"),
-                               allow_zero=True, embedding_field=embedding_field)
-        record.add_input("reference", vector_inputs(ref))
+        with record.stage("loading"), ranks.phase():
+            ref = load_embeddings(dense_ref_dir, ranks,
+                                  report.progress("loading reference", "shard"),
+                                  allow_zero=True, embedding_field=embedding_field)
+        record.add_input("reference", vector_inputs(ref, ranks))
+        metric_ref = ref
+        if ranks.grouped and needs_reference(metrics):
+            with record.stage("loading"), ranks.phase():
+                metric_ref = load_vectors(dense_ref_dir, allow_zero=True,
+                                          embedding_field=embedding_field) \
+                    if ranks.is_main else None
     if ref is not None and any(beta != 0 for beta in density_powers):
-        reference = density_reference(ref.vectors, device, block_mib, str(dense_ref_dir))
+        reference = density_reference(ref.vectors, device, block_mib, str(dense_ref_dir),
+                                      ranks)
         reference.check_neighbors(neighbors)
 
     rows, frames, spreads = [], [], []
     metric_cache = {}  # the reference's unit rows and centroids, made once for every dataset
     shown = column_name(*nearest_grid_point(neighbors, density_powers, distance_powers), given)
     for path in paths:
-        with record.stage("loading"):
+        with record.stage("loading"), ranks.phase():
             dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"),
                                    embedding_field=embedding_field)
         record.add_input(f"dataset {dataset.name}", vector_inputs(dataset))
         if metrics:  # sizes checked before any long work
             try:
                 check_metric_inputs(metrics, len(dataset.vectors),
-                                    None if ref is None else len(ref.vectors), neighbors,
+                                    None if ref is None else ref.offsets[-1], neighbors,
                                     n_clusters)
             except InputError as err:
                 raise InputError(f"{path}: {err}") from None
@@ -269,19 +280,21 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
                     device=device, block_mib=block_mib, neighbor_density=neighbor_density,
                     exclude_self=exclude_self, given=given,
                     density_progress=report.progress(f"density {dataset.name}", "chunk"),
-                    distance_progress=report.progress(f"distances {dataset.name}", "block"))
+                    distance_progress=report.progress(f"distances {dataset.name}", "block"),
+                    ranks=ranks)
             except InputError as err:
                 raise InputError(f"{path}: {err}") from None
         row = {"Dataset Name": dataset.name, **result.values, "cos_distance": result.cos_distance}
         if metrics:
-            with record.stage("metrics"):
-                try:
-                    row.update(compute_metrics(metrics, dataset.vectors,
-                                               None if ref is None else ref.vectors, neighbors,
-                                               n_clusters, device, block_mib,
-                                               cache=metric_cache))
-                except InputError as err:
-                    raise InputError(f"{path}: {err}") from None
+            with record.stage("metrics"), ranks.phase():
+                if ranks.is_main:
+                    try:
+                        row.update(compute_metrics(
+                            metrics, dataset.vectors,
+                            None if metric_ref is None else metric_ref.vectors, neighbors,
+                            n_clusters, device, block_mib, cache=metric_cache))
+                    except InputError as err:
+                        raise InputError(f"{path}: {err}") from None
         rows.append(row)
         spreads.append(result.per_sample[shown])
         if per_sample_csv:
@@ -304,14 +317,18 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     summary = {row["Dataset Name"]: {"samples": len(spread), shown: row[shown]}
                for row, spread in zip(rows, spreads)}
     writers[run_path] = lambda path: path.write_text(json.dumps(
-        record.finish(device, list(writers), summary=summary), indent=2))
-    with record.stage("writing"):
-        write_together(writers)
+        record.finish(device, list(writers), ranks=ranks.size, summary=summary), indent=2))
+    with record.stage("writing"), ranks.phase():  # rank 0 writes; the others hear that it did
+        if ranks.is_main:
+            write_together(writers)
+    stop_ranks(ranks)
+    if not ranks.is_main:
+        return
     click.echo(results_table(rows, neighbors, density_powers, distance_powers, given))
     if metrics:
         click.echo(metrics_table(rows, metric_columns(metrics, neighbors)))
     click.echo(f"wrote {', '.join(str(p) for p in writers)}: {len(rows)} "
-               f"dataset(s), computed on {device_summary(device, gpu_id)}")
+               f"dataset(s), computed on {device_summary(device, gpu_id, ranks)}")
 
 
 if __name__ == "__main__":

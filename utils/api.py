@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .density import DensityReference, density_factor
+from .distributed import SINGLE
 from .errors import InputError
-from .proximity import (DEFAULT_BLOCK_MIB, density_grid, grid_number_text, per_sample_grid,
-                        proximity_profile, row_factors, unit_rows)
-from .selection import (check_memory, check_quality_scores, check_resume_picks, first_pick,
-                        make_engine, select)
+from .proximity import (DEFAULT_BLOCK_MIB, ProximityProfile, density_grid, grid_number_text,
+                        per_sample_grid, proximity_profile, row_factors, unit_rows)
+from .sharded import ShardedDensityReference, ShardedEngine, block_start
+from .selection import (TorchEngine, check_memory, check_quality_scores, check_resume_picks,
+                        first_pick, make_engine, select)
 from .shards import check_vectors
 
 DEFAULT_NEIGHBORS = (5, 10)
@@ -81,19 +83,44 @@ def as_vectors(vectors, what="vectors", allow_zero=False):
 
 
 def density_reference(reference, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
-                      source="the reference set"):
+                      source="the reference set", ranks=SINGLE):
     """A ``DensityReference`` from reference vectors (or one already built, returned as is):
-    build it once to measure several datasets against it."""
-    if reference is None or isinstance(reference, DensityReference):
+    build it once to measure several datasets against it. Under ``torchrun`` (``ranks``
+    grouped) ``reference`` is this rank's block of the reference rows, and every rank builds
+    the ``ShardedDensityReference`` together."""
+    if reference is None or isinstance(reference, (DensityReference, ShardedDensityReference)):
         return reference
+    if ranks.grouped:
+        with ranks.phase():  # a rank may hold no rows: an empty block is fine there
+            block = (np.ascontiguousarray(reference, dtype=np.float32) if not len(reference)
+                     else as_vectors(reference, source, allow_zero=True))
+        return ShardedDensityReference(ranks, block, device, source=source,
+                                       budget_mib=budget_mib)
     return DensityReference(as_vectors(reference, source, allow_zero=True), device,
                             source=source, budget_mib=budget_mib)
+
+
+def profile_over_ranks(ranks, vectors, distance_powers, device, block_mib, progress,
+                        exclude_self, neighbor_factors):
+    """``proximity_profile`` of every row, each rank computing its block of rows and every
+    rank receiving all of them (float64 sums, added in rank order)."""
+    start, stop = ranks.block(len(vectors))
+    part = proximity_profile(vectors, distance_powers, device, block_mib, progress,
+                             exclude_self=exclude_self, neighbor_factors=neighbor_factors,
+                             rows=(start, stop))
+    if not ranks.grouped:
+        return part
+    return ProximityProfile(ranks.gather_arrays(part.means),
+                            ranks.sum_float64(part.distance_sum),
+                            ranks.gather_arrays(np.asarray(part.nearest_index, dtype=np.int64)),
+                            ranks.gather_arrays(part.nearest_distance.astype(np.float64)))
 
 
 def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_powers=None,
              distance_powers=DEFAULT_DISTANCE_POWERS, *, device="cpu",
              block_mib=DEFAULT_BLOCK_MIB, neighbor_density=False, exclude_self=False,
-             given=(False, False), density_progress=None, distance_progress=None):
+             given=(False, False), density_progress=None, distance_progress=None,
+             ranks=SINGLE):
     """NovelSum of ``vectors`` (docs/method.md section 4) at every grid point.
 
     ``reference``: vectors (or a ``density_reference``) for the density factor; without one
@@ -101,6 +128,10 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
     whether the powers came from a command line (column names, docs/method.md section 4).
     ``neighbor_density`` / ``exclude_self``: the variants of section 8. Returns a
     ``NovelSumResult``.
+
+    Under ``torchrun`` (``ranks`` grouped) every rank passes the whole dataset and its block of
+    the reference (or a ``density_reference`` built with ``ranks``); each rank profiles its
+    block of rows, and every rank returns the whole result.
     """
     vectors = as_vectors(vectors)
     neighbors, distance_powers = list(neighbors), list(distance_powers)
@@ -115,16 +146,21 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
         raise InputError("one sample, so --exclude_self leaves no distance to average")
     mean_sq_by_k = None
     if uses_density:
-        reference = density_reference(reference, device, block_mib)
-        if vectors.shape[1] != reference.rows.shape[1]:
+        reference = density_reference(reference, device, block_mib, ranks=ranks)
+        if vectors.shape[1] != reference.width:
             raise InputError(f"vectors have {vectors.shape[1]} dimensions but the reference "
-                             f"{reference.source} has {reference.rows.shape[1]}")
-        mean_sq_by_k = reference.mean_sq_distances(vectors, neighbors, density_progress)
+                             f"{reference.source} has {reference.width}")
+        if isinstance(reference, ShardedDensityReference):
+            start, stop = ranks.block(n)  # each rank sends its block; all get every row's
+            mean_sq_by_k = reference.mean_sq_distances(vectors[start:stop], neighbors,
+                                                       density_progress)
+        else:
+            mean_sq_by_k = reference.mean_sq_distances(vectors, neighbors, density_progress)
     neighbor_factors = ([row_factors(mean_sq_by_k, beta, k, n)
                          for beta, k in density_grid(neighbors, density_powers)]
                         if neighbor_density else None)
-    profile = proximity_profile(vectors, distance_powers, device, block_mib, distance_progress,
-                                exclude_self=exclude_self, neighbor_factors=neighbor_factors)
+    profile = profile_over_ranks(ranks, vectors, distance_powers, device, block_mib,
+                                 distance_progress, exclude_self, neighbor_factors)
     per_sample = per_sample_grid(profile.means, mean_sq_by_k, neighbors, density_powers,
                                  distance_powers, given, neighbor_density)
     factors = {f"neighbor_{k}_density_{grid_number_text(beta, given[0])}":
@@ -136,23 +172,55 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
 
 
 def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, device="cpu",
-                 progress=None, source="the pool", budget_mib=DEFAULT_BLOCK_MIB):
+                 progress=None, source="the pool", budget_mib=DEFAULT_BLOCK_MIB, ranks=SINGLE):
     """rho = sigma_k^beta for every pool row (float32), the pool itself being the reference
     unless ``reference`` is given. With beta = 0 every factor is 1: nothing is searched,
-    deduplicated or checked against ``neighbors``."""
+    deduplicated or checked against ``neighbors``. Under ``torchrun`` ``vectors`` and
+    ``reference`` are this rank's blocks, and the factors of this rank's rows are returned."""
     if density_power == 0:
         return np.ones(len(vectors), dtype=np.float32)
     index = density_reference(vectors if reference is None else reference, device, budget_mib,
-                              source)
+                              source, ranks)
     index.check_neighbors([neighbors])
-    mean_sq = index.mean_sq_distances(vectors, [neighbors], progress)
-    return density_factor(mean_sq[neighbors], density_power).astype(np.float32)
+    mean_sq = index.mean_sq_distances(vectors, [neighbors], progress)[neighbors]
+    if ranks.grouped:
+        start, _n = block_start(ranks, len(vectors))
+        mean_sq = mean_sq[start:start + len(vectors)]
+    return density_factor(mean_sq, density_power).astype(np.float32)
+
+
+def check_rank_memory(ranks, n_local, n, k, dim, device):
+    """``check_memory`` on every rank for its block, agreed: a rank short of memory stops all."""
+    with ranks.phase():
+        try:
+            check_memory(n_local, k, dim, device)
+        except InputError as err:
+            if not ranks.grouped:
+                raise
+            raise InputError(f"rank {ranks.rank} ({device}, rows {n_local:,} of {n:,}): "
+                             f"{err}") from None
+
+
+def selection_engine(ranks, unit, rho, k, alpha, device, notify, start, n):
+    """The engine for this rank's candidates: ``make_engine``'s, wrapped in a
+    ``ShardedEngine`` under ``torchrun``. Every rank runs the same kernel: if the fused Triton
+    kernel is not usable on one of them, all take the torch kernel."""
+    engine = make_engine(unit, rho, k, alpha, device, notify)
+    if not ranks.grouped:
+        return engine
+    kinds = ranks.gather_objects(type(engine).__name__)
+    if len(set(kinds)) > 1:
+        if notify is not None:
+            notify(f"the ranks' kernels differ ({', '.join(sorted(set(kinds)))}); every rank "
+                   f"uses the torch kernel")
+        engine = TorchEngine(unit, rho, k, alpha, device)
+    return ShardedEngine(ranks, engine, start, n)
 
 
 def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42, *,
                 reference=None, quality=None, device="cpu", notify=None, on_pick=None,
                 density_progress=None, source=None, resume_from=None,
-                resume_source="resume_from"):
+                resume_source="resume_from", ranks=SINGLE):
     """Greedy NovelSelect (docs/method.md section 5): ``k`` picks from the pool ``vectors``.
 
     ``quality``: optional (n,) scores >= 0 multiplied into the novelty; ``reference``: density
@@ -162,25 +230,36 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
     greedily from instead of the seed's first pick: an earlier run's picks, or any start set;
     the first t picks of a run give that run's picks. Their novelty is NaN in the result (not
     computed); ``resume_source`` names the list in messages. Returns a ``SelectionResult``.
+
+    Under ``torchrun`` (``ranks`` grouped) ``vectors`` and ``reference`` are this rank's
+    blocks of rows (``ranks.block``); ``quality`` and ``resume_from`` are whole. Each rank
+    keeps only its candidates' state; every rank returns the same, whole result.
     """
-    vectors = as_vectors(vectors, "the pool")
-    n = len(vectors)
-    if not 1 <= k <= n:
-        raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
-    if resume_from is not None:
-        resume_from = check_resume_picks(resume_from, n, k, resume_source)
-    if quality is not None:
-        quality = check_quality_scores(quality, n, "quality scores")
-    if reference is not None and not isinstance(reference, DensityReference):
-        reference = as_vectors(reference, "the reference", allow_zero=True)
-        if reference.shape[1] != vectors.shape[1]:
-            raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
-                             f"pool has {vectors.shape[1]}")
-    check_memory(n, k, vectors.shape[1], device)
+    with ranks.phase():  # every check on every rank, agreed, before any long work
+        vectors = (as_vectors(vectors, "the pool") if len(vectors) or not ranks.grouped
+                   else np.ascontiguousarray(vectors, dtype=np.float32))
+    start, n = block_start(ranks, len(vectors)) if ranks.grouped else (0, len(vectors))
+    with ranks.phase():
+        if not 1 <= k <= n:
+            raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
+        if resume_from is not None:
+            resume_from = check_resume_picks(resume_from, n, k, resume_source)
+        if quality is not None:
+            quality = check_quality_scores(quality, n, "quality scores")
+        if reference is not None and not isinstance(reference, (DensityReference,
+                                                                ShardedDensityReference)):
+            reference = (np.ascontiguousarray(reference, dtype=np.float32)
+                         if ranks.grouped and not len(reference)
+                         else as_vectors(reference, "the reference", allow_zero=True))
+            if reference.shape[1] != vectors.shape[1]:
+                raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
+                                 f"pool has {vectors.shape[1]}")
+    check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device)
     rho = pool_density(vectors, neighbors, density_power, reference, device, density_progress,
-                       source or ("the reference" if reference is not None else "the pool"))
+                       source or ("the reference" if reference is not None else "the pool"),
+                       ranks=ranks)
     unit = unit_rows(vectors)
-    engine = make_engine(unit, rho, k, distance_power, device, notify)
+    engine = selection_engine(ranks, unit, rho, k, distance_power, device, notify, start, n)
     novelty = []
 
     def record(index, value):
@@ -188,8 +267,12 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
         if on_pick is not None:
             on_pick(index, value)
 
-    start = first_pick(n, seed) if resume_from is None else resume_from
-    picks = select(unit, rho, k, distance_power, start, quality, engine, on_pick=record)
+    first = first_pick(n, seed) if resume_from is None else resume_from
+    if ranks.grouped:
+        picks = engine.run(first, quality, on_pick=record)
+        rho = ranks.gather_arrays(rho)
+    else:
+        picks = select(unit, rho, k, distance_power, first, quality, engine, on_pick=record)
     return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), rho, quality)
 
 

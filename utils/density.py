@@ -292,6 +292,14 @@ class DistinctQueries:
         return rows, self_rows
 
 
+def check_neighbor_counts(ks, distinct_rows, source, option="--neighbors"):
+    """Every k must satisfy 1 <= k < |R| (distinct rows), so a member keeps k others."""
+    for k in ks:
+        if k < 1 or k >= distinct_rows:
+            raise InputError(f"{option} {k}: must be at least 1 and below the number of "
+                             f"distinct rows of {source} ({distinct_rows})")
+
+
 class DensityReference:
     """The reference set R of docs/method.md section 3, ready to give mean kNN distances of
     queries. ``budget_mib``: working memory of one block of the torch search."""
@@ -308,12 +316,12 @@ class DensityReference:
     def __len__(self):
         return len(self.rows)
 
+    @property
+    def width(self):
+        return self.rows.shape[1]
+
     def check_neighbors(self, ks, option="--neighbors"):
-        """Every k must satisfy 1 <= k < |R| (distinct rows), so a member keeps k others."""
-        for k in ks:
-            if k < 1 or k >= len(self.rows):
-                raise InputError(f"{option} {k}: must be at least 1 and below the number of "
-                                 f"distinct rows of {self.source} ({len(self.rows)})")
+        check_neighbor_counts(ks, len(self.rows), self.source, option)
 
     def index(self):
         """The search index over the reference rows, built once."""

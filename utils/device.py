@@ -82,3 +82,10 @@ def pin_visible_gpu(gpu_id, environ=None):
         return gpu_id
     environ["CUDA_VISIBLE_DEVICES"] = ids[gpu_id] if ids is not None else str(gpu_id)
     return 0
+
+
+def cpu_threads():
+    """CPU threads this process should use: the CPUs it may run on, shared out among the
+    processes ``torchrun`` started on this node (``LOCAL_WORLD_SIZE``)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))

@@ -9,7 +9,6 @@ The matrix is never built: rows are processed in blocks sized from a memory budg
 float32; every sum is accumulated in float64 (docs/method.md section 6).
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from .blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks
 from .density import density_factor
-from .device import exact_torch
+from .device import cpu_threads, exact_torch
 from .progress import tracked
 
 DEFAULT_BLOCK_MIB = DEFAULT_BUDGET_MIB  # novelsum's --block_mib
@@ -118,16 +117,18 @@ def _profile_block_numpy(unit_all, start, stop, weight_matrix, exclude_self=Fals
 
 
 def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads,
-                             exclude_self, neighbor_factors):
-    n = len(unit)
+                             exclude_self, neighbor_factors, rows):
+    n, (first, last) = len(unit), rows
     columns = weight_matrix.shape[1] * (1 if neighbor_factors is None else len(neighbor_factors))
-    means = np.empty((n, columns), dtype=np.float64)
-    nearest_index, nearest_distance = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+    means = np.empty((last - first, columns), dtype=np.float64)
+    nearest_index = np.empty(last - first, dtype=np.int64)
+    nearest_distance = np.empty(last - first, dtype=np.float64)
     total = 0.0
     per_element = (_NUMPY_BYTES_PER_ELEMENT if neighbor_factors is None
                    else _NUMPY_BYTES_PER_ELEMENT_NEIGHBOR)
     # The budget covers the whole block, all threads' slices together.
-    blocks = list(row_blocks(n, n * per_element, budget_bytes))
+    blocks = [(first + a, first + b)
+              for a, b in row_blocks(last - first, n * per_element, budget_bytes)]
     # Sorting is single-threaded in numpy but releases the GIL: one thread per core, each on
     # its own slice of the block, keeps every core busy.
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
@@ -135,30 +136,33 @@ def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_thre
             bounds = np.linspace(start, stop, min(n_threads, stop - start) + 1).astype(int)
             jobs = [pool.submit(_profile_block_numpy, unit, a, b, weight_matrix, exclude_self,
                                 neighbor_factors) for a, b in zip(bounds, bounds[1:])]
-            for a, b, job in zip(bounds, bounds[1:], jobs):
+            for a, b, job in zip(bounds - first, bounds[1:] - first, jobs):
                 means[a:b], part, (nearest_index[a:b], nearest_distance[a:b]) = job.result()
                 total += part
     return ProximityProfile(means, total, nearest_index, nearest_distance)
 
 
 def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device,
-                             exclude_self=False, neighbor_factors=None):
+                             exclude_self=False, neighbor_factors=None, rows=None):
     torch = exact_torch()
     n = len(unit)
+    first, last = rows or (0, n)
     unit_t = torch.from_numpy(unit).to(device)
     weights_t = torch.from_numpy(weight_matrix).to(device)
     factors_t = (None if neighbor_factors is None
                  else torch.from_numpy(np.ascontiguousarray(neighbor_factors)).to(device))
     columns = weight_matrix.shape[1] * (1 if neighbor_factors is None else len(neighbor_factors))
-    means = np.empty((n, columns), dtype=np.float64)
-    nearest_index, nearest_distance = np.full(n, -1), np.full(n, np.nan)
+    means = np.empty((last - first, columns), dtype=np.float64)
+    nearest_index, nearest_distance = np.full(last - first, -1), np.full(last - first, np.nan)
     total = torch.zeros((), dtype=torch.float64, device=device)
     skip = 1 if exclude_self else 0
     # distances (float32), their sorted copy and sort indices (int64), the float64 copy; with
     # neighbour factors also the gathered factors and their product (float64 each)
     per_element = 4 + 4 + 8 + 8 + (0 if neighbor_factors is None else 16)
-    blocks = list(row_blocks(n, n * per_element, budget_bytes))
+    blocks = [(first + a, first + b)
+              for a, b in row_blocks(last - first, n * per_element, budget_bytes)]
     for start, stop in tracked(blocks, progress):
+        out = slice(start - first, stop - first)  # rows of this block in the results
         distances = 1.0 - unit_t[start:stop] @ unit_t.T
         rows = torch.arange(stop - start, device=device)
         # the self-distance, exactly (see cosine_distance_block)
@@ -167,23 +171,24 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
         if n > 1:
             distances[rows, start + rows] = float("inf")
             closest = distances.min(dim=1)  # the first of equal minima: the lowest index
-            nearest_index[start:stop] = closest.indices.cpu().numpy()
-            nearest_distance[start:stop] = closest.values.double().cpu().numpy()
+            nearest_index[out] = closest.indices.cpu().numpy()
+            nearest_distance[out] = closest.values.double().cpu().numpy()
             distances[rows, start + rows] = 0.0
         if exclude_self:
             distances[rows, start + rows] = -float("inf")  # sorts first, then dropped
         ranked, order = torch.sort(distances, dim=1, stable=True)
         ranked, order = ranked[:, skip:].double(), order[:, skip:]
         if factors_t is None:
-            means[start:stop] = (ranked @ weights_t).cpu().numpy()
+            means[out] = (ranked @ weights_t).cpu().numpy()
         else:
-            means[start:stop] = torch.cat([(ranked * factors[order]) @ weights_t
+            means[out] = torch.cat([(ranked * factors[order]) @ weights_t
                                            for factors in factors_t], dim=1).cpu().numpy()
     return ProximityProfile(means, float(total), nearest_index, nearest_distance)
 
 
 def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
-                      progress=None, n_threads=None, exclude_self=False, neighbor_factors=None):
+                      progress=None, n_threads=None, exclude_self=False, neighbor_factors=None,
+                      rows=None):
     """P_i(alpha) for every row i and alpha, the sum of all n*n cosine distances, and each
     sample's nearest other sample.
 
@@ -195,18 +200,22 @@ def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MI
     itself out (its nearest other sample gets rank 1; needs n >= 2). ``neighbor_factors``, an
     (S, n) array, weights each distance d(i, j) by factors[s, j], the neighbour's factor, for
     each of S factor sets; ``means`` then has S * len(alphas) columns, set-major.
+
+    ``rows``: ``(start, stop)`` to profile only those rows (against all rows), as one rank of
+    several does; the results then hold ``stop - start`` rows and the distance sum is theirs.
     """
+    rows = rows or (0, len(vectors))
     unit = unit_rows(vectors)
     weight_matrix = normalised_weight_matrix(len(unit) - (1 if exclude_self else 0), alphas)
     if neighbor_factors is not None:
         neighbor_factors = np.asarray(neighbor_factors, dtype=np.float64).reshape(-1, len(unit))
     budget_bytes = budget_mib * MIB
     if device == "cpu":
-        n_threads = n_threads or os.cpu_count() or 1
+        n_threads = n_threads or cpu_threads()
         return _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads,
-                                        exclude_self, neighbor_factors)
+                                        exclude_self, neighbor_factors, rows)
     return _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device,
-                                    exclude_self, neighbor_factors)
+                                    exclude_self, neighbor_factors, rows)
 
 
 def format_number(value):

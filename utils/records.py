@@ -44,18 +44,30 @@ def sha256_of_file(path):
     return digest.hexdigest()
 
 
-def vector_inputs(vector_set):
+def vector_inputs(vector_set, ranks=None):
     """Each shard of a loaded ``VectorSet``: name, rows, and the SHA-256 of its rows as loaded
     (float32, C order), so JSON, .npy and Parquet copies of the same vectors hash alike.
 
-    Shards are hashed in parallel threads: 6.5 GB of vectors take seconds, not a minute.
+    Shards are hashed in parallel threads: 6.5 GB of vectors take seconds, not a minute. A
+    rank's block (``shards.load_vector_block``) brings the hashes made while loading; with
+    ``ranks`` every rank's are gathered (collective), so the record lists every shard.
     """
-    vectors = np.ascontiguousarray(vector_set.vectors, dtype=np.float32)
     spans = list(zip(vector_set.offsets, vector_set.offsets[1:]))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        hashes = list(pool.map(lambda span: sha256_of_bytes(vectors[span[0]:span[1]]), spans))
+    if vector_set.shard_sha256 is not None:
+        known = dict(vector_set.shard_sha256)
+        if ranks is not None:
+            for part in ranks.gather_objects({str(i): h for i, h in known.items()}):
+                known.update({int(i): h for i, h in part.items()})
+        hashes = [known.get(i) for i in range(len(spans))]
+        width = int(vector_set.vectors.shape[1])
+    else:
+        vectors = np.ascontiguousarray(vector_set.vectors, dtype=np.float32)
+        width = int(vectors.shape[1])
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            hashes = list(pool.map(lambda span: sha256_of_bytes(vectors[span[0]:span[1]]),
+                                   spans))
     return {"path": str(vector_set.source),
-            "dimensions": int(vectors.shape[1]),
+            "dimensions": width,
             "shards": [{"name": Path(p).name, "rows": stop - start, "sha256": h}
                        for p, (start, stop), h in zip(vector_set.paths, spans, hashes)]}
 

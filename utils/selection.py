@@ -183,10 +183,8 @@ def _numba_kernel():
     # is fixed by hand instead (module docstring); each of its loops still vectorises.
     # (One function, no jitted helper: numba caches it on disk only without closures.)
     @numba.njit(parallel=True, cache=True)
-    def add_pick_values(unit, rho, pick, sorted_values, weighted_sums, values, t, coefficients,
-                        weights, active):
-        target = unit[pick]
-        rho_pick = rho[pick]
+    def add_pick_values(unit, rho, target, rho_pick, sorted_values, weighted_sums, values, t,
+                        coefficients, weights, active):
         dim = unit.shape[1]
         half = 1  # the largest power of two below dim (the dot's first halving)
         while half * 2 < dim:
@@ -251,14 +249,14 @@ def _numba_rebuild_kernel():
     import numba
 
     # Rows start..stop of the rebuild (SelectionEngine.rebuild): each active candidate's values
-    # against every given pick, with the step kernel's fixed-order dot written out the same
+    # against every given pick (``targets``, their unit vectors; ``rho_picks``, their factors), with the step kernel's fixed-order dot written out the same
     # way (bitwise the same values; a shared jitted helper, even inlined, made the step 2.4x
     # slower at 4,096 dimensions), sorted in place, then weighted and summed in float64 by
     # halving over the ranks, the order of ``halving_row_sums`` (module docstring).
     @numba.njit(parallel=True, cache=True)
-    def rebuild_rows(unit, rho, picks, sorted_values, weighted_sums, weights, active, start,
-                     stop):
-        t = picks.shape[0]
+    def rebuild_rows(unit, rho, targets, rho_picks, sorted_values, weighted_sums, weights, active,
+                     start, stop):
+        t = targets.shape[0]
         dim = unit.shape[1]
         half = 1  # half the row's width padded to a power of two
         while half * 2 < t:
@@ -273,7 +271,7 @@ def _numba_rebuild_kernel():
             row = sorted_values[u]
             products = np.empty(dot_half, dtype=np.float32)
             for j in range(t):
-                target = unit[picks[j]]
+                target = targets[j]
                 if dim == 1:
                     products[0] = vector[0] * target[0]
                 else:
@@ -286,7 +284,7 @@ def _numba_rebuild_kernel():
                     width //= 2
                     for i in range(width):
                         products[i] += products[i + width]
-                row[j] = (np.float32(1.0) - products[0]) * (rho[u] + rho[picks[j]])
+                row[j] = (np.float32(1.0) - products[0]) * (rho[u] + rho_picks[j])
             row[:t].sort()
             if t == 1:
                 weighted_sums[u] = np.float64(row[0]) * weights[0]
@@ -375,12 +373,23 @@ class SelectionEngine(abc.ABC):
         self.width = max(k - 1, 1)  # stored values per candidate
         self.t = 0  # values each candidate holds: the picks added so far
 
-    def add_pick(self, pick):
-        """Insert every active candidate's value against ``pick`` and mark ``pick`` as taken."""
+    def _check_room(self):
         if self.t >= self.k - 1:
             raise ValueError(f"the engine was built for k={self.k} and already holds "
                              f"{self.t} values per candidate: no room for another pick")
+
+    def add_pick(self, pick):
+        """Insert every active candidate's value against ``pick`` and mark ``pick`` as taken."""
+        self._check_room()
         self._insert(pick)
+        self.t += 1
+
+    def add_vector(self, target, rho_pick, taken=None):
+        """Insert every active candidate's value against a pick given by its unit vector and
+        density factor (a pick that another rank holds); ``taken``: the pick's row among this
+        engine's candidates, marked as taken, or None when it is not one of them."""
+        self._check_room()
+        self._insert_vector(target, rho_pick, taken)
         self.t += 1
 
     def rebuild_blocks(self, t):
@@ -406,13 +415,44 @@ class SelectionEngine(abc.ABC):
         self.t = len(picks)
         return blocks
 
-    @abc.abstractmethod
+    def rebuild_vectors(self, targets, rho_picks, taken):
+        """``rebuild`` for picks given by their unit vectors ``targets`` (t, d) and density
+        factors (t,), in pick order (picks that other ranks hold); ``taken``: the rows among
+        this engine's candidates that are picks. Returns the row blocks used."""
+        if self.t:
+            raise ValueError(f"the engine already holds {self.t} picks; build a new one")
+        t = len(targets)
+        if not 1 <= t <= self.k - 1:
+            raise ValueError(f"the engine was built for k={self.k}: room for {self.k - 1} "
+                             f"values per candidate, not {t}")
+        blocks = self.rebuild_blocks(t)
+        self._rebuild_vectors(targets, rho_picks, taken, blocks)
+        self.t = t
+        return blocks
+
     def _insert(self, pick):
         """Insert every active candidate's value against ``pick`` after the ``t`` it holds."""
+        self._insert_vector(self.unit[pick], self.rho[pick], pick)
 
-    @abc.abstractmethod
     def _rebuild(self, picks, blocks):
         """Every candidate's values against ``picks``, sorted and summed, in ``blocks``."""
+        self._rebuild_vectors(self.unit[picks], self.rho[picks], picks, blocks)
+
+    def best(self, quality=None):
+        """The unpicked candidate with the largest novelty (times quality), the lowest index on
+        ties, and its novelty, after the ``t`` picks added so far."""
+        pick, novelty, _score = self.best_scored(quality)
+        return pick, novelty
+
+    @abc.abstractmethod
+    def _insert_vector(self, target, rho_pick, taken):
+        """Insert every active candidate's value against the pick with unit vector ``target``
+        and factor ``rho_pick`` after the ``t`` it holds; mark row ``taken`` (if any) taken."""
+
+    @abc.abstractmethod
+    def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
+        """Every candidate's values against the picks ``targets`` / ``rho_picks``, sorted and
+        summed, in ``blocks``; rows ``taken`` are marked taken."""
 
     @abc.abstractmethod
     def rebuild_bytes_per_row(self, t):
@@ -423,9 +463,10 @@ class SelectionEngine(abc.ABC):
         """``values`` as float64 where this engine keeps its sums (quality scores)."""
 
     @abc.abstractmethod
-    def best(self, quality=None):
-        """The unpicked candidate with the largest novelty (times quality), the lowest index on
-        ties, and its novelty, after the ``t`` picks added so far."""
+    def best_scored(self, quality=None):
+        """``best``, with the winning score (novelty times quality): ``(pick, novelty,
+        score)``; ``(-1, nan, -inf)`` when no candidate is left (a rank whose rows are all
+        picked)."""
 
     def run(self, first, quality=None, on_pick=None):
         """The greedy loop, to ``k`` picks: ``first`` is the first pick (an index) or the picks
@@ -472,35 +513,47 @@ class NumpyEngine(SelectionEngine):
         self.active = np.ones(self.n, dtype=np.bool_)
         self.kernel = _numba_kernel()
 
-    def _insert(self, pick):
-        self.active[pick] = False
-        self.kernel(self.unit, self.rho, pick, self.sorted_values, self.weighted_sums,
-                    self.values, self.t, self.coefficients, self.weights, self.active)
+    def _insert_vector(self, target, rho_pick, taken):
+        if taken is not None:
+            self.active[taken] = False
+        self.kernel(self.unit, self.rho, np.ascontiguousarray(target, dtype=np.float32),
+                    np.float32(rho_pick), self.sorted_values, self.weighted_sums, self.values,
+                    self.t, self.coefficients, self.weights, self.active)
 
     def rebuild_bytes_per_row(self, t):
         return NUMBA_REBUILD_BYTES_PER_VALUE * t
 
-    def _rebuild(self, picks, blocks):
+    def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
         kernel = _numba_rebuild_kernel()
-        picks = np.asarray(picks, dtype=np.int64)
-        self.active[picks] = False
+        self.active[np.asarray(taken, dtype=np.int64)] = False
+        targets = np.ascontiguousarray(targets, dtype=np.float32)
+        rho_picks = np.ascontiguousarray(rho_picks, dtype=np.float32)
         for start, stop in blocks:  # Ctrl-C is heard between blocks
-            kernel(self.unit, self.rho, picks, self.sorted_values, self.weighted_sums,
-                   self.weights, self.active, start, stop)
+            kernel(self.unit, self.rho, targets, rho_picks, self.sorted_values,
+                   self.weighted_sums, self.weights, self.active, start, stop)
 
     def weighted_sums_host(self):
         return self.weighted_sums
+
+    def host_rows(self, rows):
+        """Unit vectors of candidate ``rows``, as a numpy array (to send to other ranks)."""
+        return self.unit[rows]
+
+    def host_factors(self, rows):
+        return self.rho[rows]
 
     def device_array(self, values):
         """``values`` as float64 where this engine keeps its sums (quality scores)."""
         return np.asarray(values, dtype=np.float64)
 
-    def best(self, quality=None):
+    def best_scored(self, quality=None):
+        if not self.active.any():
+            return -1, float("nan"), -np.inf
         novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty.copy()
         score[~self.active] = -np.inf
         pick = int(np.argmax(score))
-        return pick, float(novelty[pick])
+        return pick, float(novelty[pick]), float(score[pick])
 
 
 class TorchEngine(SelectionEngine):
@@ -537,24 +590,32 @@ class TorchEngine(SelectionEngine):
         return list(row_blocks(self.n, INSERT_BYTES_PER_VALUE * max(self.t, 1),
                                self.budget_bytes))
 
-    def take(self, pick):
-        """Mark ``pick`` as taken and return every candidate's value x(u, pick) (docs/method.md
+    def on_device(self, values, dtype):
+        """``values`` (numpy, torch or a number) as a tensor of ``dtype`` on this engine's device."""
+        return self.torch.as_tensor(values, dtype=dtype).to(self.device)
+
+    def take(self, target, rho_pick, taken=None):
+        """Mark row ``taken`` (if any) as taken and return every candidate's value x(u, s)
+        against the pick s with unit vector ``target`` and factor ``rho_pick`` (docs/method.md
         section 5), computed in the fixed order that makes duplicates tie exactly."""
-        self.active[pick] = 0
+        if taken is not None:
+            self.active[taken] = 0
+        target = self.on_device(target, self.torch.float32)
+        rho_pick = self.on_device(rho_pick, self.torch.float32)
         dots = self.torch.empty(self.n, dtype=self.torch.float32, device=self.device)
         for start, stop in self.distance_chunks():
-            dots[start:stop] = fixed_order_dots(self.unit[start:stop], self.unit[pick])
-        self.values = (1.0 - dots) * (self.rho + self.rho[pick])
+            dots[start:stop] = fixed_order_dots(self.unit[start:stop], target)
+        self.values = (1.0 - dots) * (self.rho + rho_pick)
         return self.values
 
     def rebuild_bytes_per_row(self, t):
         return (fixed_order_bytes_per_row(self.unit.shape[1]) + REBUILD_BYTES_PER_VALUE) * t
 
-    def _rebuild(self, picks, blocks):
-        torch, t = self.torch, len(picks)
-        index = torch.as_tensor(picks, dtype=torch.int64, device=self.device)
-        self.active[index] = 0
-        targets, rho_picks = self.unit[index], self.rho[index]
+    def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
+        torch, t = self.torch, len(targets)
+        self.active[torch.as_tensor(taken, dtype=torch.int64, device=self.device)] = 0
+        targets = self.on_device(targets, torch.float32)
+        rho_picks = self.on_device(rho_picks, torch.float32)
         weights = self.weights_t[:t]
         for start, stop in blocks:
             dots = fixed_order_dots_many(self.unit[start:stop], targets)
@@ -563,9 +624,9 @@ class TorchEngine(SelectionEngine):
             self.sorted_values[start:stop, :t] = values
             self.weighted_sums[start:stop] = halving_row_sums(values.double() * weights)
 
-    def _insert(self, pick):
+    def _insert_vector(self, target, rho_pick, taken):
         torch, t = self.torch, self.t
-        values = self.take(pick)
+        values = self.take(target, rho_pick, taken)
         for start, stop in self.insertion_chunks():
             stored = self.sorted_values[start:stop, :t]
             x = values[start:stop]
@@ -581,17 +642,28 @@ class TorchEngine(SelectionEngine):
     def weighted_sums_host(self):
         return self.weighted_sums.cpu().numpy()
 
+    def host_rows(self, rows):
+        """Unit vectors of candidate ``rows``, as a numpy array (to send to other ranks)."""
+        return self.unit[self.torch.as_tensor(rows, dtype=self.torch.int64)
+                         .to(self.device)].cpu().numpy()
+
+    def host_factors(self, rows):
+        return self.rho[self.torch.as_tensor(rows, dtype=self.torch.int64)
+                        .to(self.device)].cpu().numpy()
+
     def device_array(self, values):
         return self.torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
 
-    def best(self, quality=None):
-        """As ``NumpyEngine.best``, on the device: only the pick and its novelty cross to the
-        host, not the pool's sums (3 MB a step at 396,000 candidates)."""
+    def best_scored(self, quality=None):
+        """As ``NumpyEngine.best_scored``, on the device: only the pick, its novelty and score
+        cross to the host, not the pool's sums (3 MB a step at 396,000 candidates)."""
         novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty
         score = self.torch.where(self.active.bool(), score, -float("inf"))
         pick = int(self.torch.argmax(score))  # the first of equal maxima: the lowest index
-        return pick, float(novelty[pick])
+        if not bool(self.active[pick]):
+            return -1, float("nan"), -np.inf
+        return pick, float(novelty[pick]), float(score[pick])
 
 
 class TritonEngine(TorchEngine):
@@ -608,10 +680,10 @@ class TritonEngine(TorchEngine):
         self._kernels = triton_selection
         self.block = block or triton_selection.BLOCK
 
-    def _insert(self, pick):
-        self._kernels.launch(self.sorted_values, self.weighted_sums, self.take(pick),
-                             self.active, self.coefficients_t, self.weights_t, self.t,
-                             self.block)
+    def _insert_vector(self, target, rho_pick, taken):
+        self._kernels.launch(self.sorted_values, self.weighted_sums,
+                             self.take(target, rho_pick, taken), self.active,
+                             self.coefficients_t, self.weights_t, self.t, self.block)
 
 
 def first_line(err):

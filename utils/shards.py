@@ -284,10 +284,13 @@ def _read_shard_into(path, out, width_from, embedding_field=None):
         out[...] = vectors
 
 
-def _fill_shard(path, out, start, stop, width_from, allow_zero, embedding_field):
-    """Read shard ``path`` into rows ``start:stop`` of ``out`` and check them (a worker's task)."""
+def _fill_shard(path, out, start, stop, width_from, allow_zero, embedding_field,
+                first_row=None):
+    """Read shard ``path`` into rows ``start:stop`` of ``out`` and check them (a worker's task).
+    ``first_row``: the global index of the shard's first row (default ``start``)."""
     _read_shard_into(path, out[start:stop], width_from, embedding_field)
-    check_vectors(out[start:stop], path, start, allow_zero=allow_zero)
+    check_vectors(out[start:stop], path, start if first_row is None else first_row,
+                  allow_zero=allow_zero)
 
 
 def read_vector_shard(path, embedding_field=None):
@@ -371,6 +374,12 @@ class VectorSet:
     name: str
     source: Path = None
     workers: int = 0
+    start: int = 0  # global index of ``vectors[0]``: not 0 when a rank loaded its block only
+    shard_sha256: dict = None  # shard number -> SHA-256 of its rows, hashed while loading
+
+    @property
+    def stop(self):
+        return self.start + len(self.vectors)
 
     def locate(self, indices):
         """``(shard names, rows)`` of global ``indices``: each one's shard file name and its row
@@ -379,6 +388,53 @@ class VectorSet:
         offsets = np.asarray(self.offsets)
         shard_of = np.searchsorted(offsets, indices, side="right") - 1
         return [self.paths[i].name for i in shard_of], indices - offsets[shard_of]
+
+
+def load_vector_block(path, block_of, progress=None, allow_zero=False, embedding_field=None):
+    """Load one rank's contiguous block of a dataset's rows (``torchrun``; ``load_vectors``
+    loads them all).
+
+    Every shard's shape is read first, which gives the row count n; ``block_of(n)`` gives the
+    rows ``(start, stop)`` to keep. Only the shards holding some of them are read (whole, and
+    validated, their errors naming global rows as ``load_vectors`` does), so a rank's memory
+    is its block plus one shard. Each shard whose first row (or, for an empty shard, whose
+    offset) falls in the block is hashed here for the run record (``shard_sha256``), so that
+    every shard is hashed by exactly one rank.
+    """
+    from .records import sha256_of_bytes
+
+    path = Path(path)
+    files = dataset_files(path, VECTOR_SUFFIXES)
+    shapes = _plan_shapes(files, embedding_field, 0)
+    offsets, width, width_from = plan_rows(shapes)
+    total = offsets[-1]
+    if not total:  # as load_vectors: the first unreadable shard, else "empty"
+        for shape in shapes:
+            if isinstance(shape, InputError):
+                raise shape
+        raise InputError(f"{path}: the dataset is empty (no vectors in {len(files)} shard(s))")
+    start, stop = block_of(total)
+    out = np.empty((stop - start, width), np.float32)
+    hashes = {}
+    for i, shard in enumerate(tracked(files, progress)):
+        first, last = offsets[i], offsets[i + 1]
+        hashed_here = start <= min(first, total - 1) < stop
+        if isinstance(shapes[i], InputError):
+            if first < stop and (last > start or hashed_here):
+                raise shapes[i]
+            continue
+        if not (first < stop and last > start) and not hashed_here:
+            continue
+        rows = np.empty((last - first, width), np.float32)
+        _fill_shard(shard, rows, 0, last - first, files[width_from], allow_zero,
+                    embedding_field, first)
+        lo, hi = max(first, start), min(last, stop)
+        if hi > lo:
+            out[lo - start:hi - start] = rows[lo - first:hi - first]
+        if hashed_here:
+            hashes[i] = sha256_of_bytes(rows)
+    return VectorSet(out, files, offsets, path.stem if path.is_file() else path.resolve().name,
+                     source=path, start=start, shard_sha256=hashes)
 
 
 def load_vectors(path, progress=None, allow_zero=False, embedding_field=None, workers=None):

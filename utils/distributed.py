@@ -1,0 +1,231 @@
+"""Several processes under ``torchrun``: who is who, which rows are whose, and how they talk.
+
+Launched by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous), the scripts join one ``torch.distributed`` process group: gloo between CPU
+processes; on GPUs, NCCL for tensors on the device and gloo for the small host-side messages
+(``cpu:gloo,cuda:nccl``). Started without ``torchrun`` nothing here makes a process group and
+``SINGLE`` stands for the one process.
+
+Rows are split in contiguous blocks (``row_split``): rank r owns rows ``start:stop`` of a
+dataset and global indices stay global everywhere (STYLE: made once, at the loader).
+
+Failure: every rank checks its inputs inside ``Ranks.phase``; at the end of a phase the ranks
+exchange what went wrong (``agree``), and if any rank failed every rank raises the first
+failure, so no rank is left waiting in a collective for one that gave up. Rank 0 alone prints
+the one-line error (``cli_common.clean_errors``). A rank that dies outright (killed, out of
+memory) is seen by ``torchrun``, which stops the others; collectives also time out after
+``RANK_TIMEOUT_VARIABLE`` seconds (default 1,800) instead of hanging for ever.
+"""
+
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+
+from .device import cpu_threads, cuda_device_count
+from .errors import InputError
+
+RANK_TIMEOUT_VARIABLE = "NOVELSUM_RANK_TIMEOUT_S"
+DEFAULT_RANK_TIMEOUT_S = 1800  # rank 0 may write outputs or compute metrics for minutes
+
+
+class RankError(InputError):
+    """Another rank (or this one) failed in a phase: every rank raises the same message."""
+
+
+def row_split(n, size):
+    """Contiguous, balanced blocks ``[(start, stop)]`` of ``range(n)``, one per rank: the first
+    ``n % size`` ranks get one row more. A rank may get no rows when ``n < size``."""
+    base, extra = divmod(n, size)
+    bounds = [0]
+    for rank in range(size):
+        bounds.append(bounds[-1] + base + (1 if rank < extra else 0))
+    return list(zip(bounds, bounds[1:]))
+
+
+def owner_of(index, blocks):
+    """The rank whose block holds global row ``index``."""
+    # Empty blocks (fewer rows than ranks) come last and start at n, past every index.
+    starts = np.asarray([start for start, _stop in blocks])
+    return int(np.searchsorted(starts, index, side="right") - 1)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the ranks: ``rank`` of ``size``, ``local_rank`` of
+    ``local_size`` on its node. ``size == 1`` without a process group is a plain run."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    grouped: bool = False  # a torch.distributed process group exists
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def block(self, n):
+        """This rank's rows ``(start, stop)`` of a dataset of ``n`` rows."""
+        return row_split(n, self.size)[self.rank]
+
+    def blocks(self, n):
+        return row_split(n, self.size)
+
+    def describe(self):
+        """``"2 ranks"`` or ``"1 process"``, for summary lines."""
+        return f"{self.size} rank{'s' if self.size != 1 else ''}" if self.grouped else \
+            "1 process"
+
+    # Collectives. Host-side (numpy in, numpy out, gloo); with one process they are the identity.
+
+    def gather_arrays(self, array):
+        """Every rank's ``array`` (same dtype and trailing shape, any number of rows),
+        concatenated in rank order, on every rank."""
+        array = np.ascontiguousarray(array)
+        if not self.grouped:
+            return array
+        import torch
+        import torch.distributed as dist
+
+        counts = torch.zeros(self.size, dtype=torch.int64)
+        counts[self.rank] = len(array)
+        dist.all_reduce(counts)
+        # Sent as bytes: one path for every dtype (gloo has no bool or void tensors).
+        row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+        padded = torch.zeros((int(counts.max()), row_bytes), dtype=torch.uint8)
+        if len(array):
+            padded[:len(array)] = torch.from_numpy(
+                array.reshape(len(array), -1).view(np.uint8).reshape(len(array), row_bytes).copy())
+        parts = [torch.empty_like(padded) for _ in range(self.size)]
+        dist.all_gather(parts, padded)
+        rows = np.concatenate([part[:int(c)].numpy() for part, c in zip(parts, counts)])
+        return rows.view(array.dtype).reshape(len(rows), *array.shape[1:])
+
+    def gather_objects(self, value):
+        """Every rank's ``value`` (JSON-able: numbers, strings, lists, dicts), in rank order."""
+        if not self.grouped:
+            return [value]
+        import json
+
+        data = np.frombuffer(json.dumps(value).encode(), dtype=np.uint8)
+        counts = self.gather_arrays(np.asarray([len(data)], dtype=np.int64))
+        joined = self.gather_arrays(data).tobytes()
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        return [json.loads(joined[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+    def sum_float64(self, value):
+        """The sum over ranks of a float, in float64, added in rank order (deterministic)."""
+        return float(np.sum(self.gather_arrays(np.asarray([value], dtype=np.float64))))
+
+    def agree(self, error=None):
+        """Exchange whether each rank failed; if any did, raise the first failure on every rank.
+
+        ``error``: this rank's ``InputError`` or None. The lowest failing rank's message is
+        raised: ranks hold rows in order, so that is the first fault in row order, the one a
+        single process reports. A failure particular to one rank says which in its message.
+        """
+        if not self.grouped:
+            if error is not None:
+                raise error
+            return
+        messages = self.gather_objects(None if error is None else str(error))
+        failed = [(rank, text) for rank, text in enumerate(messages) if text is not None]
+        if not failed:
+            return
+        _rank, text = failed[0]
+        raise RankError(text) from None
+
+    @contextlib.contextmanager
+    def phase(self):
+        """Run a block on every rank, then agree: an ``InputError`` on any rank is raised on all."""
+        error = None
+        try:
+            yield
+        except InputError as err:
+            if not self.grouped:
+                raise
+            error = err
+        self.agree(error)
+
+
+SINGLE = Ranks()
+
+
+def launched_by_torchrun(environ=None):
+    """Whether this process was started by ``torchrun`` (it sets ``WORLD_SIZE`` and ``RANK``)."""
+    environ = os.environ if environ is None else environ
+    return "WORLD_SIZE" in environ and "RANK" in environ
+
+
+def rank_device(gpu_id, local_rank, notify=None, pinned=False):
+    """The device of the rank with ``local_rank`` on its node, under ``torchrun``.
+
+    ``--gpu_id`` is the node's first GPU to use (default 0): local rank r takes GPU
+    ``gpu_id + r``. ``-1`` (or a node without GPUs) puts every rank on the CPU. A node with
+    too few GPUs for its ranks is refused, rather than two ranks sharing one GPU.
+    ``pinned``: the rank has already made GPU ``gpu_id + r`` the only one it sees
+    (``utils.device.pin_visible_gpu``, for vLLM), so it takes ``cuda:0`` of that view.
+    """
+    if gpu_id is not None and gpu_id < 0:
+        return "cpu"
+    count = cuda_device_count()
+    first = 0 if gpu_id is None else gpu_id
+    if count == 0:
+        if gpu_id is not None and notify is not None:
+            notify(f"GPU {gpu_id} requested but no CUDA device is available; every rank runs "
+                   f"on the CPU")
+        return "cpu"
+    if pinned:
+        return "cuda:0"
+    gpu = first + local_rank
+    if gpu >= count:
+        raise InputError(f"--gpu_id {first}: local rank {local_rank} would use GPU {gpu} but "
+                         f"this node has {count}; start at most {count - first} process(es) "
+                         f"per node (torchrun --nproc_per_node) or use --gpu_id -1 for the CPU")
+    return f"cuda:{gpu}"
+
+
+def start_ranks(gpu_id=None, notify=None, host_only=False, pinned=False):
+    """Join the ranks when launched by ``torchrun`` and pick this rank's device.
+
+    Returns ``(ranks, device)``. Without ``torchrun``: ``SINGLE`` and ``resolve_device``'s
+    choice. With it: one process group (gloo on the CPU; ``cpu:gloo,cuda:nccl`` when ranks
+    use GPUs, unless ``host_only``: then only host-side messages are exchanged, over gloo),
+    this rank on GPU ``LOCAL_RANK`` (``rank_device``; ``pinned`` as there), and its share of
+    the node's CPU threads. ``notify`` hears of a fallback to the CPU (rank 0 only).
+    """
+    from .device import resolve_device
+
+    if not launched_by_torchrun():
+        return SINGLE, resolve_device(gpu_id, notify)
+    environ = os.environ
+    rank, size = int(environ["RANK"]), int(environ["WORLD_SIZE"])
+    local_rank = int(environ.get("LOCAL_RANK", 0))
+    local_size = int(environ.get("LOCAL_WORLD_SIZE", size))
+    device = rank_device(gpu_id, local_rank, notify if rank == 0 else None, pinned)
+    threads = cpu_threads()
+    environ.setdefault("NUMBA_NUM_THREADS", str(threads))  # read when numba is first imported
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)
+    backend = "gloo"
+    if device != "cpu":
+        torch.cuda.set_device(torch.device(device))
+        if not host_only:
+            backend = "cpu:gloo,cuda:nccl"
+    timeout = float(environ.get(RANK_TIMEOUT_VARIABLE, DEFAULT_RANK_TIMEOUT_S))
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    return Ranks(rank, size, local_rank, local_size, grouped=True), device
+
+
+def stop_ranks(ranks):
+    """Leave the process group (at the end of a run, on every rank)."""
+    if ranks.grouped:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
