@@ -104,6 +104,34 @@ class Ranks:
         rows = np.concatenate([part[:int(c)].numpy() for part, c in zip(parts, counts)])
         return rows.view(array.dtype).reshape(len(rows), *array.shape[1:])
 
+    def gather_fixed(self, array, device="cpu"):
+        """Every rank's ``array`` of one shape known to all (numbers), stacked in rank order:
+        one collective, for the selection's every step. ``device``: where the message travels
+        (a CUDA device: over NCCL)."""
+        array = np.ascontiguousarray(array)
+        if not self.grouped:
+            return array[None]
+        import torch
+        import torch.distributed as dist
+
+        mine = torch.from_numpy(array.copy()).to(device)
+        parts = [torch.empty_like(mine) for _ in range(self.size)]
+        dist.all_gather(parts, mine)
+        return torch.stack(parts).cpu().numpy()
+
+    def broadcast(self, array, src, device="cpu"):
+        """Rank ``src``'s ``array`` on every rank; the others pass an array of the same shape
+        and dtype to receive into. One collective."""
+        array = np.ascontiguousarray(array)
+        if not self.grouped:
+            return array
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.from_numpy(array.copy()).to(device)
+        dist.broadcast(tensor, src)
+        return tensor.cpu().numpy()
+
     def gather_objects(self, value):
         """Every rank's ``value`` (JSON-able: numbers, strings, lists, dicts), in rank order."""
         if not self.grouped:

@@ -16,6 +16,7 @@ Rows are identified across ranks by a 16-byte digest of their float32 bytes (-0.
 
 import numpy as np
 
+from .distributed import owner_of
 from .density import (QUERY_CHUNK_ROWS, check_neighbor_counts, drop_self, flat_index,
                       full_digest, mean_sq_distance_by_k)
 from .progress import tracked
@@ -182,7 +183,16 @@ class ShardedEngine(SelectionEngine):
     def __init__(self, ranks, local, start, n):
         super().__init__(n, local.k, local.alpha)
         self.ranks, self.local, self.start = ranks, local, start
+        counts = ranks.gather_arrays(np.asarray([local.n], dtype=np.int64))
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        self.blocks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        if self.blocks[ranks.rank][0] != start or bounds[-1] != n:
+            raise ValueError(f"rank {ranks.rank}: rows {start}:{start + local.n} of {n} are not "
+                             f"this rank's block {self.blocks[ranks.rank]} of {bounds[-1]}")
         self.budget_bytes = local.budget_bytes
+        self.dim = int(local.unit.shape[1])
+        # Each step's two messages travel where the engine computes: over NCCL between GPUs.
+        self.comm_device = str(getattr(local, "device", "cpu"))
 
     @property
     def stop(self):
@@ -199,7 +209,7 @@ class ShardedEngine(SelectionEngine):
         local = picks[mine] - self.start
         vectors = np.asarray(self.local.host_rows(local), dtype=np.float32)
         factors = np.asarray(self.local.host_factors(local), dtype=np.float32)
-        dim = int(self.local.unit.shape[1])
+        dim = self.dim
         positions = self.ranks.gather_arrays(mine.astype(np.int64))
         targets = np.empty((len(picks), dim), dtype=np.float32)
         rho_picks = np.empty(len(picks), dtype=np.float32)
@@ -208,8 +218,16 @@ class ShardedEngine(SelectionEngine):
         return targets, rho_picks, local
 
     def _insert(self, pick):
-        targets, rho_picks, local = self._pick_vectors([pick])
-        self.local.add_vector(targets[0], rho_picks[0], int(local[0]) if len(local) else None)
+        """The pick's owner sends its unit vector and density factor (one message of d + 1
+        floats); every rank inserts it."""
+        owner = owner_of(pick, self.blocks)
+        message = np.zeros(self.dim + 1, dtype=np.float32)
+        if self._owned(pick):
+            message[:-1] = self.local.host_rows([pick - self.start])[0]
+            message[-1] = self.local.host_factors([pick - self.start])[0]
+        message = self.ranks.broadcast(message, owner, self.comm_device)
+        self.local.add_vector(message[:-1], message[-1],
+                              pick - self.start if self._owned(pick) else None)
 
     def _insert_vector(self, target, rho_pick, taken):
         raise ValueError("a sharded engine takes picks by global index (add_pick)")
@@ -235,9 +253,9 @@ class ShardedEngine(SelectionEngine):
         """Each rank's best, then the global best: the largest score, the lowest global index
         among equal scores (ranks hold increasing rows, and each gives its lowest index)."""
         local_pick, novelty, score = self.local.best_scored(quality)
-        mine = np.asarray([[score, novelty, self.start + local_pick if local_pick >= 0 else -1]],
+        mine = np.asarray([score, novelty, self.start + local_pick if local_pick >= 0 else -1],
                           dtype=np.float64)
-        candidates = self.ranks.gather_arrays(mine)
+        candidates = self.ranks.gather_fixed(mine, self.comm_device)
         scores = candidates[:, 0]
         winner = int(np.flatnonzero(scores == scores.max())[0])
         score, novelty, pick = candidates[winner]

@@ -1,0 +1,114 @@
+"""Checks that need several ranks, run by ``tests/test_distributed.py`` under ``torchrun``.
+
+Each rank computes with its block of the rows (``utils.sharded``); rank 0 compares with the
+single-process computation on the whole data and prints one JSON line ``{check: result}``.
+Usage: ``torchrun --standalone --nproc_per_node N tests/rank_checks.py``.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from utils.api import novelselect, pool_density  # noqa: E402
+from utils.density import DensityReference  # noqa: E402
+from utils.distributed import start_ranks, stop_ranks  # noqa: E402
+from utils.proximity import unit_rows  # noqa: E402
+from utils.selection import NumpyEngine, TorchEngine, first_pick  # noqa: E402
+from utils.sharded import ShardedDensityReference, ShardedEngine  # noqa: E402
+from utils.shards import load_vectors  # noqa: E402
+
+GOLDEN = REPO.parent / "shared" / "golden"
+if not GOLDEN.is_dir():
+    GOLDEN = REPO / "tests" / "golden"
+
+
+def block(ranks, array):
+    start, stop = ranks.block(len(array))
+    return array[start:stop]
+
+
+def golden_selections(ranks, pool):
+    """Every golden NovelSelect run through the API, each rank holding its block."""
+    runs = json.loads((GOLDEN / "novelselect" / "expected.json").read_text())
+    return [novelselect(block(ranks, pool), run["k"], run["neighbors"], run["density_power"],
+                        run["distance_power"], run["seed"], ranks=ranks).picks == run["indices"]
+            for run in runs]
+
+
+def every_prefix_resumes(ranks, pool, engine_class):
+    """Golden run 0 resumed from each of its prefixes, on sharded engines of one kind."""
+    run = json.loads((GOLDEN / "novelselect" / "expected.json").read_text())[0]
+    rho = pool_density(block(ranks, pool), run["neighbors"], run["density_power"], ranks=ranks)
+    unit = unit_rows(block(ranks, pool))
+    start, _stop = ranks.block(len(pool))
+    failed = []
+    for t in range(1, run["k"] + 1):
+        local = engine_class(unit, rho, run["k"], run["distance_power"],
+                             *(["cpu"] if engine_class is TorchEngine else []))
+        picks = ShardedEngine(ranks, local, start, len(pool)).run(run["indices"][:t])
+        if picks != run["indices"]:
+            failed.append(t)
+    return failed
+
+
+def uneven(ranks, n, k, quality=False):
+    """A tiny pool split unevenly (a rank with one candidate, one with none, one whose rows are
+    all picked): the sharded picks and novelty equal one engine's."""
+    rng = np.random.default_rng(n * 100 + k)
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    if n > 3:
+        vectors[n - 1] = vectors[0]  # an exact duplicate across ranks: the lowest index wins
+    scores = rng.uniform(0.5, 2.0, n) if quality else None
+    unit = unit_rows(vectors)
+    rho = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    first = first_pick(n, 3)
+    seen_one, seen_all = [], []
+    expected = NumpyEngine(unit, rho, k, 1.0).run(first, scores,
+                                                  lambda i, v: seen_one.append(v))
+    start, stop = ranks.block(n)
+    engine = ShardedEngine(ranks, NumpyEngine(unit[start:stop], rho[start:stop], k, 1.0),
+                           start, n)
+    picks = engine.run(first, scores, lambda i, v: seen_all.append(v))
+    return picks == expected and np.array_equal(seen_one, seen_all, equal_nan=True)
+
+
+def density_bitwise(ranks, reference, queries):
+    """Sharded mean kNN distances equal one process's bit for bit (duplicates included)."""
+    ks = [3, 10]
+    whole = DensityReference(reference).mean_sq_distances(queries, ks)
+    sharded = ShardedDensityReference(ranks, block(ranks, reference))
+    parts = sharded.mean_sq_distances(block(ranks, queries), ks)
+    same_set = ShardedDensityReference(ranks, block(ranks, queries))
+    own = same_set.mean_sq_distances(same_set.local_rows, ks)
+    whole_own = DensityReference(queries).mean_sq_distances(queries, ks)
+    return all(np.array_equal(parts[k], whole[k]) and np.array_equal(own[k], whole_own[k])
+               for k in ks)
+
+
+def main():
+    ranks, _device = start_ranks(-1)
+    pool = load_vectors(GOLDEN / "novelselect" / "embeddings").vectors
+    reference = load_vectors(GOLDEN / "novelsum_default_grid" / "reference").vectors.copy()
+    queries = reference[::3].copy()
+    reference[5] = reference[400]  # duplicates of the reference across ranks
+    queries[7] = queries[150]
+    results = {
+        "golden_selections": golden_selections(ranks, pool),
+        "prefix_failures_numba": every_prefix_resumes(ranks, pool, NumpyEngine),
+        "prefix_failures_torch": every_prefix_resumes(ranks, pool, TorchEngine),
+        "uneven": [uneven(ranks, n, k, quality) for n, k, quality in
+                   [(2, 2, False), (4, 4, False), (4, 3, True), (7, 7, True), (9, 5, False)]],
+        "density_bitwise": density_bitwise(ranks, reference, queries),
+    }
+    stop_ranks(ranks)
+    if ranks.is_main:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
