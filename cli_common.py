@@ -134,22 +134,36 @@ def clean_errors(command_body):
         try:
             return command_body(*args, **kwargs)
         except InputError as err:
-            if not speaks:
-                sys.exit(1)
-            raise click.ClickException(str(err)) from None
+            if "RANK" not in os.environ:
+                raise click.ClickException(str(err)) from None
+            leave_rank(1, f"Error: {err}" if speaks else None)
         except click.ClickException as err:  # a usage error: every rank meets it alike
-            if not speaks:
-                sys.exit(err.exit_code)
-            raise
+            if "RANK" not in os.environ:
+                raise
+            if speaks:
+                err.show()
+            leave_rank(err.exit_code)
         except Interrupted as stop:
-            if speaks:
-                click.echo(f"\nInterrupted: {stop}", err=True)
-            sys.exit(130)
+            leave_rank(130, f"\nInterrupted: {stop}" if speaks else None)
         except KeyboardInterrupt:
-            if speaks:
-                click.echo("\nInterrupted: stopped cleanly, no output was written.", err=True)
-            sys.exit(130)
+            leave_rank(130, "\nInterrupted: stopped cleanly, no output was written."
+                       if speaks else None)
 
+    return wrapper
+
+
+def leave_rank(status, message=None):
+    """Print ``message`` (if any) on stderr and exit with ``status``. Under ``torchrun`` the
+    process ends at once after flushing its streams: the process group's threads may still
+    be waiting on a rank that has gone, and running the interpreter's shutdown beside them
+    ends in a C++ ``terminate`` message instead of the one clean line."""
+    if message is not None:
+        click.echo(message, err=True)
+    if "RANK" not in os.environ:
+        sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
     return wrapper
 
 

@@ -8,6 +8,8 @@ Modules, in the order the method uses them (sections of docs/method.md in bracke
 - ``proximity``: rank weights, proximity-weighted means and the NovelSum grid (4).
 - ``selection``: the incremental NovelSelect engine (5).
 - ``embedders``: text extraction and embedding backends (2).
+- ``distributed``: ranks under ``torchrun``: row blocks, collectives, agreed failures.
+- ``sharded``: the kNN search and the NovelSelect engine split over ranks (9).
 - ``atomic``: outputs written under a temporary name, then renamed.
 - ``blocks``: row blocks sized from a memory budget (the one chunk planner).
 - ``progress``: optional progress reporting around an iterable.
