@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Embed text shards: one vector per item, one output shard per input shard."""
+"""Embed text shards: one vector per item, one output shard per input shard.
+
+Under ``torchrun`` the same command runs on several ranks: every rank reads and checks every
+shard, then embeds its own share of the shards still to do (whole shards, balanced by size,
+``balanced_owners``) on its own device, and rank 0 writes the run record and the summary.
+"""
 
 import os
 
@@ -7,6 +12,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -16,7 +22,8 @@ import numpy as np
 from cli_common import (PATH_SEPARATOR, Interrupted, Reporter, ReferenceStyleCommand,
                         clean_errors, device_summary, gpu_option, quiet_option)
 from utils.atomic import atomic_path, write_text_atomic
-from utils.device import nvidia_driver_present, pin_visible_gpu, resolve_device
+from utils.device import nvidia_driver_present, pin_visible_gpu
+from utils.distributed import launched_by_torchrun, start_ranks, stop_ranks
 from utils.embedders import (BACKENDS, choose_backend, make_backend, may_use_vllm, output_path,
                              resolve_model_path, shard_done)
 from utils.errors import InputError
@@ -69,6 +76,102 @@ def plan_shards(input_dirs, output_dir, output_format):
     return plan
 
 
+def read_pending(input_dirs, output_dir, output_format, text_field, overwrite, record):
+    """The plan (every shard and its output) and the shards still to embed, with their texts.
+
+    Every item of every shard is checked here, before the model is loaded.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output_dir {output_dir}: is a file; give a folder")
+    plan = plan_shards(input_dirs, output_dir, output_format)
+    pending, inputs = [], []
+    with record.stage("reading"):
+        for shard, target in plan:
+            texts = shard_texts(shard, text_field)
+            inputs.append({"name": str(shard), "rows": len(texts),
+                           "sha256": sha256_of_file(shard)})
+            if overwrite or not shard_done(target, len(texts)):
+                pending.append((shard, target, texts))
+    record.add_input("texts", {"shards": inputs})
+    return plan, pending
+
+
+def balanced_owners(sizes, n_ranks):
+    """The rank that embeds each shard: whole shards, balanced by size.
+
+    Greedy, largest shard first (ties: the earlier shard), each to the rank with the fewest
+    texts so far (ties: the lowest rank). Deterministic, so every rank computes the same
+    assignment. ``sizes``: texts per shard, in plan order; returns one rank per shard.
+    """
+    loads = [0] * n_ranks
+    owners = [0] * len(sizes)
+    for shard in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        rank = min(range(n_ranks), key=lambda r: (loads[r], r))
+        owners[shard] = rank
+        loads[rank] += sizes[shard]
+    return owners
+
+
+def pin_rank_gpu(gpu_id, environ=None):
+    """Make this process's GPU the only one it sees, before CUDA starts (vLLM runs on the
+    first visible GPU). Returns ``(gpu_id, pinned)`` for ``start_ranks``.
+
+    One process pins ``--gpu_id`` (``pin_visible_gpu``), as ever. Under ``torchrun`` local
+    rank r pins GPU ``(gpu_id or 0) + r`` and then runs on ``cuda:0`` of its view; a GPU
+    outside ``CUDA_VISIBLE_DEVICES`` is not pinned, and is refused by ``start_ranks``.
+    """
+    environ = os.environ if environ is None else environ
+    if not launched_by_torchrun(environ):
+        return pin_visible_gpu(gpu_id, environ), False
+    if gpu_id is not None and gpu_id < 0:
+        return gpu_id, False
+    own_gpu = (gpu_id or 0) + int(environ.get("LOCAL_RANK", 0))
+    return gpu_id, pin_visible_gpu(own_gpu, environ) == 0
+
+
+def check_one_device_kind(devices, gpu_id):
+    """Refuse ranks of which some would run on GPUs and some on the CPU (a rank whose pinned
+    GPU this node lacks sees none): ``devices`` holds each rank's device, in rank order."""
+    on_cpu = [str(rank) for rank, device in enumerate(devices) if device == "cpu"]
+    if on_cpu and len(on_cpu) < len(devices):
+        raise InputError(f"--gpu_id {gpu_id or 0}: rank(s) {', '.join(on_cpu)} found no GPU of "
+                         f"their own (GPU --gpu_id + LOCAL_RANK) while the others run on GPUs; "
+                         f"start at most one process per GPU (torchrun --nproc_per_node) or "
+                         f"use --gpu_id -1 for the CPU")
+
+
+def interrupt_once(signum, frame):
+    """Ctrl-C under ``torchrun``: the terminal interrupts every rank, and torchrun then sends
+    its own SIGINT (or SIGTERM); one stop is enough, so that the cleanup that follows (the
+    shard in progress removed, the message) is not interrupted in its turn."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def model_folder_or_error(model_path):
+    """``(folder, None)`` for a usable ``--model_path``, else ``(None, InputError)``: the
+    folder decides the GPU pinning, which must come before the ranks meet, and the error is
+    raised once they have (every rank stops with it, rank 0 reports it)."""
+    try:
+        return resolve_model_path(model_path), None
+    except InputError as err:
+        return None, err
+
+
+def join_ranks(gpu_id, use_vllm, notify):
+    """This process's ``(ranks, device)`` (``start_ranks``): one process as ever, or a rank of
+    ``torchrun`` on its own device, stopped once by Ctrl-C."""
+    pinned = False
+    if use_vllm:
+        gpu_id, pinned = pin_rank_gpu(gpu_id)  # before CUDA starts
+    ranks, device = start_ranks(gpu_id, notify, host_only=True, pinned=pinned)
+    if ranks.grouped:
+        signal.signal(signal.SIGINT, interrupt_once)
+        signal.signal(signal.SIGTERM, interrupt_once)
+    return ranks, device
+
+
 def shard_texts(shard, text_field=None):
     """Texts of one shard's records (docs/method.md section 1); a bad record is named by file
     and index."""
@@ -85,8 +188,24 @@ def write_vectors(path, vectors):
             tmp.write_text(json.dumps(vectors.tolist()))
 
 
-def interrupted_message(written, skipped, planned, output_dir):
-    """What a Ctrl-C leaves: the finished shards stay (a rerun resumes after them)."""
+def embed_texts(embedder, texts, bar):
+    """One shard's vectors, ``CHUNK_TEXTS`` texts per backend call."""
+    parts = []
+    for i in range(0, len(texts), CHUNK_TEXTS):
+        parts.append(embedder.embed(texts[i:i + CHUNK_TEXTS]))
+        bar.update(len(parts[-1]))
+    width = parts[0].shape[1] if parts else 0
+    return np.concatenate(parts) if parts else np.zeros((0, width))
+
+
+def interrupted_message(written, skipped, planned, output_dir, ranks=None):
+    """What a Ctrl-C leaves: the finished shards stay (a rerun resumes after them). Under
+    ``torchrun`` rank 0 speaks for ranks whose progress it does not know."""
+    if ranks is not None and ranks.grouped:
+        return (f"stopped cleanly; each of the {ranks.size} ranks kept the shards it had "
+                f"finished in {output_dir} ({skipped} of {planned} were there before); the "
+                f"shards in progress were not written. Run the same command again to embed "
+                f"the rest.")
     kept = written + skipped
     if not kept:
         return "stopped cleanly, no output was written."
@@ -137,62 +256,75 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
         input_dir=input_dir.split(PATH_SEPARATOR), model_path=model_path,
         max_length=max_length, backend=backend, batch_size=batch_size,
         output_format=output_format, text_field=text_field, overwrite=overwrite))
-    model_path = resolve_model_path(model_path)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise InputError(f"--output_dir {output_dir}: is a file; give a folder")
-    plan = plan_shards(input_dir.split(PATH_SEPARATOR), output_dir, output_format)
-    pending, inputs = [], []
-    with record.stage("reading"):
-        for shard, target in plan:  # every item is checked before the model is loaded
-            texts = shard_texts(shard, text_field)
-            inputs.append({"name": str(shard), "rows": len(texts),
-                           "sha256": sha256_of_file(shard)})
-            if overwrite or not shard_done(target, len(texts)):
-                pending.append((shard, target, texts))
-    record.add_input("texts", {"shards": inputs})
+    model_path, model_error = model_folder_or_error(model_path)
+    ranks, device = join_ranks(gpu_id, model_error is None and may_use_vllm(
+        backend, model_path, nvidia_driver_present()), report.notice)
+    devices = ranks.gather_objects(device)
+    with ranks.phase():  # a bad input stops every rank, and is reported once
+        if model_error is not None:
+            raise model_error
+        check_one_device_kind(devices, gpu_id)
+        plan, pending = read_pending(input_dir.split(PATH_SEPARATOR), output_dir, output_format,
+                                     text_field, overwrite, record)
+        if pending:
+            backend = choose_backend(backend, model_path, device)
     skipped = len(plan) - len(pending)
     if skipped:
         report.notice(f"skipping {skipped} shard(s) already embedded in {output_dir} "
                       f"(--overwrite to redo them)")
     if not pending:
-        click.echo(f"nothing to do: all {len(plan)} shard(s) are embedded")
+        if ranks.is_main:
+            click.echo(f"nothing to do: all {len(plan)} shard(s) are embedded")
+        stop_ranks(ranks)
         return
-    asked_gpu = gpu_id
-    if may_use_vllm(backend, model_path, nvidia_driver_present()):
-        gpu_id = pin_visible_gpu(gpu_id)  # before CUDA starts: vLLM takes the first visible GPU
-    device = resolve_device(gpu_id, report.notice)
-    backend = choose_backend(backend, model_path, device)
     report.notice(f"embedding with {backend} on {device}")
-    if quiet:
+    owners = balanced_owners([len(texts) for _, _, texts in pending], ranks.size)
+    mine = [shard for shard, owner in zip(pending, owners) if owner == ranks.rank]
+    if report.quiet:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # its weight-loading bar
-    with record.stage("loading model"):
-        embedder = make_backend(backend, model_path, device, max_length, batch_size)
     record.parameters.update(resolved_model_path=str(model_path), resolved_backend=backend)
-    total = sum(len(texts) for _, _, texts in pending)
-    start = time.perf_counter()
-    written = 0
+    texts_here = sum(len(texts) for _, _, texts in mine)
+    written, embedder = 0, None
     try:
-        with report.bar("embedding", total=total, unit="text") as bar:
-            for _, target, texts in pending:
-                parts = []
-                for i in range(0, len(texts), CHUNK_TEXTS):
-                    parts.append(embedder.embed(texts[i:i + CHUNK_TEXTS]))
-                    bar.update(len(parts[-1]))
-                width = parts[0].shape[1] if parts else 0
-                write_vectors(target, np.concatenate(parts) if parts else np.zeros((0, width)))
-                written += 1
+        with ranks.phase():  # a shard that cannot be written stops every rank
+            if texts_here:  # a rank with no texts (more ranks than shards): no model
+                with record.stage("loading model"):
+                    embedder = make_backend(backend, model_path, device, max_length, batch_size)
+            start = time.perf_counter()
+            with report.bar("embedding", total=texts_here, unit="text") as bar:
+                for _, target, texts in mine:
+                    write_vectors(target, embed_texts(embedder, texts, bar))
+                    written += 1
+            seconds = time.perf_counter() - start
+        shares = ranks.gather_objects({"device": device, "shards": written,
+                                       "texts": texts_here, "seconds": seconds})
     except KeyboardInterrupt:
-        raise Interrupted(interrupted_message(written, skipped, len(plan), output_dir)) from None
-    seconds = time.perf_counter() - start
+        raise Interrupted(interrupted_message(written, skipped, len(plan), output_dir,
+                                              ranks)) from None
+    stop_ranks(ranks)
+    if ranks.is_main:
+        write_summary(record, shares, pending, skipped, device, ranks, output_dir,
+                      f"with {backend} on {device_summary(device, gpu_id, ranks)}")
+
+
+def write_summary(record, shares, pending, skipped, device, ranks, output_dir, used):
+    """Rank 0's end of a run: the run record (every rank's shards counted) and the summary
+    line. ``shares``: each rank's device, shards, texts and seconds, in rank order."""
+    total = sum(share["texts"] for share in shares)
+    embedded = sum(share["shards"] for share in shares)
+    seconds = max(share["seconds"] for share in shares)  # the slowest rank ends the run
     record.stages["embedding"] = seconds
+    summary = {"texts": total, "shards_embedded": embedded, "shards_skipped": skipped,
+               "texts_per_second": round(total / seconds, 1)}
+    if ranks.grouped:
+        summary["per_rank"] = [{**share, "seconds": round(share["seconds"], 3)}
+                               for share in shares]
     write_text_atomic(output_dir / RUN_RECORD, json.dumps(record.finish(
-        device, [target for _, target, _ in pending],
-        summary={"texts": total, "shards_embedded": len(pending), "shards_skipped": skipped,
-                 "texts_per_second": round(total / seconds, 1)}), indent=2))
-    click.echo(f"embedded {total} texts in {len(pending)} shard(s) with {backend} on "
-               f"{device_summary(device, asked_gpu)}: {seconds:.1f} s, "
+        device, [target for _, target, _ in pending], ranks=ranks.size, summary=summary),
+        indent=2))
+    click.echo(f"embedded {total} texts in {embedded} shard(s) {used}: {seconds:.1f} s, "
                f"{total / seconds:.1f} texts/s; output in {output_dir}")
 
 
