@@ -24,7 +24,13 @@ library's exact torch search. Steps, in the order they run (each row of the tabl
       (a full run is several minutes, over the budget).
 - c3  the Triton kernel: ``--k`` picks (10,000).
 - c4  the first picks of c2 and c3 agree.
-- e   ``torchrun`` with two or more GPUs: not implemented in this version (issue 7).
+- e   with two or more GPUs, the same selection under ``torchrun``: the pool written to a
+      temporary folder (``TMPDIR``) as ``.npy`` embedding shards with matching JSON text
+      shards, then ``python -m torch.distributed.run --standalone --nproc_per_node R
+      novelselect.py`` with c1 and c3's parameters (``--k``, ``--neighbors``, beta 0.5,
+      alpha 1, ``--seed``), one rank per GPU from ``--gpu_id`` on (R at most 8); its picks
+      must equal c3's, its picked texts the picked rows', its run record name R ranks, and
+      its kernel be Triton on every rank. With one GPU: ``skipped: needs 2+ GPUs``.
 
 c1 to c3 call the public functions that ``utils.api.novelselect`` calls (``pool_density``,
 ``check_memory``, ``unit_rows``, ``make_engine``, ``first_pick``, ``select``) one by one: so the
@@ -41,12 +47,17 @@ the skip decision uses, a model of the work on one H100 (``estimate_*`` below: b
 of the selection's fixed-order dot product at 7 us of Python dispatch and kernel launch, 4 us
 of it measured on a CPU, the launch assumed). At the default sizes the model adds up to about
 350 s, within the 450 s budget; if c3 runs out of time it stops and gives its extrapolated
-total.
+total. Step e, with two or more GPUs only, adds a model of the same work split over R GPUs
+(``estimate_torchrun_s``; its gloo traffic assumed at 1 GB/s and 0.2 ms a collective): about
+140 s with 2 GPUs, 110 s with 4 or 8. A partial run writes no picks, so it starts only when
+its whole estimate fits, as c1; on a machine with several GPUs ``--budget_s 540`` makes room
+for it. With one GPU it is skipped at once and the check stays within the 450 s.
 
 ``--smoke`` runs every step at tiny sizes on the CPU: Triton's interpreter runs the fused
 kernel, the kNN is the torch search (as on a GPU without faiss, also for the scripts of step b,
 which on the CPU would otherwise use faiss), and the scripts' ``--gpu_id 0`` falls back to the
-CPU, where they use the numba engine. It checks this script, not the GPU.
+CPU, where they use the numba engine; step e runs 2 CPU ranks (``--gpu_id -1``, numba, the
+torch kNN through the same launcher). It checks this script, not the GPU.
 
 A failing step puts its one-line error in the table and the script exits 1 at the end; the
 table also goes to ``--output`` (git ignores benchmarks/results/).
@@ -93,6 +104,16 @@ OP_S = 7e-6  # one elementwise torch operation of fixed_order_dots: dispatch + l
 HOST_BYTES_S = 5.0e9  # a host pass over an array (numpy checks, normalising, pageable copies)
 PROCESS_S = 8.0  # one script process: Python, torch, the CUDA context, Triton's self-check
 PYTEST_S = 60.0  # tests/test_gpu.py: about 15 tests, two processes' worth of Triton compiles
+WRITE_BYTES_S = 2.0e9  # writing the pool's shards into the page cache (assumed)
+HASH_BYTES_S = 1.0e9  # one core's blake2b or sha256 over a rank's rows (digests, run record)
+GLOO_BYTES_S = 1.0e9  # bytes one rank receives per second in a gloo all-gather (assumed)
+GLOO_S = 2e-4  # one small gloo collective between the ranks of one machine (assumed)
+COLLECTIVES_PER_PICK = 8  # ShardedEngine: the global best (2), the pick's vector and rho (6)
+
+TORCHRUN_MAX_RANKS = 8  # step e: one rank per GPU, at most this many
+SMOKE_RANKS = 2  # step e in smoke mode: CPU processes (--gpu_id -1)
+STOP_GRACE_S = 15.0  # a subprocess asked to stop at the budget's end is killed this much later
+RANKS_DIFFER_NOTICE = "the ranks' kernels differ"  # utils.api.selection_engine's notice
 
 SMOKE_SIZES = dict(pool=80, dim=16, k=10, torch_picks=5, novelsum_size=40, budget_s=300.0)
 
@@ -204,6 +225,21 @@ def estimate_density_s(n_queries, n_reference, dim):
             + 3 * n_reference * dim * 4 / HOST_BYTES_S)
 
 
+def estimate_torchrun_s(n, dim, k, ranks):
+    """Step e with ``ranks`` GPUs: the pool written as shards; torchrun and its ranks started
+    (together); each rank's block read, digested and hashed; the sharded kNN, where every
+    rank receives each query chunk from every rank (gloo all-gathers of padded blocks: ranks x
+    the pool) and multiplies it by its block of the reference; then the selection over a
+    block of candidates per rank, with ``COLLECTIVES_PER_PICK`` small collectives a pick."""
+    pool_bytes, block = n * dim * 4, math.ceil(n / ranks)
+    write = pool_bytes / WRITE_BYTES_S
+    load = block * dim * 4 * (1 / HOST_BYTES_S + 2 / HASH_BYTES_S)
+    knn = ranks * pool_bytes / GLOO_BYTES_S + estimate_density_s(n, block, dim)
+    selection = (estimate_selection_s(block, dim, k, "triton")
+                 + k * COLLECTIVES_PER_PICK * GLOO_S)
+    return write + 2 * PROCESS_S + load + knn + selection
+
+
 def estimate_generate_s(n, dim):
     return 3 * n * dim * 4 / BANDWIDTH + n * dim * 4 / HOST_BYTES_S
 
@@ -292,22 +328,61 @@ TORCH_KNN_LAUNCHER = (
     "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 
-def run_script(ctx, script, args, env=None):
-    """Run one of the scripts with ``--gpu_id`` (in ``args``); returns its output. A non-zero
-    exit fails the step with the script's last line; the budget's end stops it."""
-    launcher = ["-c", TORCH_KNN_LAUNCHER] if ctx.args.smoke else []
-    command = [sys.executable, *launcher, script, *args]
+def script_command(ctx, script, args, ranks=None):
+    """The command line of one of the scripts: one process, or ``ranks`` processes under
+    ``torchrun`` (``python -m torch.distributed.run --standalone``); in smoke mode each
+    process starts through ``TORCH_KNN_LAUNCHER``."""
+    python = [sys.executable, "-c", TORCH_KNN_LAUNCHER] if ctx.args.smoke else [sys.executable]
+    if ranks is None:
+        return [*python, script, *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            str(ranks), "--no-python", *python, script, *args]
+
+
+def run_until(command, timeout_s, env):
+    """``command`` run from the repository root; returns (exit code, output). At ``timeout_s``
+    it is asked to stop (SIGTERM: torchrun passes it on to its ranks, which it started in
+    sessions of their own), killed ``STOP_GRACE_S`` later if still running, and
+    ``subprocess.TimeoutExpired`` is raised."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            process.communicate(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+        raise
+    return process.returncode, output
+
+
+def run_script(ctx, script, args, env=None, ranks=None):
+    """Run one of the scripts with ``--gpu_id`` (in ``args``), under ``torchrun`` with
+    ``ranks`` processes if given; returns its output. A non-zero exit fails the step with the
+    script's last line; the budget's end stops it."""
     left = ctx.budget.left()
     if left <= 0:
         raise OutOfTime(f"before {script}")
     try:
-        done = subprocess.run(command, cwd=REPO, env={**os.environ, **(env or {})}, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=left)
+        code, output = run_until(script_command(ctx, script, args, ranks), left,
+                                 {**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
-        raise OutOfTime(f"{script} killed at the budget's end") from None
-    if done.returncode != 0:
-        raise CheckFailed(f"{script} exited {done.returncode}: {last_line(done.stdout)}")
-    return done.stdout
+        raise OutOfTime(f"{script} stopped at the budget's end") from None
+    if code != 0:
+        raise CheckFailed(f"{script} exited {code}: {last_line(output)}")
+    return output
+
+
+def first_difference(ours, theirs):
+    """The first position where two pick lists differ (the shorter one differs where it
+    ends), or None when they are equal."""
+    for t, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            return t
+    return None if len(ours) == len(theirs) else min(len(ours), len(theirs))
 
 
 def peak_of_outputs(outputs):
@@ -446,6 +521,11 @@ def step_golden_novelsum(ctx, row, case):
     row.result = f"pass: {values} values, largest relative error {worst:.1e}"
 
 
+def selection_stem(k, density_power, distance_power):
+    """The stem of novelselect.py's outputs (its ``output_stem``: numbers as Python floats)."""
+    return f"novelselect_{k}_dense_{float(density_power)}_dist_{float(distance_power)}"
+
+
 def golden_select_args(run, output_dir, gpu_id=0):
     """tests/test_novelselect_cli.py's command line for one run, with notices, on ``gpu_id``."""
     select = GOLDEN / "novelselect"
@@ -461,9 +541,10 @@ def check_kernel_notice(ctx, text, kernel):
     the notice naming the variable for torch. (On the CPU both use numba.)"""
     if not ctx.on_gpu:
         return
-    fell_back = FALLBACK_NOTICE in text
+    notices = (FALLBACK_NOTICE, RANKS_DIFFER_NOTICE)  # the second: some rank fell back
+    fell_back = [line for line in text.splitlines() if any(n in line for n in notices)]
     if kernel == "triton" and fell_back:
-        raise CheckFailed(next(line for line in text.splitlines() if FALLBACK_NOTICE in line))
+        raise CheckFailed(fell_back[0].strip())
     if kernel == "torch" and f"{KERNEL_VARIABLE}=torch" not in text:
         raise CheckFailed(f"no notice that {KERNEL_VARIABLE}=torch chose the torch kernel")
 
@@ -479,11 +560,10 @@ def step_golden_novelselect(ctx, row, kernel):
                               env)
             outputs.append(text)
             check_kernel_notice(ctx, text, kernel)
-            stem = (f"novelselect_{run['k']}_dense_{float(run['density_power'])}"
-                    f"_dist_{float(run['distance_power'])}")
+            stem = selection_stem(run["k"], run["density_power"], run["distance_power"])
             picks = json.loads((out / f"{stem}_indices.json").read_text())
-            if picks != run["indices"]:
-                first = next(t for t, (a, b) in enumerate(zip(picks, run["indices"])) if a != b)
+            first = first_difference(picks, run["indices"])
+            if first is not None:
                 raise CheckFailed(f"run {i} (k={run['k']}): picks differ from pick {first} on")
     row.peak_gib = peak_of_outputs(outputs)
     engine = "" if ctx.on_gpu else " (CPU fallback: numba engine)"
@@ -704,25 +784,129 @@ def step_agree(ctx, row):
     torch_picks, triton_picks = ctx.picks["torch"], ctx.picks["triton"]
     length = min(len(torch_picks), len(triton_picks))
     row.size = f"first {length} picks"
-    if torch_picks[:length] != triton_picks[:length]:
-        first = next(t for t in range(length) if torch_picks[t] != triton_picks[t])
+    first = first_difference(torch_picks[:length], triton_picks[:length])
+    if first is not None:
         raise CheckFailed(f"the kernels' picks differ from pick {first} on")
     row.result = f"pass: first {length} picks identical"
 
 
 # ---------------------------------------------------------------------------------------
-# step e
+# step e: the same selection under torchrun
+
+
+def torchrun_ranks(ctx):
+    """Ranks of step e: one per GPU from ``--gpu_id`` on, at most ``TORCHRUN_MAX_RANKS``; in
+    smoke mode ``SMOKE_RANKS`` processes on the CPU."""
+    if not ctx.on_gpu:
+        return SMOKE_RANKS
+    import torch
+
+    return min(torch.cuda.device_count() - ctx.args.gpu_id, TORCHRUN_MAX_RANKS)
+
+
+def shard_bounds(n, shards):
+    """``shards`` contiguous ``(start, stop)`` row ranges of ``range(n)``, in order."""
+    edges = np.linspace(0, n, shards + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def pool_text(row):
+    """The text of pool row ``row`` in step e's text shards."""
+    return f"pool row {row}"
+
+
+def write_pool_shards(pool, folder, shards):
+    """The pool as ``shards`` embedding shards ``folder/embeddings/{i}.npy`` and matching text
+    shards ``folder/texts/{i}.json`` (a JSON list of ``pool_text(row)``); returns the two
+    folders."""
+    embeddings, texts = folder / "embeddings", folder / "texts"
+    embeddings.mkdir(parents=True)
+    texts.mkdir()
+    for i, (start, stop) in enumerate(shard_bounds(len(pool), shards)):
+        np.save(embeddings / f"{i}.npy", pool[start:stop])
+        (texts / f"{i}.json").write_text(json.dumps([pool_text(r) for r in range(start, stop)]))
+    return texts, embeddings
+
+
+def torchrun_select_args(ctx, texts, embeddings, output_dir):
+    """novelselect.py's options for step e: c1 and c3's parameters (k, neighbours, beta,
+    alpha, seed), one GPU per rank from ``--gpu_id`` on (the CPU in smoke mode)."""
+    a = ctx.args
+    return ["--text_dir", str(texts), "--figure_dir", str(embeddings), "--output_dir",
+            str(output_dir), "--k", str(a.k), "--neighbors", str(a.neighbors),
+            "--density_power", str(DENSITY_POWER), "--distance_power", str(SELECTION_ALPHA),
+            "--seed", str(a.seed), "--gpu_id", str(a.gpu_id if ctx.on_gpu else -1)]
+
+
+def check_disk_for(path, nbytes):
+    """Refuse to write ``nbytes`` where fewer are free (with a tenth more for the texts)."""
+    import shutil
+
+    free = shutil.disk_usage(path).free
+    if free < 1.1 * nbytes:
+        raise CheckFailed(f"{path}: {free / 2**30:.1f} GiB free, the shards need "
+                          f"{1.1 * nbytes / 2**30:.1f} GiB (set TMPDIR to a larger disk)")
+
+
+def read_torchrun_outputs(output_dir, k, ranks):
+    """The picks novelselect.py wrote and their density factors (float32, from the pick log),
+    after checking that it ran on ``ranks`` ranks and that the picked texts are the picked
+    rows' (rank 0 pairs them with rows that other ranks hold)."""
+    stem = selection_stem(k, DENSITY_POWER, SELECTION_ALPHA)
+    picks = json.loads((output_dir / f"{stem}_indices.json").read_text())
+    record = json.loads((output_dir / f"{stem}_run.json").read_text())
+    if record.get("ranks") != ranks:
+        raise CheckFailed(f"novelselect.py ran on {record.get('ranks')} rank(s), not {ranks}")
+    items = json.loads((output_dir / f"{stem}.json").read_text(encoding="utf-8"))
+    if items != [pool_text(p) for p in picks]:
+        raise CheckFailed(f"{stem}.json: the picked texts are not the picked rows' texts")
+    with open(output_dir / f"{stem}_picks.csv", newline="") as handle:
+        log_rows = list(csv.DictReader(handle))
+    if [int(r["index"]) for r in log_rows] != picks:
+        raise CheckFailed(f"{stem}_picks.csv: its indices are not those of _indices.json")
+    return picks, np.array([float(r["density_factor"]) for r in log_rows], dtype=np.float32)
+
+
+def largest_relative_difference(ours, theirs):
+    """max |ours - theirs| / |theirs| over two float arrays (0.0 when both are empty)."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    if not len(theirs):
+        return 0.0
+    return float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-300)))
 
 
 def step_torchrun(ctx, row):
-    count = 0
-    if ctx.on_gpu:
-        import torch
-
-        count = torch.cuda.device_count()
-    row.size = f"{count} GPU(s)"
-    row.result = ("n/a: torchrun not implemented in this version" if count >= 2
-                  else "n/a: torchrun needs 2+ GPUs")
+    ranks, k, single = torchrun_ranks(ctx), ctx.args.k, ctx.picks["triton"]
+    with tempfile.TemporaryDirectory(prefix="gpu_check_torchrun_") as tmp:
+        check_disk_for(tmp, ctx.pool.nbytes)
+        started = time.perf_counter()
+        # An odd number of shards: rank blocks start inside shards, as they will on real data.
+        texts, embeddings = write_pool_shards(ctx.pool, Path(tmp), 2 * ranks + 1)
+        write_s = time.perf_counter() - started
+        ctx.budget.check("while the shards were written")
+        output_dir = Path(tmp) / "selected"
+        started = time.perf_counter()
+        with kernel_variable(None):
+            text = run_script(ctx, "novelselect.py",
+                              torchrun_select_args(ctx, texts, embeddings, output_dir),
+                              ranks=ranks)
+        run_s = time.perf_counter() - started
+        check_kernel_notice(ctx, text, "triton")
+        picks, pick_rho = read_torchrun_outputs(output_dir, k, ranks)
+    row.peak_gib = peak_of_outputs([text])  # rank 0 reports its own GPU's peak
+    # Which part differs, if the picks do: the density factors of its picks against c1's.
+    rho = largest_relative_difference(pick_rho, ctx.rho[picks])
+    rho_note = ("density factors of its picks bitwise c1's" if rho == 0 else
+                f"density factors of its picks within {rho:.1e} (relative) of c1's")
+    length = min(len(picks), len(single))
+    first = first_difference(picks[:length], single[:length])
+    if first is not None:
+        raise CheckFailed(f"{ranks} ranks' picks differ from c3's from pick {first} on; "
+                          f"{rho_note} (torchrun {run_s:.1f} s)")
+    where = "GPUs" if ctx.on_gpu else "CPU processes, --gpu_id -1"
+    same = f"all {k} picks" if length == k else f"first {length} picks (c3 made {length})"
+    row.result = (f"pass: {ranks} ranks ({where}): {same} identical to c3's, {rho_note}; "
+                  f"torchrun {run_s:.1f} s wall, writing the shards {write_s:.1f} s")
 
 
 # ---------------------------------------------------------------------------------------
@@ -742,6 +926,8 @@ def plan(ctx):
     torch_prefix = estimate_selection_s(a.pool, a.dim, a.torch_picks, "torch")
     novelsum = estimate_novelsum_s(a.novelsum_size, a.pool, a.dim)
     generate = estimate_generate_s(a.pool, a.dim)
+    ranks = torchrun_ranks(ctx)
+    torchrun = estimate_torchrun_s(a.pool, a.dim, a.k, max(ranks, 2))  # a partial run is no use
     runs = len(json.loads((GOLDEN / "novelselect" / "expected.json").read_text()))
     return [
         ("p", "packages the check imports", "", 0.0, ALWAYS, None, step_packages),
@@ -767,7 +953,9 @@ def plan(ctx):
         ("c3", "NovelSelect, Triton kernel", f"{pool}, k={a.k}", triton, 1.0, "rho",
          step_triton),
         ("c4", "first picks: Triton == torch", "", 0.0, ALWAYS, "picks", step_agree),
-        ("e", "torchrun, same selection on every GPU", "", 0.0, ALWAYS, None, step_torchrun),
+        ("e", f"novelselect.py under torchrun, "
+              f"{f'{ranks} ranks' if ranks >= 2 else 'one rank per GPU'}: picks == c3's",
+         f"{pool}, k={a.k}", torchrun, torchrun, "ranks", step_torchrun),
     ]
 
 
@@ -778,6 +966,10 @@ def missing_prerequisite(ctx, need):
         return "skipped: needs the density (c1)"
     if need == "picks" and not (ctx.picks.get("torch") and ctx.picks.get("triton")):
         return "skipped: needs picks of both kernels (c2, c3)"
+    if need == "ranks" and torchrun_ranks(ctx) < 2:
+        return "skipped: needs 2+ GPUs"
+    if need == "ranks" and not ctx.picks.get("triton"):
+        return "skipped: needs the Triton kernel's picks (c3)"
     return None
 
 
