@@ -286,3 +286,19 @@ def test_density_reference_is_unchanged_for_one_process():
     from utils.api import density_reference
 
     assert isinstance(density_reference(reference), DensityReference)
+
+
+def test_too_few_gpus_for_the_node_s_ranks_are_refused_by_every_rank(monkeypatch):
+    """Every local rank refuses alike (rank 0 prints it), not only the ranks left without a
+    GPU; otherwise those would exit in silence and torchrun would stop rank 0 mid-sentence."""
+    import utils.distributed as distributed
+
+    monkeypatch.setattr(distributed, "cuda_device_count", lambda: 2)
+    assert [distributed.rank_device(None, r, local_size=2) for r in range(2)] == \
+        ["cuda:0", "cuda:1"]
+    assert distributed.rank_device(1, 0, local_size=1) == "cuda:1"
+    for local_rank in range(3):
+        with pytest.raises(InputError, match=r"^--gpu_id 0: 3 ranks on this node would use "
+                                             r"GPUs 0 to 2 but it has 2; start at most 2 "):
+            distributed.rank_device(None, local_rank, local_size=3)
+    assert distributed.rank_device(-1, 2, local_size=3) == "cpu"

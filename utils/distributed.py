@@ -188,7 +188,7 @@ def launched_by_torchrun(environ=None):
     return "WORLD_SIZE" in environ and "RANK" in environ
 
 
-def rank_device(gpu_id, local_rank, notify=None, pinned=False):
+def rank_device(gpu_id, local_rank, notify=None, pinned=False, local_size=1):
     """The device of the rank with ``local_rank`` on its node, under ``torchrun``.
 
     ``--gpu_id`` is the node's first GPU to use (default 0): local rank r takes GPU
@@ -208,12 +208,15 @@ def rank_device(gpu_id, local_rank, notify=None, pinned=False):
         return "cpu"
     if pinned:
         return "cuda:0"
-    gpu = first + local_rank
-    if gpu >= count:
-        raise InputError(f"--gpu_id {first}: local rank {local_rank} would use GPU {gpu} but "
-                         f"this node has {count}; start at most {count - first} process(es) "
-                         f"per node (torchrun --nproc_per_node) or use --gpu_id -1 for the CPU")
-    return f"cuda:{gpu}"
+    # Checked for the node's last rank on every rank, so that all refuse alike (rank 0 says
+    # it) before any process group exists, rather than one rank failing alone.
+    if first + max(local_size, local_rank + 1) > count:
+        last = first + max(local_size, local_rank + 1) - 1
+        raise InputError(f"--gpu_id {first}: {max(local_size, local_rank + 1)} ranks on this "
+                         f"node would use GPUs {first} to {last} but it has {count}; start at "
+                         f"most {max(count - first, 0)} process(es) per node (torchrun "
+                         f"--nproc_per_node) or use --gpu_id -1 for the CPU")
+    return f"cuda:{first + local_rank}"
 
 
 def start_ranks(gpu_id=None, notify=None, host_only=False, pinned=False):
@@ -233,7 +236,7 @@ def start_ranks(gpu_id=None, notify=None, host_only=False, pinned=False):
     rank, size = int(environ["RANK"]), int(environ["WORLD_SIZE"])
     local_rank = int(environ.get("LOCAL_RANK", 0))
     local_size = int(environ.get("LOCAL_WORLD_SIZE", size))
-    device = rank_device(gpu_id, local_rank, notify if rank == 0 else None, pinned)
+    device = rank_device(gpu_id, local_rank, notify if rank == 0 else None, pinned, local_size)
     threads = cpu_threads()
     environ.setdefault("NUMBA_NUM_THREADS", str(threads))  # read when numba is first imported
     import torch
