@@ -202,35 +202,38 @@ class ShardedEngine(SelectionEngine):
         return self.start <= pick < self.stop
 
     def _pick_vectors(self, picks):
-        """Unit vectors and density factors of global ``picks``, in their order, from their
-        owners; and this rank's local rows among them."""
+        """Unit vectors and density factors of global ``picks``, in their order, each sent by
+        the rank that holds it."""
         picks = np.asarray(picks, dtype=np.int64)
         mine = np.flatnonzero((picks >= self.start) & (picks < self.stop))
         local = picks[mine] - self.start
         vectors = np.asarray(self.local.host_rows(local), dtype=np.float32)
         factors = np.asarray(self.local.host_factors(local), dtype=np.float32)
-        dim = self.dim
         positions = self.ranks.gather_arrays(mine.astype(np.int64))
-        targets = np.empty((len(picks), dim), dtype=np.float32)
+        targets = np.empty((len(picks), self.dim), dtype=np.float32)
         rho_picks = np.empty(len(picks), dtype=np.float32)
-        targets[positions] = self.ranks.gather_arrays(vectors.reshape(len(mine), dim))
+        targets[positions] = self.ranks.gather_arrays(vectors.reshape(len(mine), self.dim))
         rho_picks[positions] = self.ranks.gather_arrays(factors)
-        return targets, rho_picks, local
+        return targets, rho_picks
+
+    def _local_rows(self, picks):
+        """This rank's rows (local numbers) among global ``picks``."""
+        return [pick - self.start for pick in picks if self._owned(pick)]
 
     def _insert(self, pick):
         """The pick's owner sends its unit vector and density factor (one message of d + 1
         floats); every rank inserts it."""
-        owner = owner_of(pick, self.blocks)
         message = np.zeros(self.dim + 1, dtype=np.float32)
         if self._owned(pick):
             message[:-1] = self.local.host_rows([pick - self.start])[0]
             message[-1] = self.local.host_factors([pick - self.start])[0]
-        message = self.ranks.broadcast(message, owner, self.comm_device)
-        self.local.add_vector(message[:-1], message[-1],
-                              pick - self.start if self._owned(pick) else None)
+        message = self.ranks.broadcast(message, owner_of(pick, self.blocks), self.comm_device)
+        self._insert_vector(message[:-1], message[-1], pick)
 
     def _insert_vector(self, target, rho_pick, taken):
-        raise ValueError("a sharded engine takes picks by global index (add_pick)")
+        """Every rank inserts the pick given by its vector; ``taken`` is a global index."""
+        rows = self._local_rows([] if taken is None else [taken])
+        self.local.add_vector(target, rho_pick, rows[0] if rows else None)
 
     def rebuild_bytes_per_row(self, t):
         return self.local.rebuild_bytes_per_row(t)
@@ -239,11 +242,12 @@ class ShardedEngine(SelectionEngine):
         return self.local.rebuild_blocks(t)
 
     def _rebuild(self, picks, blocks):
-        targets, rho_picks, local = self._pick_vectors(picks)
-        self.local.rebuild_vectors(targets, rho_picks, local)
+        targets, rho_picks = self._pick_vectors(picks)
+        self._rebuild_vectors(targets, rho_picks, picks, blocks)
 
     def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
-        raise ValueError("a sharded engine rebuilds from global picks (rebuild)")
+        """Every rank rebuilds against the given picks' vectors; ``taken``: global indices."""
+        self.local.rebuild_vectors(targets, rho_picks, self._local_rows(taken))
 
     def device_array(self, values):
         """This rank's share of per-sample ``values`` (quality scores), on its device."""
