@@ -5,12 +5,18 @@ sigma_k(x) = 1 / (mean of the k smallest squared L2 distances from x to the refe
 of R. The published script always dropped the first neighbour, which is wrong for a query from
 elsewhere (docs/method.md section 7); here the left-out row is found by identity, not by position.
 
-Search backends, all exact (squared L2, as a faiss ``IndexFlatL2``): faiss on the CPU; faiss-gpu
-when it is installed and a GPU is asked for; otherwise a blocked torch search on the GPU.
+Search backends, all exhaustive (squared L2, as a faiss ``IndexFlatL2``): faiss on the CPU;
+faiss-gpu when it is installed and a GPU is asked for; otherwise a blocked torch search on the
+GPU. They compute ||q||^2 + ||r||^2 - 2 q.r with float32 matrix products, whose rounding
+depends on the blocking, the threads, the device and, under torchrun, on how the reference is
+split (measured: up to 3e-4 on a squared distance of clustered 256-dimensional vectors). So
+the search only proposes candidates, twice as many as needed, and their distances are then
+computed again exactly (``rerank_exact``: float64 differences summed in a fixed order): a
+density factor depends on the vectors alone, bitwise, on every backend, thread count and
+number of ranks (docs/method.md sections 6 and 9).
 
-Exact duplicates get bitwise the same factor (docs/method.md section 6): a BLAS search can give
-an identical query slightly different distances at another position in its query block, so
-each distinct query row is searched once and its duplicates share the result.
+Exact duplicates get bitwise the same factor (docs/method.md section 6): each distinct query
+row is searched once and its duplicates share the result.
 """
 
 import hashlib
@@ -300,6 +306,65 @@ def check_neighbor_counts(ks, distinct_rows, source, option="--neighbors"):
                              f"distinct rows of {source} ({distinct_rows})")
 
 
+RERANK_CPU_BLOCK_MIB = 16  # working memory of one block of the exact re-ranking on the CPU
+
+
+def candidate_count(n_results, n_rows):
+    """How many neighbours to search for so that the exact ``n_results`` nearest are among
+    them: twice as many (the search's rounding can only swap rows whose distances are within
+    its error of each other), at most every row."""
+    return min(2 * n_results, n_rows)
+
+
+def exact_sq_distances(queries, neighbours):
+    """Squared L2 distance of each query to each of its neighbour rows, float64 (torch).
+
+    ``queries`` (b, d) and ``neighbours`` (b, m, d), float32 tensors; returns (b, m). The
+    differences, squares and their sum (a halving tree, ``selection.halving_sums``) are
+    elementwise operations in a fixed order, each exactly rounded: a value depends on the two
+    rows alone, not on the search's blocking, threads, device or split over ranks, as the
+    BLAS form ||q||^2 + ||r||^2 - 2 q.r of a flat index does (its float32 cancellation moves a
+    distance of clustered, unnormalised vectors by up to about 1e-4).
+    """
+    from .selection import halving_sums
+
+    differences = queries[:, None, :].double() - neighbours.double()
+    return halving_sums(differences * differences)
+
+
+def rerank_exact(queries, rows, labels, n_keep, budget_bytes, device="cpu"):
+    """The ``n_keep`` nearest of each query's candidate rows by exact distance.
+
+    ``queries`` (n, d) float32; ``rows``: the searched rows (numpy or a torch tensor on
+    ``device``); ``labels`` (n, m): candidate row numbers from a search. Returns
+    ``(distances, positions)``, (n, n_keep) float64 and int64 positions into ``labels``'
+    columns, nearest first, equal distances in the order of their row numbers. Queries are
+    taken in blocks within ``budget_bytes`` (the gathered rows and their float64 copies).
+    """
+    torch = exact_torch()
+    rows_t = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(
+        np.ascontiguousarray(rows, dtype=np.float32))
+    n, m = labels.shape
+    dim = rows_t.shape[1]
+    if device == "cpu":  # cache-sized blocks: 7x faster than 256 MiB ones here (measured)
+        budget_bytes = min(budget_bytes, RERANK_CPU_BLOCK_MIB * MIB)
+    out_d = np.empty((n, n_keep), dtype=np.float64)
+    out_p = np.empty((n, n_keep), dtype=np.int64)
+    per_query = m * dim * (4 + 8 + 8 + 8) + 8 * dim
+    for start, stop in row_blocks(n, per_query, budget_bytes):
+        q = torch.from_numpy(np.ascontiguousarray(queries[start:stop])).to(device)
+        label_t = torch.from_numpy(np.ascontiguousarray(labels[start:stop])).to(device)
+        distances = exact_sq_distances(q, rows_t[label_t.reshape(-1)].reshape(
+            stop - start, m, dim))
+        # Order by (distance, row number): a stable sort by row, then by distance.
+        by_label = torch.sort(label_t, dim=1, stable=True).indices
+        ordered = torch.gather(distances, 1, by_label)
+        by_distance = torch.sort(ordered, dim=1, stable=True).indices[:, :n_keep]
+        out_p[start:stop] = torch.gather(by_label, 1, by_distance).cpu().numpy()
+        out_d[start:stop] = torch.gather(ordered, 1, by_distance).cpu().numpy()
+    return out_d, out_p
+
+
 class DensityReference:
     """The reference set R of docs/method.md section 3, ready to give mean kNN distances of
     queries. ``budget_mib``: working memory of one block of the torch search."""
@@ -339,11 +404,23 @@ class DensityReference:
         self.check_neighbors(ks)
         k_max = max(ks)
         distinct = DistinctQueries(queries, self.rows, self._lookup)
-        kept = np.empty((len(distinct), k_max), dtype=np.float32)
+        kept = np.empty((len(distinct), k_max), dtype=np.float64)
         chunks = [(start, min(len(distinct), start + chunk_rows))
                   for start in range(0, len(distinct), chunk_rows)]
         for start, stop in tracked(chunks, progress):
             rows, self_rows = distinct.rows(start, stop)
-            sq_distances, labels = self.index().search(rows, k_max + 1)
+            sq_distances, labels = self.nearest_exact(rows, k_max + 1)
             kept[start:stop] = drop_self(sq_distances, labels, self_rows, k_max)
         return mean_sq_distance_by_k(kept[distinct.which], ks)
+
+    def nearest_exact(self, queries, n_results):
+        """The ``n_results`` nearest reference rows of each query and their exact squared
+        distances (float64, ``rerank_exact``), nearest first, ties to the lower row: the
+        search proposes candidates, their distances are computed again in a fixed order."""
+        index = self.index()
+        _rough, labels = index.search(queries, candidate_count(n_results, len(self.rows)))
+        rows = getattr(index, "reference", self.rows)  # the torch index's copy on its device
+        distances, positions = rerank_exact(queries, rows, labels, n_results,
+                                            self.budget_mib * MIB,
+                                            getattr(index, "device", "cpu"))
+        return distances, np.take_along_axis(labels, positions, axis=1)

@@ -17,8 +17,9 @@ Rows are identified across ranks by a 16-byte digest of their float32 bytes (-0.
 import numpy as np
 
 from .distributed import owner_of
-from .density import (QUERY_CHUNK_ROWS, check_neighbor_counts, drop_self, flat_index,
-                      full_digest, mean_sq_distance_by_k)
+from .blocks import MIB
+from .density import (QUERY_CHUNK_ROWS, candidate_count, check_neighbor_counts, drop_self,
+                      flat_index, full_digest, mean_sq_distance_by_k, rerank_exact)
 from .progress import tracked
 from .selection import SelectionEngine
 
@@ -136,20 +137,28 @@ class ShardedDensityReference:
         return chunk, np.where(is_member, rows, -1)
 
     def _search_merged(self, chunk, n_results):
-        """The ``n_results`` nearest distinct reference rows of each chunk row, over all ranks:
-        each rank's own top list, merged stably in rank order (global row order)."""
-        local_d = np.full((len(chunk), n_results), np.inf, dtype=np.float32)
+        """The ``n_results`` nearest distinct reference rows of each chunk row, over all ranks,
+        with exact distances: each rank's own nearest (``DensityReference.nearest_exact``'s
+        search and exact re-ranking over its rows), merged by (distance, global row) as one
+        process orders them."""
+        local_d = np.full((len(chunk), n_results), np.inf, dtype=np.float64)
         local_i = np.full((len(chunk), n_results), -1, dtype=np.int64)
-        if self.index() is not None:
+        index = self.index()
+        if index is not None:
             take = min(n_results, len(self.kept_rows))
-            d, i = self.index().search(chunk, take)
-            local_d[:, :take], local_i[:, :take] = d, self.kept_labels[i]
+            _rough, labels = index.search(chunk, candidate_count(n_results,
+                                                                 len(self.kept_rows)))
+            distances, positions = rerank_exact(
+                chunk, getattr(index, "reference", self.kept_rows), labels, take,
+                self.budget_mib * MIB, getattr(index, "device", "cpu"))
+            local_d[:, :take] = distances
+            local_i[:, :take] = self.kept_labels[np.take_along_axis(labels, positions, axis=1)]
         size = self.ranks.size
         all_d = self.ranks.gather_arrays(local_d).reshape(size, len(chunk), n_results)
         all_i = self.ranks.gather_arrays(local_i).reshape(size, len(chunk), n_results)
         all_d = all_d.transpose(1, 0, 2).reshape(len(chunk), -1)
         all_i = all_i.transpose(1, 0, 2).reshape(len(chunk), -1)
-        order = np.argsort(all_d, axis=1, kind="stable")[:, :n_results]
+        order = np.lexsort((all_i, all_d), axis=1)[:, :n_results]
         return (np.take_along_axis(all_d, order, axis=1),
                 np.take_along_axis(all_i, order, axis=1))
 
@@ -164,7 +173,7 @@ class ShardedDensityReference:
         query_keys = self.keys if everywhere_same else digest_keys(
             self.ranks.gather_arrays(row_digests(queries)))
         plan = DistinctPlan(self.keys, query_keys)
-        kept = np.empty((len(plan), k_max), dtype=np.float32)
+        kept = np.empty((len(plan), k_max), dtype=np.float64)
         chunks = [(start, min(len(plan), start + chunk_rows))
                   for start in range(0, len(plan), chunk_rows)]
         for start, stop in tracked(chunks, progress):
