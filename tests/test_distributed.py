@@ -147,7 +147,7 @@ def selection_args(out, k=60, *extra):
             "--output_dir", out, "--k", k, "--gpu_id", "-1", *extra]
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
     """Quality scores, a separate density reference and a resumed start: the same picked
     items, indices and pick log, byte for byte; the record names the ranks and the same
@@ -170,11 +170,12 @@ def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
     record = json.loads((tmp_path / "many" / f"{stem}_run.json").read_text())
     assert record["ranks"] == ranks and one_record["ranks"] == 1
     assert record["inputs"] == one_record["inputs"]
-    assert f"on {ranks} ranks on the CPU" in split.stdout
+    assert f"on {ranks} rank{'s' if ranks > 1 else ''} on the CPU" in split.stdout
     assert split.stdout.count("picked 60 of 500") == 1  # rank 0 alone reports
 
 
-@pytest.mark.parametrize("case, ranks", [("novelsum_default_grid", 2),
+@pytest.mark.parametrize("case, ranks", [("novelsum_default_grid", 1),
+                                         ("novelsum_default_grid", 2),
                                          ("novelsum_default_grid", 3),
                                          ("novelsum_custom_grid", 3)])
 def test_novelsum_writes_what_one_process_writes(tmp_path, case, ranks):

@@ -150,6 +150,14 @@ def test_two_ranks_write_the_files_one_process_writes(tmp_path, one_process):
         (3, 10), (2, 9)]  # balanced_owners(SIZES, 2)
 
 
+def test_one_rank_under_torchrun_writes_the_files_one_process_writes(tmp_path, one_process):
+    texts, reference = one_process
+    result = torchrun(1, texts, tmp_path / "out", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert_same_shards(tmp_path / "out", reference)
+    assert "on 1 rank on the CPU: " in result.stdout
+
+
 def test_three_ranks_resume_with_more_ranks_than_shards_left(tmp_path, one_process):
     """Three ranks finish what one process began: two shards are left, so one rank has none;
     then nothing is left to do."""
