@@ -136,7 +136,17 @@ def clean_errors(command_body):
         except InputError as err:
             if "RANK" not in os.environ:
                 raise click.ClickException(str(err)) from None
-            leave_rank(1, f"Error: {err}" if speaks else None)
+            if agreed(err):  # every rank has it: rank 0 says it
+                leave_rank(1, f"Error: {err}" if speaks else None)
+            # this rank's own fault, which the others do not know: it says it itself
+            leave_rank(1, f"Error: {err}" if speaks else f"Error: rank {os.environ['RANK']}: "
+                                                          f"{err}")
+        except RuntimeError as err:
+            if "RANK" not in os.environ or not lost_peer(err):
+                raise
+            # Another rank stopped (its own line says why) while this one waited on it.
+            leave_rank(1, "Error: another rank stopped, see its message; every rank stops"
+                       if speaks else None)
         except click.ClickException as err:  # a usage error: every rank meets it alike
             if "RANK" not in os.environ:
                 raise
@@ -152,6 +162,23 @@ def clean_errors(command_body):
     return wrapper
 
 
+def agreed(err):
+    """Whether every rank raised ``err`` (``utils.distributed.Ranks.agree``)."""
+    from utils.distributed import RankError
+
+    return isinstance(err, RankError)
+
+
+def lost_peer(err):
+    """Whether ``err`` is torch.distributed's report of a collective that failed because a
+    peer went away or timed out."""
+    import torch.distributed as dist
+
+    return isinstance(err, getattr(dist, "DistBackendError", ())) or any(
+        marker in str(err) for marker in ("Connection closed by peer", "Connection reset",
+                                          "Timed out", "timed out"))
+
+
 def leave_rank(status, message=None):
     """Print ``message`` (if any) on stderr and exit with ``status``. Under ``torchrun`` the
     process ends at once after flushing its streams: the process group's threads may still
@@ -164,7 +191,6 @@ def leave_rank(status, message=None):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
-    return wrapper
 
 
 class StageLine:

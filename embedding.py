@@ -23,7 +23,8 @@ from cli_common import (PATH_SEPARATOR, Interrupted, Reporter, ReferenceStyleCom
                         clean_errors, device_summary, gpu_option, quiet_option)
 from utils.atomic import atomic_path, write_text_atomic
 from utils.device import nvidia_driver_present, pin_visible_gpu
-from utils.distributed import launched_by_torchrun, start_ranks, stop_ranks
+from utils.distributed import (launched_by_torchrun, mixed_devices_error, start_ranks,
+                               stop_ranks)
 from utils.embedders import (BACKENDS, choose_backend, make_backend, may_use_vllm, output_path,
                              resolve_model_path, shard_done)
 from utils.errors import InputError
@@ -132,12 +133,9 @@ def pin_rank_gpu(gpu_id, environ=None):
 def check_one_device_kind(devices, gpu_id):
     """Refuse ranks of which some would run on GPUs and some on the CPU (a rank whose pinned
     GPU this node lacks sees none): ``devices`` holds each rank's device, in rank order."""
-    on_cpu = [str(rank) for rank, device in enumerate(devices) if device == "cpu"]
-    if on_cpu and len(on_cpu) < len(devices):
-        raise InputError(f"--gpu_id {gpu_id or 0}: rank(s) {', '.join(on_cpu)} found no GPU of "
-                         f"their own (GPU --gpu_id + LOCAL_RANK) while the others run on GPUs; "
-                         f"start at most one process per GPU (torchrun --nproc_per_node) or "
-                         f"use --gpu_id -1 for the CPU")
+    error = mixed_devices_error(devices, gpu_id)
+    if error is not None:
+        raise error
 
 
 def interrupt_once(signum, frame):
@@ -288,7 +286,7 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     texts_here = sum(len(texts) for _, _, texts in mine)
     written, embedder = 0, None
     try:
-        with ranks.phase():  # a shard that cannot be written stops every rank
+        with ranks.phase(patient=True):  # a shard that cannot be written stops every rank
             if texts_here:  # a rank with no texts (more ranks than shards): no model
                 with record.stage("loading model"):
                     embedder = make_backend(backend, model_path, device, max_length, batch_size)
@@ -299,7 +297,7 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
                     written += 1
             seconds = time.perf_counter() - start
         shares = ranks.gather_objects({"device": device, "shards": written,
-                                       "texts": texts_here, "seconds": seconds})
+                                       "texts": texts_here, "seconds": seconds}, patient=True)
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(written, skipped, len(plan), output_dir,
                                               ranks)) from None

@@ -164,6 +164,21 @@ def refuse_unused_options(ctx, method):
                                    f"{', '.join(sorted(users))})")
 
 
+def check_output_folder(output_dir):
+    """``--output_dir`` must be a folder, or creatable: its nearest existing folder writable."""
+    for folder in [output_dir, *output_dir.absolute().parents]:
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            raise InputError(f"{output_dir}: --output_dir is a file; give a folder"
+                             if folder == output_dir else
+                             f"{output_dir}: --output_dir lies under the file {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"{output_dir}: --output_dir cannot be written ({folder} is not "
+                             f"writable)")
+        return
+
+
 def write_outputs(output_dir, writers):
     """Write every output under a temporary name, then rename them all into place
     (``utils.atomic.write_together``). ``writers`` maps a file name in ``output_dir`` to a
@@ -259,8 +274,7 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         resume_from=resume_from and str(resume_from), checkpoint_every=checkpoint_every))
     with ranks.phase():
         resume = read_resume_picks(resume_from) if resume_from else None
-        if checkpoint_every and output_dir.exists() and not output_dir.is_dir():
-            raise InputError(f"{output_dir}: --output_dir is a file; give a folder")
+        check_output_folder(output_dir)  # before the long work, not when writing its results
     with record.stage("loading"):
         # Under torchrun each rank loads its block of the pool's rows (and of the reference's);
         # rank 0 alone reads the texts, which only it writes out. Each phase ends with the
@@ -269,7 +283,7 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
             pool = load_embeddings(figure_dir, ranks, report.progress("loading embeddings", "shard"),
                              embedding_field=embedding_field)
         items = text_paths = counts = None
-        with ranks.phase():
+        with ranks.phase(patient=True):  # rank 0 alone reads the texts
             if ranks.is_main:
                 items, text_paths, counts = load_items(
                     text_dir, report.progress("loading texts", "shard"))
@@ -325,7 +339,7 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
                                   reference, quality, device, report, record, resume,
                                   resume_from, checkpoints, dense_ref_dir or figure_dir, ranks)
         names = None
-        with ranks.phase():  # rank 0 writes; the others wait to hear that it did
+        with ranks.phase(patient=True):  # rank 0 writes; the others wait to hear that it did
             if ranks.is_main:
                 names = write_selection(output_dir, stem, k, n, pool, items, selection, record,
                                         device, plot, (neighbors, density_power,

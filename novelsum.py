@@ -249,7 +249,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         record.add_input("reference", vector_inputs(ref, ranks))
         metric_ref = ref
         if ranks.grouped and needs_reference(metrics):
-            with record.stage("loading"), ranks.phase():
+            with record.stage("loading"), ranks.phase(patient=True):
                 metric_ref = load_vectors(dense_ref_dir, allow_zero=True,
                                           embedding_field=embedding_field) \
                     if ranks.is_main else None
@@ -286,7 +286,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
                 raise InputError(f"{path}: {err}") from None
         row = {"Dataset Name": dataset.name, **result.values, "cos_distance": result.cos_distance}
         if metrics:
-            with record.stage("metrics"), ranks.phase():
+            with record.stage("metrics"), ranks.phase(patient=True):
                 if ranks.is_main:
                     try:
                         row.update(compute_metrics(
@@ -318,7 +318,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
                for row, spread in zip(rows, spreads)}
     writers[run_path] = lambda path: path.write_text(json.dumps(
         record.finish(device, list(writers), ranks=ranks.size, summary=summary), indent=2))
-    with record.stage("writing"), ranks.phase():  # rank 0 writes; the others hear that it did
+    with record.stage("writing"), ranks.phase(patient=True):  # rank 0 writes, others wait
         if ranks.is_main:
             write_together(writers)
     stop_ranks(ranks)

@@ -108,7 +108,7 @@ WRITE_BYTES_S = 2.0e9  # writing the pool's shards into the page cache (assumed)
 HASH_BYTES_S = 1.0e9  # one core's blake2b or sha256 over a rank's rows (digests, run record)
 GLOO_BYTES_S = 1.0e9  # bytes one rank receives per second in a gloo all-gather (assumed)
 GLOO_S = 2e-4  # one small gloo collective between the ranks of one machine (assumed)
-COLLECTIVES_PER_PICK = 8  # ShardedEngine: the global best (2), the pick's vector and rho (6)
+COLLECTIVES_PER_PICK = 2  # ShardedEngine: one all-gather of the best, one broadcast of the pick
 
 TORCHRUN_MAX_RANKS = 8  # step e: one rank per GPU, at most this many
 SMOKE_RANKS = 2  # step e in smoke mode: CPU processes (--gpu_id -1)

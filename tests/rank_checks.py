@@ -78,9 +78,9 @@ def triton_golden(ranks, pool):
     return engine.run(first_pick(len(pool), run["seed"])) == run["indices"][:k]
 
 
-def uneven(ranks, n, k, quality=False):
+def uneven(ranks, n, k, quality=False, engine_class=NumpyEngine):
     """A tiny pool split unevenly (a rank with one candidate, one with none, one whose rows are
-    all picked): the sharded picks and novelty equal one engine's."""
+    all picked): the sharded picks and novelty equal one engine's, on numba and torch engines."""
     rng = np.random.default_rng(n * 100 + k)
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
     if n > 3:
@@ -93,8 +93,9 @@ def uneven(ranks, n, k, quality=False):
     expected = NumpyEngine(unit, rho, k, 1.0).run(first, scores,
                                                   lambda i, v: seen_one.append(v))
     start, stop = ranks.block(n)
-    engine = ShardedEngine(ranks, NumpyEngine(unit[start:stop], rho[start:stop], k, 1.0),
-                           start, n)
+    local = engine_class(unit[start:stop], rho[start:stop], k, 1.0,
+                         *(["cpu"] if engine_class is TorchEngine else []))
+    engine = ShardedEngine(ranks, local, start, n)
     picks = engine.run(first, scores, lambda i, v: seen_all.append(v))
     return picks == expected and np.array_equal(seen_one, seen_all, equal_nan=True)
 
@@ -123,7 +124,8 @@ def main():
         "golden_selections": golden_selections(ranks, pool),
         "prefix_failures_numba": every_prefix_resumes(ranks, pool, NumpyEngine),
         "prefix_failures_torch": every_prefix_resumes(ranks, pool, TorchEngine),
-        "uneven": [uneven(ranks, n, k, quality) for n, k, quality in
+        "uneven": [uneven(ranks, n, k, quality, engine_class)
+                   for engine_class in (NumpyEngine, TorchEngine) for n, k, quality in
                    [(2, 2, False), (4, 4, False), (4, 3, True), (7, 7, True), (9, 5, False)]],
         "density_bitwise": density_bitwise(ranks, reference, queries),
         "triton_golden": triton_golden(ranks, pool),

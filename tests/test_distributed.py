@@ -26,7 +26,6 @@ from utils.shards import load_vector_block, load_vectors
 from utils.errors import InputError
 
 SELECT = GOLDEN / "novelselect"
-TORCHRUN_LOG = ("W1126", "*****", "Setting OMP_NUM_THREADS")  # torchrun's own start-up notice
 
 
 def torchrun(ranks, script, *args, timeout=240, **popen):
@@ -135,7 +134,7 @@ def test_library_checks_on_several_ranks(ranks):
     checks = json.loads(result.stdout.strip().splitlines()[-1])
     triton = checks.pop("triton_golden")
     assert checks == {"golden_selections": [True, True, True], "prefix_failures_numba": [],
-                      "prefix_failures_torch": [], "uneven": [True] * 5,
+                      "prefix_failures_torch": [], "uneven": [True] * 10,
                       "density_bitwise": True}
     if triton is None:
         pytest.skip("the sharded Triton engine needs Triton: python -m pip install triton")

@@ -193,7 +193,9 @@ def check_rank_memory(ranks, n_local, n, k, dim, device):
     """``check_memory`` on every rank for its block, agreed: a rank short of memory stops all."""
     with ranks.phase():
         try:
-            check_memory(n_local, k, dim, device)
+            # CPU ranks on one node share its memory; each GPU rank has its own device.
+            check_memory(n_local, k, dim, device, share=ranks.local_size if device == "cpu"
+                         else 1)
         except InputError as err:
             if not ranks.grouped:
                 raise
@@ -205,7 +207,9 @@ def selection_engine(ranks, unit, rho, k, alpha, device, notify, start, n):
     """The engine for this rank's candidates: ``make_engine``'s, wrapped in a
     ``ShardedEngine`` under ``torchrun``. Every rank runs the same kernel: if the fused Triton
     kernel is not usable on one of them, all take the torch kernel."""
-    engine = make_engine(unit, rho, k, alpha, device, notify)
+    engine = None
+    with ranks.phase():  # a GPU fault in one rank's kernel check stops every rank
+        engine = make_engine(unit, rho, k, alpha, device, notify)
     if not ranks.grouped:
         return engine
     kinds = ranks.gather_objects(type(engine).__name__)
@@ -213,6 +217,11 @@ def selection_engine(ranks, unit, rho, k, alpha, device, notify, start, n):
         if notify is not None:
             notify(f"the ranks' kernels differ ({', '.join(sorted(set(kinds)))}); every rank "
                    f"uses the torch kernel")
+        del engine  # its stored values go before the torch engine allocates its own
+        if device != "cpu":
+            import torch
+
+            torch.cuda.empty_cache()
         engine = TorchEngine(unit, rho, k, alpha, device)
     return ShardedEngine(ranks, engine, start, n)
 

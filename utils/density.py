@@ -142,6 +142,9 @@ class FaissFlatIndex:
     def __init__(self, reference, device="cpu"):
         import faiss
 
+        from .device import cpu_threads
+
+        faiss.omp_set_num_threads(cpu_threads())  # torchrun sets OMP_NUM_THREADS=1 per rank
         self.index = faiss.IndexFlatL2(reference.shape[1])
         if device != "cpu":
             self._gpu_resources = faiss.StandardGpuResources()  # must outlive the index

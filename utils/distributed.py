@@ -19,7 +19,7 @@ memory) is seen by ``torchrun``, which stops the others; collectives also time o
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -28,7 +28,12 @@ from .device import cpu_threads, cuda_device_count
 from .errors import InputError
 
 RANK_TIMEOUT_VARIABLE = "NOVELSUM_RANK_TIMEOUT_S"
-DEFAULT_RANK_TIMEOUT_S = 1800  # rank 0 may write outputs or compute metrics for minutes
+DEFAULT_RANK_TIMEOUT_S = 1800  # a collective of the computation that waits longer: a rank is stuck
+WAIT_TIMEOUT_VARIABLE = "NOVELSUM_RANK_WAIT_S"
+# Waits that are long by design (a rank with fewer shards to embed waiting for the others, the
+# ranks waiting for rank 0 to compute metrics or write): a rank that dies is seen by torchrun,
+# which stops the others, so this only bounds a rank that hangs while alive.
+DEFAULT_WAIT_TIMEOUT_S = 7 * 24 * 3600
 
 
 class RankError(InputError):
@@ -62,6 +67,9 @@ class Ranks:
     local_rank: int = 0
     local_size: int = 1
     grouped: bool = False  # a torch.distributed process group exists
+    # NCCL group for tensors on the ranks' GPUs (None on the CPU); gloo group for long waits
+    device_group: object = field(default=None, compare=False, repr=False)
+    patient_group: object = field(default=None, compare=False, repr=False)
 
     @property
     def is_main(self):
@@ -81,18 +89,26 @@ class Ranks:
 
     # Collectives. Host-side (numpy in, numpy out, gloo); with one process they are the identity.
 
-    def gather_arrays(self, array):
+    def _carrier(self, device):
+        """Where a message on ``device`` travels: the NCCL group for GPU tensors when the ranks
+        are on GPUs, else the host (the default gloo group)."""
+        if device != "cpu" and self.device_group is not None:
+            return device, self.device_group
+        return "cpu", None
+
+    def gather_arrays(self, array, patient=False):
         """Every rank's ``array`` (same dtype and trailing shape, any number of rows),
-        concatenated in rank order, on every rank."""
+        concatenated in rank order, on every rank. ``patient``: a wait that may last long."""
         array = np.ascontiguousarray(array)
         if not self.grouped:
             return array
         import torch
         import torch.distributed as dist
 
+        group = self.patient_group if patient else None
         counts = torch.zeros(self.size, dtype=torch.int64)
         counts[self.rank] = len(array)
-        dist.all_reduce(counts)
+        dist.all_reduce(counts, group=group)
         # Sent as bytes: one path for every dtype (gloo has no bool or void tensors).
         row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
         padded = torch.zeros((int(counts.max()), row_bytes), dtype=torch.uint8)
@@ -100,7 +116,7 @@ class Ranks:
             padded[:len(array)] = torch.from_numpy(
                 array.reshape(len(array), -1).view(np.uint8).reshape(len(array), row_bytes).copy())
         parts = [torch.empty_like(padded) for _ in range(self.size)]
-        dist.all_gather(parts, padded)
+        dist.all_gather(parts, padded, group=group)
         rows = np.concatenate([part[:int(c)].numpy() for part, c in zip(parts, counts)])
         return rows.view(array.dtype).reshape(len(rows), *array.shape[1:])
 
@@ -114,9 +130,10 @@ class Ranks:
         import torch
         import torch.distributed as dist
 
+        device, group = self._carrier(device)
         mine = torch.from_numpy(array.copy()).to(device)
         parts = [torch.empty_like(mine) for _ in range(self.size)]
-        dist.all_gather(parts, mine)
+        dist.all_gather(parts, mine, group=group)
         return torch.stack(parts).cpu().numpy()
 
     def broadcast(self, array, src, device="cpu"):
@@ -128,19 +145,20 @@ class Ranks:
         import torch
         import torch.distributed as dist
 
+        device, group = self._carrier(device)
         tensor = torch.from_numpy(array.copy()).to(device)
-        dist.broadcast(tensor, src)
+        dist.broadcast(tensor, src, group=group)
         return tensor.cpu().numpy()
 
-    def gather_objects(self, value):
+    def gather_objects(self, value, patient=False):
         """Every rank's ``value`` (JSON-able: numbers, strings, lists, dicts), in rank order."""
         if not self.grouped:
             return [value]
         import json
 
         data = np.frombuffer(json.dumps(value).encode(), dtype=np.uint8)
-        counts = self.gather_arrays(np.asarray([len(data)], dtype=np.int64))
-        joined = self.gather_arrays(data).tobytes()
+        counts = self.gather_arrays(np.asarray([len(data)], dtype=np.int64), patient)
+        joined = self.gather_arrays(data, patient).tobytes()
         bounds = np.concatenate([[0], np.cumsum(counts)])
         return [json.loads(joined[a:b]) for a, b in zip(bounds, bounds[1:])]
 
@@ -148,7 +166,7 @@ class Ranks:
         """The sum over ranks of a float, in float64, added in rank order (deterministic)."""
         return float(np.sum(self.gather_arrays(np.asarray([value], dtype=np.float64))))
 
-    def agree(self, error=None):
+    def agree(self, error=None, patient=False):
         """Exchange whether each rank failed; if any did, raise the first failure on every rank.
 
         ``error``: this rank's ``InputError`` or None. The lowest failing rank's message is
@@ -159,7 +177,7 @@ class Ranks:
             if error is not None:
                 raise error
             return
-        messages = self.gather_objects(None if error is None else str(error))
+        messages = self.gather_objects(None if error is None else str(error), patient)
         failed = [(rank, text) for rank, text in enumerate(messages) if text is not None]
         if not failed:
             return
@@ -167,8 +185,10 @@ class Ranks:
         raise RankError(text) from None
 
     @contextlib.contextmanager
-    def phase(self):
-        """Run a block on every rank, then agree: an ``InputError`` on any rank is raised on all."""
+    def phase(self, patient=False):
+        """Run a block on every rank, then agree: an ``InputError`` on any rank is raised on all.
+        ``patient``: some ranks may reach the end much later than others (work on one rank
+        only, or shared out unevenly): the wait is bounded by ``WAIT_TIMEOUT_VARIABLE``."""
         error = None
         try:
             yield
@@ -176,7 +196,7 @@ class Ranks:
             if not self.grouped:
                 raise
             error = err
-        self.agree(error)
+        self.agree(error, patient)
 
 
 SINGLE = Ranks()
@@ -243,14 +263,35 @@ def start_ranks(gpu_id=None, notify=None, host_only=False, pinned=False):
     import torch.distributed as dist
 
     torch.set_num_threads(threads)
-    backend = "gloo"
     if device != "cpu":
         torch.cuda.set_device(torch.device(device))
-        if not host_only:
-            backend = "cpu:gloo,cuda:nccl"
-    timeout = float(environ.get(RANK_TIMEOUT_VARIABLE, DEFAULT_RANK_TIMEOUT_S))
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
-    return Ranks(rank, size, local_rank, local_size, grouped=True), device
+    timeout = timedelta(seconds=float(environ.get(RANK_TIMEOUT_VARIABLE,
+                                                  DEFAULT_RANK_TIMEOUT_S)))
+    wait = timedelta(seconds=float(environ.get(WAIT_TIMEOUT_VARIABLE, DEFAULT_WAIT_TIMEOUT_S)))
+    # The default group is gloo on every rank, so that the ranks can first agree on their
+    # devices; NCCL joins only when every rank has a GPU.
+    dist.init_process_group("gloo", timeout=timeout)
+    patient_group = dist.new_group(backend="gloo", timeout=wait)
+    ranks = Ranks(rank, size, local_rank, local_size, grouped=True,
+                  patient_group=patient_group)
+    ranks.agree(mixed_devices_error(ranks.gather_objects(device), gpu_id))
+    if device != "cpu" and not host_only:
+        ranks = Ranks(rank, size, local_rank, local_size, grouped=True,
+                      device_group=dist.new_group(backend="nccl", timeout=timeout),
+                      patient_group=patient_group)
+    return ranks, device
+
+
+def mixed_devices_error(devices, gpu_id):
+    """An ``InputError`` when some ranks would run on GPUs and others on the CPU (a node
+    without GPUs, or a pinned GPU this node lacks), else None: ``devices`` in rank order."""
+    on_cpu = [str(rank) for rank, device in enumerate(devices) if device == "cpu"]
+    if on_cpu and len(on_cpu) < len(devices):
+        return InputError(f"--gpu_id {gpu_id or 0}: rank(s) {', '.join(on_cpu)} found no GPU "
+                          f"of their own (GPU --gpu_id + LOCAL_RANK) while the others run on "
+                          f"GPUs; start at most one process per GPU (torchrun --nproc_per_node) "
+                          f"or use --gpu_id -1 for the CPU")
+    return None
 
 
 def stop_ranks(ranks):

@@ -110,15 +110,16 @@ def available_memory_bytes(device):
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_memory(n, k, dim, device, budget_mib=TORCH_BUDGET_MIB):
+def check_memory(n, k, dim, device, budget_mib=TORCH_BUDGET_MIB, share=1):
     """Refuse, before any work, a selection that cannot fit in memory.
 
     On a GPU the torch engine also needs its per-chunk working memory, ``budget_mib``.
+    ``share``: how many processes share the free memory alike (CPU ranks on one node).
     """
     need = selection_memory_bytes(n, k, dim)
     if device != "cpu":
         need += budget_mib * MIB
-    free = available_memory_bytes(device)
+    free = available_memory_bytes(device) // max(1, share)
     if need > free:
         raise InputError(f"--k {k} on a pool of {n}: the selection needs {need / 2**30:.1f} GiB "
                          f"({n} x {k - 1} values x {VALUE_BYTES} bytes, plus vectors) but "
@@ -657,6 +658,8 @@ class TorchEngine(SelectionEngine):
     def best_scored(self, quality=None):
         """As ``NumpyEngine.best_scored``, on the device: only the pick, its novelty and score
         cross to the host, not the pool's sums (3 MB a step at 396,000 candidates)."""
+        if self.n == 0:  # a rank with no rows (fewer rows than ranks)
+            return -1, float("nan"), -np.inf
         novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty
         score = self.torch.where(self.active.bool(), score, -float("inf"))

@@ -95,7 +95,9 @@ class ShardedDensityReference:
         self.ranks, self.device, self.backend = ranks, device, backend
         self.source, self.budget_mib = source, budget_mib
         self.local_rows = np.ascontiguousarray(rows, dtype=np.float32)
-        self.start, self.total = block_start(ranks, len(self.local_rows))
+        counts = ranks.gather_arrays(np.asarray([len(self.local_rows)], dtype=np.int64))
+        self.starts = np.concatenate([[0], np.cumsum(counts)])  # every rank's first row
+        self.start, self.total = int(self.starts[ranks.rank]), int(self.starts[-1])
         self.keys = digest_keys(ranks.gather_arrays(row_digests(self.local_rows)))
         _distinct, first = np.unique(self.keys, return_index=True)
         kept = np.zeros(self.total, dtype=bool)
@@ -121,19 +123,25 @@ class ShardedDensityReference:
             self._index = flat_index(self.kept_rows, self.device, self.backend, self.budget_mib)
         return self._index
 
-    def _chunk_rows(self, plan, start, stop, queries, query_start):
-        """The vectors of distinct entries ``start:stop``, each sent by the rank that holds it."""
+    def _chunk_rows(self, plan, start, stop, queries, query_starts):
+        """The vectors of distinct entries ``start:stop``, each rank sending those it holds
+        (one broadcast per rank that holds some: every rank receives the chunk once, whatever
+        the number of ranks). ``query_starts``: every rank's first query row."""
         is_member, rows = plan.entries(start, stop)
-        local = self.start + len(self.local_rows)
-        mine_ref = is_member & (rows >= self.start) & (rows < local)
-        mine_query = ~is_member & (rows >= query_start) & (rows < query_start + len(queries))
-        positions = np.concatenate([np.flatnonzero(mine_ref), np.flatnonzero(mine_query)])
-        vectors = np.concatenate([self.local_rows[rows[mine_ref] - self.start],
-                                  queries[rows[mine_query] - query_start]])
-        all_positions = self.ranks.gather_arrays(positions.astype(np.int64))
-        all_vectors = self.ranks.gather_arrays(vectors.reshape(-1, self.width))
+        owners = np.where(is_member,
+                          np.searchsorted(self.starts, rows, side="right") - 1,
+                          np.searchsorted(query_starts, rows, side="right") - 1)
         chunk = np.empty((stop - start, self.width), dtype=np.float32)
-        chunk[all_positions] = all_vectors
+        rank, query_start = self.ranks.rank, int(query_starts[self.ranks.rank])
+        for owner in np.unique(owners):
+            held = owners == owner
+            if owner == rank:
+                member, where = is_member[held], rows[held]
+                part = np.empty((len(where), self.width), dtype=np.float32)
+                part[member] = self.local_rows[where[member] - self.start]
+                part[~member] = queries[where[~member] - query_start]
+                chunk[held] = part
+            chunk[held] = self.ranks.broadcast(chunk[held], int(owner))
         return chunk, np.where(is_member, rows, -1)
 
     def _search_merged(self, chunk, n_results):
@@ -168,7 +176,8 @@ class ShardedDensityReference:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         same = queries is self.local_rows or (queries.shape == self.local_rows.shape
                                               and np.shares_memory(queries, self.local_rows))
-        query_start, _n = block_start(self.ranks, len(queries))
+        query_counts = self.ranks.gather_arrays(np.asarray([len(queries)], dtype=np.int64))
+        query_starts = np.concatenate([[0], np.cumsum(query_counts)])
         everywhere_same = bool(self.ranks.gather_arrays(np.asarray([same])).all())
         query_keys = self.keys if everywhere_same else digest_keys(
             self.ranks.gather_arrays(row_digests(queries)))
@@ -177,7 +186,7 @@ class ShardedDensityReference:
         chunks = [(start, min(len(plan), start + chunk_rows))
                   for start in range(0, len(plan), chunk_rows)]
         for start, stop in tracked(chunks, progress):
-            chunk, self_rows = self._chunk_rows(plan, start, stop, queries, query_start)
+            chunk, self_rows = self._chunk_rows(plan, start, stop, queries, query_starts)
             sq_distances, labels = self._search_merged(chunk, k_max + 1)
             kept[start:stop] = drop_self(sq_distances, labels, self_rows, k_max)
         return mean_sq_distance_by_k(kept[plan.which], ks)
