@@ -113,6 +113,20 @@ def density_bitwise(ranks, reference, queries):
                for k in ks)
 
 
+def crowd_bitwise(ranks):
+    """A crowd of near-duplicates, where the float32 search ranks at random: the torch search
+    split over ranks still gives one process's (exact) mean distances bit for bit."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_density import near_duplicate_crowd
+
+    reference, queries = near_duplicate_crowd()
+    ks = [3, 10]
+    whole = DensityReference(reference, backend="torch").mean_sq_distances(queries, ks)
+    sharded = ShardedDensityReference(ranks, block(ranks, reference), backend="torch")
+    parts = sharded.mean_sq_distances(block(ranks, queries), ks)
+    return all(np.array_equal(parts[k], whole[k]) for k in ks)
+
+
 def main():
     ranks, _device = start_ranks(-1)
     pool = load_vectors(GOLDEN / "novelselect" / "embeddings").vectors
@@ -127,7 +141,7 @@ def main():
         "uneven": [uneven(ranks, n, k, quality, engine_class)
                    for engine_class in (NumpyEngine, TorchEngine) for n, k, quality in
                    [(2, 2, False), (4, 4, False), (4, 3, True), (7, 7, True), (9, 5, False)]],
-        "density_bitwise": density_bitwise(ranks, reference, queries),
+        "density_bitwise": density_bitwise(ranks, reference, queries) and crowd_bitwise(ranks),
         "triton_golden": triton_golden(ranks, pool),
     }
     stop_ranks(ranks)

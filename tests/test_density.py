@@ -211,3 +211,35 @@ def test_merge_topk_across_blocks_equals_whole():
         best_d, best_i = merge_topk(best_d, best_i, d, i + start, 3)
     assert best_d.tolist() == [[0.5, 1.0, 2.0]]
     assert best_i.tolist() == [[5, 1, 3]]
+
+
+def near_duplicate_crowd(seed=0, d=64, crowd=500, others=700, queries=200):
+    """A crowd of near-duplicates of one large-norm vector among other rows, and queries in
+    the crowd: float32 search distances there are dominated by rounding (norms of about 400,
+    spreads of 1e-4), so the search alone ranks the crowd at random."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=d).astype(np.float32) * 50
+    reference = np.concatenate([base + rng.normal(size=(crowd, d)).astype(np.float32) * 1e-4,
+                                rng.normal(size=(others, d)).astype(np.float32) * 50])
+    reference = reference[rng.permutation(len(reference))].astype(np.float32)
+    return reference, (base + rng.normal(size=(queries, d)).astype(np.float32) * 1e-4) \
+        .astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_the_density_is_exact_even_in_a_crowd_of_near_duplicates(backend):
+    """The k nearest by exact distance, whatever the search's rounding: the mean squared
+    distances equal a brute-force float64 computation (to float64 rounding), on both search
+    backends, although the torch search's own ranking of the crowd is mostly wrong."""
+    reference, queries = near_duplicate_crowd()
+    ks = [3, 10]
+    density = DensityReference(reference, backend=backend)
+    got = density.mean_sq_distances(queries, ks)
+    differences = queries[:, None, :].astype(np.float64) - reference[None].astype(np.float64)
+    nearest = np.sort((differences * differences).sum(-1), axis=1)
+    for k in ks:
+        np.testing.assert_allclose(got[k], nearest[:, :k].mean(axis=1), rtol=1e-12)
+    if backend == "torch":
+        _d, labels = density.index().search(queries, 11)
+        exact = np.argsort((differences * differences).sum(-1), axis=1, kind="stable")[:, :11]
+        assert np.mean([set(a) == set(b) for a, b in zip(labels, exact)]) < 0.5

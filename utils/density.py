@@ -11,9 +11,11 @@ GPU. They compute ||q||^2 + ||r||^2 - 2 q.r with float32 matrix products, whose 
 depends on the blocking, the threads, the device and, under torchrun, on how the reference is
 split (measured: up to 3e-4 on a squared distance of clustered 256-dimensional vectors). So
 the search only proposes candidates, twice as many as needed, and their distances are then
-computed again exactly (``rerank_exact``: float64 differences summed in a fixed order): a
-density factor depends on the vectors alone, bitwise, on every backend, thread count and
-number of ranks (docs/method.md sections 6 and 9).
+computed again exactly (``rerank_exact``: float64 differences summed in a fixed order); a
+query whose candidates may miss a nearer row (its k-th exact distance not clearly below what
+the search's rounding allows the rows it did not propose) is searched again with twice as
+many (``nearest_certified``). A density factor then depends on the vectors alone, bitwise, on
+every backend, thread count and number of ranks (docs/method.md sections 3, 6 and 9).
 
 Exact duplicates get bitwise the same factor (docs/method.md section 6): each distinct query
 row is searched once and its duplicates share the result.
@@ -319,6 +321,58 @@ def candidate_count(n_results, n_rows):
     return min(2 * n_results, n_rows)
 
 
+SEARCH_ERROR_SIGMAS = 4  # how many standard deviations of the search's rounding are allowed
+
+
+def search_error_bound(query_sq_norms, max_row_sq_norm, dim):
+    """How far a float32 search's squared distance may lie from the exact one, per query.
+
+    The search computes ||q||^2 + ||r||^2 - 2 q.r; rounding a sum of ``dim`` products in
+    float32 errs like a random walk, about sqrt(dim) * 2^-24 of the terms' size, and the terms
+    are at most (||q|| + max ||r||)^2. Four standard deviations of that (float64).
+    """
+    gamma = SEARCH_ERROR_SIGMAS * math.sqrt(dim) * 2.0 ** -24
+    return gamma * (np.sqrt(query_sq_norms) + math.sqrt(max_row_sq_norm)) ** 2
+
+
+def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cpu"):
+    """The exact ``n_results`` nearest rows of each query: ``(distances, labels)``, float64
+    exact squared distances (``rerank_exact``) and row numbers, nearest first, ties to the
+    lower row.
+
+    ``search(queries, m)`` is a float32 search over ``rows`` (sorted ``(distances, labels)``).
+    Its candidates are re-ranked exactly; a query is settled when its ``n_results``-th exact
+    distance lies below the smallest distance any other row can have, the last candidate's
+    search distance less ``search_error_bound``. The others are searched again with twice as
+    many candidates, up to every row, so that a crowd of near-duplicates cannot push a true
+    neighbour out of the candidates.
+    """
+    n_rows = len(rows)
+    rows_host = rows.cpu().numpy() if hasattr(rows, "cpu") else np.asarray(rows)
+    max_row_sq_norm = float(np.max(np.einsum("ij,ij->i", rows_host.astype(np.float64),
+                                             rows_host.astype(np.float64))))
+    out_d = np.empty((len(queries), n_results), dtype=np.float64)
+    out_l = np.empty((len(queries), n_results), dtype=np.int64)
+    todo = np.arange(len(queries))
+    m = candidate_count(n_results, n_rows)
+    while len(todo):
+        q = np.ascontiguousarray(queries[todo], dtype=np.float32)
+        rough, labels = search(q, m)
+        distances, positions = rerank_exact(q, rows, labels, n_results, budget_bytes, device)
+        if m >= n_rows:
+            settled = np.ones(len(todo), dtype=bool)
+        else:
+            q64 = q.astype(np.float64)
+            floor = rough[:, -1].astype(np.float64) - search_error_bound(
+                np.einsum("ij,ij->i", q64, q64), max_row_sq_norm, q.shape[1])
+            settled = distances[:, -1] < floor
+        out_d[todo[settled]] = distances[settled]
+        out_l[todo[settled]] = np.take_along_axis(labels, positions, axis=1)[settled]
+        todo = todo[~settled]
+        m = min(2 * m, n_rows)
+    return out_d, out_l
+
+
 def exact_sq_distances(queries, neighbours):
     """Squared L2 distance of each query to each of its neighbour rows, float64 (torch).
 
@@ -418,12 +472,8 @@ class DensityReference:
 
     def nearest_exact(self, queries, n_results):
         """The ``n_results`` nearest reference rows of each query and their exact squared
-        distances (float64, ``rerank_exact``), nearest first, ties to the lower row: the
-        search proposes candidates, their distances are computed again in a fixed order."""
+        distances (float64), nearest first, ties to the lower row (``nearest_certified``)."""
         index = self.index()
-        _rough, labels = index.search(queries, candidate_count(n_results, len(self.rows)))
-        rows = getattr(index, "reference", self.rows)  # the torch index's copy on its device
-        distances, positions = rerank_exact(queries, rows, labels, n_results,
-                                            self.budget_mib * MIB,
-                                            getattr(index, "device", "cpu"))
-        return distances, np.take_along_axis(labels, positions, axis=1)
+        return nearest_certified(index.search, getattr(index, "reference", self.rows),
+                                 queries, n_results, self.budget_mib * MIB,
+                                 getattr(index, "device", "cpu"))

@@ -18,8 +18,8 @@ import numpy as np
 
 from .distributed import owner_of
 from .blocks import MIB
-from .density import (QUERY_CHUNK_ROWS, candidate_count, check_neighbor_counts, drop_self,
-                      flat_index, full_digest, mean_sq_distance_by_k, rerank_exact)
+from .density import (QUERY_CHUNK_ROWS, check_neighbor_counts, drop_self, flat_index,
+                      full_digest, mean_sq_distance_by_k, nearest_certified)
 from .progress import tracked
 from .selection import SelectionEngine
 
@@ -154,13 +154,11 @@ class ShardedDensityReference:
         index = self.index()
         if index is not None:
             take = min(n_results, len(self.kept_rows))
-            _rough, labels = index.search(chunk, candidate_count(n_results,
-                                                                 len(self.kept_rows)))
-            distances, positions = rerank_exact(
-                chunk, getattr(index, "reference", self.kept_rows), labels, take,
+            distances, labels = nearest_certified(
+                index.search, getattr(index, "reference", self.kept_rows), chunk, take,
                 self.budget_mib * MIB, getattr(index, "device", "cpu"))
             local_d[:, :take] = distances
-            local_i[:, :take] = self.kept_labels[np.take_along_axis(labels, positions, axis=1)]
+            local_i[:, :take] = self.kept_labels[labels]
         size = self.ranks.size
         all_d = self.ranks.gather_arrays(local_d).reshape(size, len(chunk), n_results)
         all_i = self.ranks.gather_arrays(local_i).reshape(size, len(chunk), n_results)
