@@ -23,8 +23,8 @@ from cli_common import (PATH_SEPARATOR, Interrupted, Reporter, ReferenceStyleCom
                         clean_errors, device_summary, gpu_option, quiet_option)
 from utils.atomic import atomic_path, write_text_atomic
 from utils.device import nvidia_driver_present, pin_visible_gpu
-from utils.distributed import (launched_by_torchrun, mixed_devices_error, start_ranks,
-                               stop_ranks)
+from utils.distributed import (RankError, launched_by_torchrun, mixed_devices_error,
+                               start_ranks, stop_ranks)
 from utils.embedders import (BACKENDS, choose_backend, make_backend, may_use_vllm, output_path,
                              resolve_model_path, shard_done)
 from utils.errors import InputError
@@ -266,6 +266,14 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
                                      text_field, overwrite, record)
         if pending:
             backend = choose_backend(backend, model_path, device)
+    # Which shards are done is read from the file system by every rank: on several nodes a
+    # cached view could differ, and the ranks would then share out different lists.
+    views = ranks.gather_objects([str(target) for _, target, _ in pending])
+    if any(view != views[0] for view in views):
+        odd = next(rank for rank, view in enumerate(views) if view != views[0])
+        raise RankError(f"{output_dir}: rank {odd} sees other shards already embedded than "
+                        f"rank 0 ({len(views[odd])} vs {len(views[0])} left to do); the ranks "
+                        f"need one view of --output_dir (a shared file system, up to date)")
     skipped = len(plan) - len(pending)
     if skipped:
         report.notice(f"skipping {skipped} shard(s) already embedded in {output_dir} "
