@@ -335,7 +335,18 @@ def search_error_bound(query_sq_norms, max_row_sq_norm, dim):
     return gamma * (np.sqrt(query_sq_norms) + math.sqrt(max_row_sq_norm)) ** 2
 
 
-def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cpu"):
+def max_sq_norm(rows, block_rows=65536):
+    """The largest squared L2 norm among ``rows`` (float64, in blocks: no float64 copy of a
+    400,000 x 4,096 set at once)."""
+    largest = 0.0
+    for start in range(0, len(rows), block_rows):
+        block = np.asarray(rows[start:start + block_rows], dtype=np.float64)
+        largest = max(largest, float(np.einsum("ij,ij->i", block, block).max(initial=0.0)))
+    return largest
+
+
+def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cpu",
+                      max_row_sq_norm=None):
     """The exact ``n_results`` nearest rows of each query: ``(distances, labels)``, float64
     exact squared distances (``rerank_exact``) and row numbers, nearest first, ties to the
     lower row.
@@ -348,27 +359,33 @@ def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cp
     neighbour out of the candidates.
     """
     n_rows = len(rows)
-    rows_host = rows.cpu().numpy() if hasattr(rows, "cpu") else np.asarray(rows)
-    max_row_sq_norm = float(np.max(np.einsum("ij,ij->i", rows_host.astype(np.float64),
-                                             rows_host.astype(np.float64))))
+    if max_row_sq_norm is None:  # callers that search often pass it, computed once
+        max_row_sq_norm = max_sq_norm(rows.cpu().numpy() if hasattr(rows, "cpu") else rows)
     out_d = np.empty((len(queries), n_results), dtype=np.float64)
     out_l = np.empty((len(queries), n_results), dtype=np.int64)
     todo = np.arange(len(queries))
     m = candidate_count(n_results, n_rows)
     while len(todo):
-        q = np.ascontiguousarray(queries[todo], dtype=np.float32)
-        rough, labels = search(q, m)
-        distances, positions = rerank_exact(q, rows, labels, n_results, budget_bytes, device)
-        if m >= n_rows:
-            settled = np.ones(len(todo), dtype=bool)
-        else:
-            q64 = q.astype(np.float64)
-            floor = rough[:, -1].astype(np.float64) - search_error_bound(
-                np.einsum("ij,ij->i", q64, q64), max_row_sq_norm, q.shape[1])
-            settled = distances[:, -1] < floor
-        out_d[todo[settled]] = distances[settled]
-        out_l[todo[settled]] = np.take_along_axis(labels, positions, axis=1)[settled]
-        todo = todo[~settled]
+        unsettled = []
+        # The search's results (m float32 distances and int64 labels per query) stay within
+        # the budget however far m has grown.
+        for start, stop in row_blocks(len(todo), m * (4 + 8), budget_bytes):
+            which = todo[start:stop]
+            q = np.ascontiguousarray(queries[which], dtype=np.float32)
+            rough, labels = search(q, m)
+            distances, positions = rerank_exact(q, rows, labels, n_results, budget_bytes,
+                                                device)
+            if m >= n_rows:
+                settled = np.ones(len(which), dtype=bool)
+            else:
+                q64 = q.astype(np.float64)
+                floor = rough[:, -1].astype(np.float64) - search_error_bound(
+                    np.einsum("ij,ij->i", q64, q64), max_row_sq_norm, q.shape[1])
+                settled = distances[:, -1] < floor
+            out_d[which[settled]] = distances[settled]
+            out_l[which[settled]] = np.take_along_axis(labels, positions, axis=1)[settled]
+            unsettled.append(which[~settled])
+        todo = np.concatenate(unsettled)
         m = min(2 * m, n_rows)
     return out_d, out_l
 
@@ -434,6 +451,7 @@ class DensityReference:
         self.source = source
         self.budget_mib = budget_mib
         self._index = None  # built on the first search, then kept for every chunk and dataset
+        self._max_sq_norm = None  # for the search's error bound, likewise
 
     def __len__(self):
         return len(self.rows)
@@ -474,6 +492,8 @@ class DensityReference:
         """The ``n_results`` nearest reference rows of each query and their exact squared
         distances (float64), nearest first, ties to the lower row (``nearest_certified``)."""
         index = self.index()
+        if self._max_sq_norm is None:
+            self._max_sq_norm = max_sq_norm(self.rows)
         return nearest_certified(index.search, getattr(index, "reference", self.rows),
                                  queries, n_results, self.budget_mib * MIB,
-                                 getattr(index, "device", "cpu"))
+                                 getattr(index, "device", "cpu"), self._max_sq_norm)

@@ -19,7 +19,7 @@ import numpy as np
 from .distributed import owner_of
 from .blocks import MIB
 from .density import (QUERY_CHUNK_ROWS, check_neighbor_counts, drop_self, flat_index,
-                      full_digest, mean_sq_distance_by_k, nearest_certified)
+                      full_digest, max_sq_norm, mean_sq_distance_by_k, nearest_certified)
 from .progress import tracked
 from .selection import SelectionEngine
 
@@ -106,6 +106,7 @@ class ShardedDensityReference:
         local_kept = np.flatnonzero(kept[self.start:self.start + len(self.local_rows)])
         self.kept_labels = self.start + local_kept  # global rows this rank searches
         self.kept_rows = self.local_rows[local_kept]
+        self.max_sq_norm = max_sq_norm(self.kept_rows)  # for the search's error bound
         self._index = None
 
     def __len__(self):
@@ -156,7 +157,7 @@ class ShardedDensityReference:
             take = min(n_results, len(self.kept_rows))
             distances, labels = nearest_certified(
                 index.search, getattr(index, "reference", self.kept_rows), chunk, take,
-                self.budget_mib * MIB, getattr(index, "device", "cpu"))
+                self.budget_mib * MIB, getattr(index, "device", "cpu"), self.max_sq_norm)
             local_d[:, :take] = distances
             local_i[:, :take] = self.kept_labels[labels]
         size = self.ranks.size
