@@ -123,9 +123,10 @@ def clean_errors(command_body):
 
     Ctrl-C stops with exit status 130 and a line saying what was kept: by default that no
     output was written (outputs are renamed into place only when complete); a command that
-    keeps finished parts raises ``Interrupted`` with its own message. Under ``torchrun`` the
-    ranks have agreed on the failure (``utils.distributed``); rank 0 prints it, the other ranks
-    exit with the same status in silence.
+    keeps finished parts raises ``Interrupted`` with its own message. Under ``torchrun`` a
+    failure the ranks agreed on (``utils.distributed``) is printed by rank 0; any other is
+    printed once, by the first rank to meet it; a rank whose peer went away exits in silence
+    (the peer says why); every rank exits non-zero.
     """
 
     @functools.wraps(command_body)
@@ -138,15 +139,17 @@ def clean_errors(command_body):
                 raise click.ClickException(str(err)) from None
             if agreed(err):  # every rank has it: rank 0 says it
                 leave_rank(1, f"Error: {err}" if speaks else None)
-            # this rank's own fault, which the others do not know: it says it itself
-            leave_rank(1, f"Error: {err}" if speaks else f"Error: rank {os.environ['RANK']}: "
-                                                          f"{err}")
+            # Found outside an agreed phase: the same fault on every rank (a check that each
+            # makes alike), or this rank's own. Whichever rank is first to say it says it.
+            leave_rank(1, f"Error: {err}" if first_to_say(str(err)) else None)
         except RuntimeError as err:
-            if "RANK" not in os.environ or not lost_peer(err):
+            if "RANK" not in os.environ or not is_distributed_error(err):
                 raise
-            # Another rank stopped (its own line says why) while this one waited on it.
-            leave_rank(1, "Error: another rank stopped, see its message; every rank stops"
-                       if speaks else None)
+            if peer_went_away(err):  # the rank that went away says why, or torchrun does
+                leave_rank(1)
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
+            leave_rank(1, f"Error: {message}" if first_to_say(message) else None)
         except click.ClickException as err:  # a usage error: every rank meets it alike
             if "RANK" not in os.environ:
                 raise
@@ -169,14 +172,39 @@ def agreed(err):
     return isinstance(err, RankError)
 
 
-def lost_peer(err):
-    """Whether ``err`` is torch.distributed's report of a collective that failed because a
-    peer went away or timed out."""
+def is_distributed_error(err):
+    """Whether ``err`` comes from torch.distributed's collectives (a peer gone, a timeout)."""
     import torch.distributed as dist
 
-    return isinstance(err, getattr(dist, "DistBackendError", ())) or any(
-        marker in str(err) for marker in ("Connection closed by peer", "Connection reset",
-                                          "Timed out", "timed out"))
+    kinds = tuple(getattr(dist, name) for name in ("DistBackendError", "DistNetworkError",
+                                                   "DistStoreError") if hasattr(dist, name))
+    return isinstance(err, kinds) or "ProcessGroup" in str(err) or \
+        "gloo" in str(err).lower()
+
+
+def peer_went_away(err):
+    """Whether ``err`` says the other end of a collective closed: that rank has exited, and
+    its own line (or torchrun's report) says why."""
+    return any(marker in str(err) for marker in ("Connection closed by peer",
+                                                 "Connection reset by peer"))
+
+
+def first_to_say(text):
+    """Whether this rank is the first to report ``text``, so that a fault every rank meets is
+    printed once: the ranks count reports in the rendezvous store that torchrun gives them.
+    Without a store (before the ranks have met), rank 0 speaks for all."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return is_main_rank()
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        key = "novelsum-said-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        return store.add(key, 1) == 1
+    except (AttributeError, RuntimeError, ValueError):  # no store, or it is gone with rank 0
+        return is_main_rank()
 
 
 def leave_rank(status, message=None):

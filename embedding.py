@@ -268,7 +268,7 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
             backend = choose_backend(backend, model_path, device)
     # Which shards are done is read from the file system by every rank: on several nodes a
     # cached view could differ, and the ranks would then share out different lists.
-    views = ranks.gather_objects([str(target) for _, target, _ in pending])
+    views = ranks.gather_objects([[str(target), len(texts)] for _, target, texts in pending])
     if any(view != views[0] for view in views):
         odd = next(rank for rank, view in enumerate(views) if view != views[0])
         raise RankError(f"{output_dir}: rank {odd} sees other shards already embedded than "

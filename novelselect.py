@@ -172,10 +172,9 @@ def check_output_folder(output_dir):
         if not folder.is_dir():
             raise InputError(f"{output_dir}: --output_dir is a file; give a folder"
                              if folder == output_dir else
-                             f"{output_dir}: --output_dir lies under the file {folder}")
+                             f"{output_dir}: cannot write there: {folder} is a file")
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise InputError(f"{output_dir}: --output_dir cannot be written ({folder} is not "
-                             f"writable)")
+            raise InputError(f"{output_dir}: cannot write there: {folder} is not writable")
         return
 
 

@@ -243,3 +243,36 @@ def test_the_density_is_exact_even_in_a_crowd_of_near_duplicates(backend):
         _d, labels = density.index().search(queries, 11)
         exact = np.argsort((differences * differences).sum(-1), axis=1, kind="stable")[:, :11]
         assert np.mean([set(a) == set(b) for a, b in zip(labels, exact)]) < 0.5
+
+
+def test_one_outlier_of_large_norm_does_not_make_every_query_search_again():
+    """The error bound only counts rows that could be nearer (triangle inequality): one row
+    1000 times longer than the others leaves every query settled on the first search."""
+    from utils import density
+
+    rows = clustered_vectors(2000, 32, seed=9)
+    rows[17] *= 1000
+    searched = []
+    reference = DensityReference(rows)
+    search = reference.index().search
+    reference.index().search = lambda q, m: searched.append(m) or search(q, m)
+    reference.mean_sq_distances(rows[:300], [10])
+    assert searched == [density.candidate_count(11, len(rows))]
+
+
+@pytest.mark.parametrize("budget_mib", [1, 16])
+def test_the_exact_reranking_in_blocks_of_candidates_equals_all_at_once(budget_mib):
+    """Blocks of queries and of candidate columns (a running nearest list) give what one
+    block gives, however many candidates a query has."""
+    from utils.density import rerank_exact
+
+    rows = clustered_vectors(3000, 512, seed=4)
+    queries = rows[:40] + 0.01
+    labels = np.tile(np.arange(len(rows))[::-1], (len(queries), 1))  # every row, reversed
+    whole_d, whole_l = rerank_exact(queries, rows, labels, 11, 2**40)
+    part_d, part_l = rerank_exact(queries, rows, labels, 11, budget_mib * 2**20)
+    np.testing.assert_array_equal(part_d, whole_d)
+    np.testing.assert_array_equal(part_l, whole_l)
+    differences = queries[:, None, :].astype(np.float64) - rows[None].astype(np.float64)
+    exact = (differences * differences).sum(-1)
+    np.testing.assert_array_equal(whole_l, np.argsort(exact, axis=1, kind="stable")[:, :11])

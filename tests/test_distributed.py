@@ -241,6 +241,18 @@ def test_options_one_process_refuses_are_refused_once(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_fault_every_rank_meets_outside_an_agreed_phase_is_printed_once(tmp_path):
+    """--neighbors above the pool's distinct rows: each rank's density check refuses it on
+    its own, and the first to say so speaks for all."""
+    split = torchrun(2, "novelselect.py", *selection_args(tmp_path / "out", 10, "--neighbors",
+                                                         "600"))
+    assert split.returncode != 0
+    assert error_lines(split.stderr) == [
+        f"Error: --neighbors 600: must be at least 1 and below the number of distinct rows of "
+        f"{SELECT / 'embeddings'} (500)"]
+    assert "]: Traceback" not in split.stderr and not (tmp_path / "out").exists()
+
+
 def test_ctrl_c_stops_every_rank_and_keeps_the_checkpoint(tmp_path):
     """SIGINT to torchrun's process group (a terminal's Ctrl-C): every rank stops, only the
     checkpoint written by rank 0 is kept, and it resumes to the uninterrupted run's picks."""

@@ -148,7 +148,10 @@ class FaissFlatIndex:
 
         faiss.omp_set_num_threads(cpu_threads())  # torchrun sets OMP_NUM_THREADS=1 per rank
         self.index = faiss.IndexFlatL2(reference.shape[1])
+        self.device = device
         if device != "cpu":
+            # The exact re-ranking of the candidates runs on the GPU too, on its own copy.
+            self.reference = exact_torch().from_numpy(reference).to(device)
             self._gpu_resources = faiss.StandardGpuResources()  # must outlive the index
             self.index = faiss.index_cpu_to_gpu(self._gpu_resources, int(device.split(":")[1]),
                                                 self.index)
@@ -324,18 +327,19 @@ def candidate_count(n_results, n_rows):
 SEARCH_ERROR_SIGMAS = 4  # how many standard deviations of the search's rounding are allowed
 
 
-def search_error_bound(query_sq_norms, max_row_sq_norm, dim):
+def search_error_bound(query_norms, row_norm_bound, dim):
     """How far a float32 search's squared distance may lie from the exact one, per query.
 
     The search computes ||q||^2 + ||r||^2 - 2 q.r; rounding a sum of ``dim`` products in
     float32 errs like a random walk, about sqrt(dim) * 2^-24 of the terms' size, and the terms
-    are at most (||q|| + max ||r||)^2. Four standard deviations of that (float64).
+    are at most (||q|| + ||r||)^2, ||r|| <= ``row_norm_bound``. Four standard deviations of
+    that (float64).
     """
     gamma = SEARCH_ERROR_SIGMAS * math.sqrt(dim) * 2.0 ** -24
-    return gamma * (np.sqrt(query_sq_norms) + math.sqrt(max_row_sq_norm)) ** 2
+    return gamma * (query_norms + row_norm_bound) ** 2
 
 
-def max_sq_norm(rows, block_rows=65536):
+def max_sq_norm(rows, block_rows=8192):
     """The largest squared L2 norm among ``rows`` (float64, in blocks: no float64 copy of a
     400,000 x 4,096 set at once)."""
     largest = 0.0
@@ -351,12 +355,14 @@ def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cp
     exact squared distances (``rerank_exact``) and row numbers, nearest first, ties to the
     lower row.
 
-    ``search(queries, m)`` is a float32 search over ``rows`` (sorted ``(distances, labels)``).
-    Its candidates are re-ranked exactly; a query is settled when its ``n_results``-th exact
-    distance lies below the smallest distance any other row can have, the last candidate's
-    search distance less ``search_error_bound``. The others are searched again with twice as
-    many candidates, up to every row, so that a crowd of near-duplicates cannot push a true
-    neighbour out of the candidates.
+    ``search(queries, m)`` is a float32 search over ``rows``. Its m candidates are re-ranked
+    exactly; a query is settled when its ``n_results``-th exact distance D lies below the
+    smallest distance any row it did not propose can have: the largest search distance among
+    the candidates less ``search_error_bound``. Only rows with ||r|| <= ||q|| + sqrt(D) can be
+    nearer than D (triangle inequality), so the bound uses min(max ||r||, ||q|| + sqrt(D)):
+    one outlier of large norm cannot inflate it. Unsettled queries are searched again with
+    twice as many candidates, up to every row, so that a crowd of near-duplicates cannot push
+    a true neighbour out of the candidates. ``max_row_sq_norm``: ``max_sq_norm(rows)``.
     """
     n_rows = len(rows)
     if max_row_sq_norm is None:  # callers that search often pass it, computed once
@@ -373,17 +379,19 @@ def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cp
             which = todo[start:stop]
             q = np.ascontiguousarray(queries[which], dtype=np.float32)
             rough, labels = search(q, m)
-            distances, positions = rerank_exact(q, rows, labels, n_results, budget_bytes,
-                                                device)
+            distances, nearest = rerank_exact(q, rows, labels, n_results, budget_bytes, device)
             if m >= n_rows:
                 settled = np.ones(len(which), dtype=bool)
             else:
                 q64 = q.astype(np.float64)
-                floor = rough[:, -1].astype(np.float64) - search_error_bound(
-                    np.einsum("ij,ij->i", q64, q64), max_row_sq_norm, q.shape[1])
+                query_norms = np.sqrt(np.einsum("ij,ij->i", q64, q64))
+                row_norms = np.minimum(math.sqrt(max_row_sq_norm),
+                                       query_norms + np.sqrt(distances[:, -1]))
+                floor = rough.max(axis=1).astype(np.float64) - search_error_bound(
+                    query_norms, row_norms, q.shape[1])
                 settled = distances[:, -1] < floor
             out_d[which[settled]] = distances[settled]
-            out_l[which[settled]] = np.take_along_axis(labels, positions, axis=1)[settled]
+            out_l[which[settled]] = nearest[settled]
             unsettled.append(which[~settled])
         todo = np.concatenate(unsettled)
         m = min(2 * m, n_rows)
@@ -406,14 +414,32 @@ def exact_sq_distances(queries, neighbours):
     return halving_sums(differences * differences)
 
 
+def nearest_by_distance_then_row(distances, labels, n_keep):
+    """The ``n_keep`` smallest ``distances`` of each row (torch), equal ones in the order of
+    their ``labels``: ``(distances, labels)``, nearest first."""
+    import torch
+
+    by_label = torch.sort(labels, dim=1, stable=True).indices
+    ordered = torch.gather(distances, 1, by_label)
+    by_distance = torch.sort(ordered, dim=1, stable=True).indices[:, :n_keep]
+    return (torch.gather(ordered, 1, by_distance),
+            torch.gather(torch.gather(labels, 1, by_label), 1, by_distance))
+
+
+# Working bytes per (query, candidate) and dimension of the exact re-ranking: the gathered row
+# (float32), its float64 copy, the difference, its square, and the first halving's copy.
+RERANK_BYTES_PER_ELEMENT = 4 + 8 + 8 + 8 + 4
+
+
 def rerank_exact(queries, rows, labels, n_keep, budget_bytes, device="cpu"):
     """The ``n_keep`` nearest of each query's candidate rows by exact distance.
 
     ``queries`` (n, d) float32; ``rows``: the searched rows (numpy or a torch tensor on
-    ``device``); ``labels`` (n, m): candidate row numbers from a search. Returns
-    ``(distances, positions)``, (n, n_keep) float64 and int64 positions into ``labels``'
-    columns, nearest first, equal distances in the order of their row numbers. Queries are
-    taken in blocks within ``budget_bytes`` (the gathered rows and their float64 copies).
+    ``device``); ``labels`` (n, m): candidate row numbers from a search, at least ``n_keep``.
+    Returns ``(distances, labels)``, (n, n_keep) float64 and int64, nearest first, equal
+    distances in the order of their row numbers. Blocks of queries and of candidates stay
+    within ``budget_bytes``; the nearest so far are merged with each block of candidates, so
+    a query with every row as a candidate needs no more memory than one with a few.
     """
     torch = exact_torch()
     rows_t = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(
@@ -422,21 +448,26 @@ def rerank_exact(queries, rows, labels, n_keep, budget_bytes, device="cpu"):
     dim = rows_t.shape[1]
     if device == "cpu":  # cache-sized blocks: 7x faster than 256 MiB ones here (measured)
         budget_bytes = min(budget_bytes, RERANK_CPU_BLOCK_MIB * MIB)
+    per_element = dim * RERANK_BYTES_PER_ELEMENT
+    columns = max(1, min(m, int(budget_bytes // per_element)))
     out_d = np.empty((n, n_keep), dtype=np.float64)
-    out_p = np.empty((n, n_keep), dtype=np.int64)
-    per_query = m * dim * (4 + 8 + 8 + 8) + 8 * dim
-    for start, stop in row_blocks(n, per_query, budget_bytes):
+    out_l = np.empty((n, n_keep), dtype=np.int64)
+    for start, stop in row_blocks(n, per_element * columns, budget_bytes):
         q = torch.from_numpy(np.ascontiguousarray(queries[start:stop])).to(device)
         label_t = torch.from_numpy(np.ascontiguousarray(labels[start:stop])).to(device)
-        distances = exact_sq_distances(q, rows_t[label_t.reshape(-1)].reshape(
-            stop - start, m, dim))
-        # Order by (distance, row number): a stable sort by row, then by distance.
-        by_label = torch.sort(label_t, dim=1, stable=True).indices
-        ordered = torch.gather(distances, 1, by_label)
-        by_distance = torch.sort(ordered, dim=1, stable=True).indices[:, :n_keep]
-        out_p[start:stop] = torch.gather(by_label, 1, by_distance).cpu().numpy()
-        out_d[start:stop] = torch.gather(ordered, 1, by_distance).cpu().numpy()
-    return out_d, out_p
+        best_d = best_l = None
+        for first in range(0, m, columns):
+            block_l = label_t[:, first:first + columns]
+            block_d = exact_sq_distances(q, rows_t[block_l.reshape(-1)].reshape(
+                stop - start, block_l.shape[1], dim))
+            if best_d is not None:
+                block_d = torch.cat([best_d, block_d], dim=1)
+                block_l = torch.cat([best_l, block_l], dim=1)
+            best_d, best_l = nearest_by_distance_then_row(block_d, block_l,
+                                                          min(n_keep, block_d.shape[1]))
+        out_d[start:stop] = best_d.cpu().numpy()
+        out_l[start:stop] = best_l.cpu().numpy()
+    return out_d, out_l
 
 
 class DensityReference:

@@ -1,20 +1,23 @@
 """Several processes under ``torchrun``: who is who, which rows are whose, and how they talk.
 
 Launched by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
-rendezvous), the scripts join one ``torch.distributed`` process group: gloo between CPU
-processes; on GPUs, NCCL for tensors on the device and gloo for the small host-side messages
-(``cpu:gloo,cuda:nccl``). Started without ``torchrun`` nothing here makes a process group and
-``SINGLE`` stands for the one process.
+rendezvous), the scripts join a ``torch.distributed`` process group over gloo, agree on their
+devices, and, when every rank has a GPU, add an NCCL group for the messages between GPUs (the
+selection's two per step). A second gloo group with a long timeout carries the waits that are
+long by design. Started without ``torchrun`` nothing here makes a process group and ``SINGLE``
+stands for the one process.
 
 Rows are split in contiguous blocks (``row_split``): rank r owns rows ``start:stop`` of a
 dataset and global indices stay global everywhere (STYLE: made once, at the loader).
 
 Failure: every rank checks its inputs inside ``Ranks.phase``; at the end of a phase the ranks
 exchange what went wrong (``agree``), and if any rank failed every rank raises the first
-failure, so no rank is left waiting in a collective for one that gave up. Rank 0 alone prints
-the one-line error (``cli_common.clean_errors``). A rank that dies outright (killed, out of
-memory) is seen by ``torchrun``, which stops the others; collectives also time out after
-``RANK_TIMEOUT_VARIABLE`` seconds (default 1,800) instead of hanging for ever.
+failure, so no rank is left waiting in a collective for one that gave up. Rank 0 prints the
+agreed one-line error; a fault met outside a phase is printed once, by the first rank to meet
+it (``cli_common.clean_errors``). A rank that dies outright (killed, out of memory) is seen by
+``torchrun``, which stops the others; collectives also time out after
+``RANK_TIMEOUT_VARIABLE`` seconds (default 1,800), or ``WAIT_TIMEOUT_VARIABLE`` (7 days) for
+the waits that are long by design, instead of hanging for ever.
 """
 
 import contextlib
@@ -243,10 +246,11 @@ def start_ranks(gpu_id=None, notify=None, host_only=False, pinned=False):
     """Join the ranks when launched by ``torchrun`` and pick this rank's device.
 
     Returns ``(ranks, device)``. Without ``torchrun``: ``SINGLE`` and ``resolve_device``'s
-    choice. With it: one process group (gloo on the CPU; ``cpu:gloo,cuda:nccl`` when ranks
-    use GPUs, unless ``host_only``: then only host-side messages are exchanged, over gloo),
-    this rank on GPU ``LOCAL_RANK`` (``rank_device``; ``pinned`` as there), and its share of
-    the node's CPU threads. ``notify`` hears of a fallback to the CPU (rank 0 only).
+    choice. With it: a gloo process group and a patient gloo group; ranks on GPUs and CPUs at
+    once refused; an NCCL group when every rank has a GPU, unless ``host_only`` (only
+    host-side messages then); this rank on GPU ``LOCAL_RANK`` (``rank_device``; ``pinned`` as
+    there), and its share of the node's CPU threads. ``notify`` hears of a fallback to the
+    CPU (rank 0 only).
     """
     from .device import resolve_device
 
