@@ -141,7 +141,7 @@ def clean_errors(command_body):
                 leave_rank(1, f"Error: {err}" if speaks else None)
             # Found outside an agreed phase: the same fault on every rank (a check that each
             # makes alike), or this rank's own. Whichever rank is first to say it says it.
-            leave_rank(1, f"Error: {err}" if first_to_say(str(err)) else None)
+            leave_rank(1, own_line(f"Error: {err}") if first_to_say(str(err)) else None)
         except RuntimeError as err:
             if "RANK" not in os.environ or not is_distributed_error(err):
                 raise
@@ -149,7 +149,7 @@ def clean_errors(command_body):
                 leave_rank(1)
             text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
-            leave_rank(1, f"Error: {message}" if first_to_say(message) else None)
+            leave_rank(1, own_line(f"Error: {message}") if first_to_say(message) else None)
         except click.ClickException as err:  # a usage error: every rank meets it alike
             if "RANK" not in os.environ:
                 raise
@@ -189,6 +189,12 @@ def peer_went_away(err):
                                                  "Connection reset by peer"))
 
 
+def own_line(message):
+    """``message`` as printed by a rank other than 0: after a line break, since rank 0 may be
+    in the middle of a progress line on the same terminal."""
+    return message if is_main_rank() else f"\n{message}"
+
+
 def first_to_say(text):
     """Whether this rank is the first to report ``text``, so that a fault every rank meets is
     printed once: the ranks count reports in the rendezvous store that torchrun gives them.
@@ -207,6 +213,9 @@ def first_to_say(text):
         return is_main_rank()
 
 
+SILENT_EXIT_DELAY_S = 10
+
+
 def leave_rank(status, message=None):
     """Print ``message`` (if any) on stderr and exit with ``status``. Under ``torchrun`` the
     process ends at once after flushing its streams: the process group's threads may still
@@ -218,6 +227,11 @@ def leave_rank(status, message=None):
         sys.exit(status)
     sys.stdout.flush()
     sys.stderr.flush()
+    if message is None:
+        # A silent rank leaves the word to another (rank 0, or the first to meet the fault).
+        # torchrun stops every rank as soon as one exits: waiting a moment lets that one print
+        # its line first; torchrun ends this wait when the speaker exits.
+        time.sleep(SILENT_EXIT_DELAY_S)
     os._exit(status)
 
 
