@@ -61,10 +61,10 @@ def test_triton_kernel_equals_torch_kernel_on_gpu(block):
 def test_gpu_values_equal_cpu_values_bitwise_and_duplicates_tie(tmp_path, engine_name):
     """The fixed-order distances make the GPU engines' values equal the numba engine's, bit
     for bit, and exact duplicates at odd offsets in other shards tie exactly on the GPU."""
-    from test_selection import check_duplicates_tie, check_lowest_first, duplicate_pool
+    from test_selection import check_lowest_first, duplicate_pool, picks_beside_numba
     from utils.density import DensityReference, density_factor
     from utils.proximity import unit_rows
-    from utils.selection import NumpyEngine, TorchEngine, TritonEngine
+    from utils.selection import TorchEngine, TritonEngine
 
     if engine_name == "triton":
         pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
@@ -74,20 +74,9 @@ def test_gpu_values_equal_cpu_values_bitwise_and_duplicates_tie(tmp_path, engine
     for group in groups:
         assert len(set(rho[group].tolist())) == 1, group
     unit = unit_rows(vectors)
-    quality = np.ones(len(vectors))
-    for group in sorted(groups)[:15]:
-        quality[group] = 3.0
     engine = {"torch": TorchEngine, "triton": TritonEngine}[engine_name](
         unit, rho, 40, 1.0, "cuda:0")
-    cpu = NumpyEngine(unit, rho, 40, 1.0)
-    picks = [1500]
-    for _ in range(39):
-        engine.add_pick(picks[-1])
-        cpu.add_pick(picks[-1])
-        check_duplicates_tie(engine, groups)
-        assert np.array_equal(engine.values.cpu().numpy()[cpu.active], cpu.values[cpu.active])
-        picks.append(engine.best(engine.device_array(quality))[0])
-    assert check_lowest_first(picks, groups) >= 10
+    assert check_lowest_first(picks_beside_numba(engine, unit, rho, groups), groups) >= 10
 
 
 def test_gpu_novelsum_profile_and_knn_equal_cpu():

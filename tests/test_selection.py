@@ -268,24 +268,37 @@ def test_exact_duplicates_tie_exactly_and_the_lowest_index_wins(tmp_path, engine
     rho = density_factor(DensityReference(vectors).mean_sq_distances(vectors, [10])[10],
                          0.5).astype(np.float32)
     unit = unit_rows(vectors)
-    # groups of the first shard's 15 lowest sources score higher, so that they get picked
-    quality = np.ones(len(vectors))
+    engine = DUPLICATE_ENGINES[engine_name](unit, rho, 40, 1.0)
+
+    def chunked(step_engine):
+        if isinstance(step_engine, TorchEngine):
+            assert len(step_engine.distance_chunks()) == 8
+
+    picks = picks_beside_numba(engine, unit, rho, groups, chunked)
+    assert check_lowest_first(picks, groups) >= 10
+
+
+def picks_beside_numba(engine, unit, rho, groups, each_step=None):
+    """40 picks from row 1500 on ``engine`` (k = 40, alpha = 1), the numba engine taking the
+    same picks beside it; after each, exact duplicates tie and every candidate's value equals
+    numba's bit for bit (``each_step(engine)`` checks more). The groups of the 15 lowest
+    sources weigh 3 in the quality, so that they get picked. Returns the picks."""
+    quality = np.ones(len(unit))
     for group in sorted(groups)[:15]:
         quality[group] = 3.0
-    engine = DUPLICATE_ENGINES[engine_name](unit, rho, 40, 1.0)
     reference_engine = NumpyEngine(unit, rho, 40, 1.0)
     picks = [1500]
     for _ in range(39):
         engine.add_pick(picks[-1])
         reference_engine.add_pick(picks[-1])
         check_duplicates_tie(engine, groups)
-        if isinstance(engine, TorchEngine):
-            assert len(engine.distance_chunks()) == 8
+        if each_step is not None:
+            each_step(engine)
         active = reference_engine.active
-        # the values are the same on every engine, bit for bit
-        assert np.array_equal(np.asarray(engine.values)[active], reference_engine.values[active])
+        values = engine.values.cpu().numpy() if hasattr(engine.values, "cpu") else engine.values
+        assert np.array_equal(np.asarray(values)[active], reference_engine.values[active])
         picks.append(engine.best(engine.device_array(quality))[0])
-    assert check_lowest_first(picks, groups) >= 10
+    return picks
 
 
 def host_state(engine):

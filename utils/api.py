@@ -27,7 +27,7 @@ from .distributed import SINGLE
 from .errors import InputError
 from .proximity import (DEFAULT_BLOCK_MIB, ProximityProfile, density_grid, grid_number_text,
                         per_sample_grid, proximity_profile, row_factors, unit_rows)
-from .sharded import ShardedDensityReference, ShardedEngine, block_start
+from .sharded import ShardedDensityReference, ShardedEngine, block_starts
 from .selection import (TorchEngine, check_memory, check_quality_scores, check_resume_picks,
                         first_pick, make_engine, select)
 from .shards import check_vectors
@@ -184,7 +184,7 @@ def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, devic
     index.check_neighbors([neighbors])
     mean_sq = index.mean_sq_distances(vectors, [neighbors], progress)[neighbors]
     if ranks.grouped:
-        start, _n = block_start(ranks, len(vectors))
+        start = int(block_starts(ranks, len(vectors))[ranks.rank])
         mean_sq = mean_sq[start:start + len(vectors)]
     return density_factor(mean_sq, density_power).astype(np.float32)
 
@@ -247,7 +247,8 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
     with ranks.phase():  # every check on every rank, agreed, before any long work
         vectors = (as_vectors(vectors, "the pool") if len(vectors) or not ranks.grouped
                    else np.ascontiguousarray(vectors, dtype=np.float32))
-    start, n = block_start(ranks, len(vectors)) if ranks.grouped else (0, len(vectors))
+    starts = block_starts(ranks, len(vectors))
+    start, n = int(starts[ranks.rank]), int(starts[-1])
     with ranks.phase():
         if not 1 <= k <= n:
             raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")

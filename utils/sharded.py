@@ -36,10 +36,11 @@ def digest_keys(digests):
     return np.ascontiguousarray(digests).view("V16").ravel()
 
 
-def block_start(ranks, rows):
-    """The global index of this rank's first row, given every rank's row count in rank order."""
+def block_starts(ranks, rows):
+    """Every rank's first global row, and the total, from each rank's row count ``rows``:
+    (size + 1,) int64, rank r holding rows ``starts[r]:starts[r + 1]``."""
     counts = ranks.gather_arrays(np.asarray([rows], dtype=np.int64))
-    return int(counts[:ranks.rank].sum()), int(counts.sum())
+    return np.concatenate([[0], np.cumsum(counts)])
 
 
 class DistinctPlan:
@@ -95,8 +96,7 @@ class ShardedDensityReference:
         self.ranks, self.device, self.backend = ranks, device, backend
         self.source, self.budget_mib = source, budget_mib
         self.local_rows = np.ascontiguousarray(rows, dtype=np.float32)
-        counts = ranks.gather_arrays(np.asarray([len(self.local_rows)], dtype=np.int64))
-        self.starts = np.concatenate([[0], np.cumsum(counts)])  # every rank's first row
+        self.starts = block_starts(ranks, len(self.local_rows))
         self.start, self.total = int(self.starts[ranks.rank]), int(self.starts[-1])
         self.keys = digest_keys(ranks.gather_arrays(row_digests(self.local_rows)))
         _distinct, first = np.unique(self.keys, return_index=True)
@@ -175,8 +175,7 @@ class ShardedDensityReference:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         same = queries is self.local_rows or (queries.shape == self.local_rows.shape
                                               and np.shares_memory(queries, self.local_rows))
-        query_counts = self.ranks.gather_arrays(np.asarray([len(queries)], dtype=np.int64))
-        query_starts = np.concatenate([[0], np.cumsum(query_counts)])
+        query_starts = block_starts(self.ranks, len(queries))
         everywhere_same = bool(self.ranks.gather_arrays(np.asarray([same])).all())
         query_keys = self.keys if everywhere_same else digest_keys(
             self.ranks.gather_arrays(row_digests(queries)))
@@ -200,8 +199,7 @@ class ShardedEngine(SelectionEngine):
     def __init__(self, ranks, local, start, n):
         super().__init__(n, local.k, local.alpha)
         self.ranks, self.local, self.start = ranks, local, start
-        counts = ranks.gather_arrays(np.asarray([local.n], dtype=np.int64))
-        bounds = np.concatenate([[0], np.cumsum(counts)])
+        bounds = block_starts(ranks, local.n)
         self.blocks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
         if self.blocks[ranks.rank][0] != start or bounds[-1] != n:
             raise ValueError(f"rank {ranks.rank}: rows {start}:{start + local.n} of {n} are not "
