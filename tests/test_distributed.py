@@ -6,6 +6,7 @@ Each torchrun start costs a few seconds (every rank imports torch), so the check
 only the library run together in one start per rank count (``tests/rank_checks.py``).
 """
 
+import functools
 import json
 import os
 import signal
@@ -123,19 +124,33 @@ def test_a_rank_block_names_a_bad_row_by_its_global_index(tmp_path):
 
 # Under torchrun.
 
-@pytest.mark.parametrize("ranks", [1, 2, 3])
-def test_library_checks_on_several_ranks(ranks):
-    """Golden picks through the API and on sharded Triton engines; every prefix of a golden
-    run resumes to its picks on the numba and torch engines; uneven splits (a rank with one candidate, with none, whose
-    rows are all picked; duplicates across ranks) pick as one engine; the sharded kNN gives
-    one process's mean distances bit for bit (tests/rank_checks.py)."""
+@functools.cache
+def rank_checks(ranks):
+    """The results of ``tests/rank_checks.py`` on ``ranks`` CPU ranks: one torchrun start
+    serves every test that reads them."""
     result = torchrun(ranks, "tests/rank_checks.py")
     assert result.returncode == 0, result.stderr[-3000:]
-    checks = json.loads(result.stdout.strip().splitlines()[-1])
-    triton = checks.pop("triton_golden")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_library_checks_on_several_ranks(ranks):
+    """Golden picks through the API; every prefix of a golden run resumes to its picks on the
+    numba and torch engines; uneven splits (a rank with one candidate, with none, whose rows
+    are all picked; duplicates across ranks) pick as one engine; the sharded kNN gives one
+    process's mean distances bit for bit (tests/rank_checks.py)."""
+    checks = dict(rank_checks(ranks))
+    checks.pop("triton_golden")  # its own test, below
     assert checks == {"golden_selections": [True, True, True], "prefix_failures_numba": [],
                       "prefix_failures_torch": [], "uneven": [True] * 10,
                       "density_bitwise": True}
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_the_sharded_triton_engine_gives_the_golden_picks(ranks):
+    """In Triton's interpreter on the CPU (tests/rank_checks.py); skipped without Triton, as
+    every Triton test is (README: the CPU build of torch does not bring it)."""
+    triton = rank_checks(ranks)["triton_golden"]
     if triton is None:
         pytest.skip("the sharded Triton engine needs Triton: python -m pip install triton")
     assert triton is True
