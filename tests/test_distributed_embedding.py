@@ -109,13 +109,21 @@ def shard_names(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
+EMBEDDING_COSINE_TOLERANCE = 1e-6  # a model's output varies with the thread count (torchrun
+# gives each rank OMP_NUM_THREADS=1) and the CPU's kernels: never compared bitwise
+
+
 def assert_same_shards(folder, reference):
-    """The same file names, and bitwise the same vectors: each shard is embedded alone, in the
-    same batches, whichever rank has it."""
+    """The same file names and shapes, and the same vectors within a cosine tolerance: each shard
+    is embedded alone, in the same batches, whichever rank has it."""
     assert shard_names(folder) == shard_names(reference)  # the run record included
     for shard in range(len(SIZES)):
-        np.testing.assert_array_equal(np.load(folder / f"{shard}.npy"),
-                                      np.load(reference / f"{shard}.npy"))
+        ours, theirs = np.load(folder / f"{shard}.npy"), np.load(reference / f"{shard}.npy")
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        if len(ours):
+            cosines = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1)
+                                                * np.linalg.norm(theirs, axis=1))
+            assert cosines.min() >= 1 - EMBEDDING_COSINE_TOLERANCE, (shard, cosines.min())
 
 
 def error_lines(result):
