@@ -14,9 +14,10 @@ import time
 
 from common import BENCH_SPREAD
 
-from utils import baselines, metrics
-from utils.proximity import unit_rows
-from utils.selection import first_pick
+from utils.metrics.registry import METRIC_NAMES, compute_metrics
+from utils.numerics.rows import unit_rows
+from utils.selection import baselines
+from utils.selection.engine import first_pick
 from utils.synthetic import clustered_vectors
 
 
@@ -48,8 +49,8 @@ def main():
           f"reference = the dataset itself")
     print(f"{'step':<28} {'seconds':>9} {'peak RSS MiB':>13}")
     rows = []
-    for name in metrics.METRIC_NAMES:
-        timed(f"metric {name}", lambda name=name: metrics.compute_metrics(
+    for name in METRIC_NAMES:
+        timed(f"metric {name}", lambda name=name: compute_metrics(
             (name,), vectors, vectors, n_clusters=args.n_clusters, **options), rows)
     timed("select random", lambda: baselines.random_selection(args.n, args.k, 42), rows)
     timed("select kcenter", lambda: baselines.kcenter_selection(
@@ -58,7 +59,7 @@ def main():
           rows)
     timed("select repr_filter", lambda: baselines.repr_filter_selection(
         unit, args.k, baselines.DEFAULT_MAX_SIMILARITY, seed=42, **options), rows)
-    print(f"{'metrics all (sum)':<28} {sum(r[1] for r in rows[:len(metrics.METRIC_NAMES)]):>9.2f}")
+    print(f"{'metrics all (sum)':<28} {sum(r[1] for r in rows[:len(METRIC_NAMES)]):>9.2f}")
 
 
 if __name__ == "__main__":

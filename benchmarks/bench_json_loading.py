@@ -71,10 +71,10 @@ def load(method, folder):
         return np.concatenate(parts)
     if method == "before":
         sys.path.insert(0, str(folder.parent / "before"))
-        from utils.shards import load_vectors
+        from utils.io.vectors import load_vectors
     else:
         sys.path.insert(0, str(REPO))
-        from utils.shards import load_vectors
+        from utils.io.vectors import load_vectors
     return load_vectors(folder).vectors
 
 

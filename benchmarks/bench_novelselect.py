@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import BENCH_SPREAD, timed, write_shards
 
-from utils.selection import GPU_KERNEL_VARIABLE
+from utils.selection.gpu import GPU_KERNEL_VARIABLE
 from utils.synthetic import clustered_vectors
 
 

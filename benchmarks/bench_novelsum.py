@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from common import BENCH_SPREAD, timed, write_shards, write_vectors
 
 from utils.synthetic import clustered_vectors

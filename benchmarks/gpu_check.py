@@ -81,11 +81,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from common import BENCH_SPREAD, REPO
 
-from utils.atomic import write_text_atomic
 from utils.errors import InputError
+from utils.io.atomic import write_text_atomic
 
 GOLDEN = REPO / "tests" / "golden"
 NOVELSUM_CASES = ("novelsum_default_grid", "novelsum_custom_grid")
@@ -194,8 +193,9 @@ class Context:
 
 def fixed_order_chunks(n, dim):
     """Row chunks of one selection step's distance pass (TorchEngine.distance_chunks)."""
-    from utils.blocks import MIB, rows_per_block
-    from utils.selection import TORCH_BUDGET_MIB, fixed_order_bytes_per_row
+    from utils.numerics.blocks import MIB, rows_per_block
+    from utils.numerics.fixed_order import fixed_order_bytes_per_row
+    from utils.selection.memory import TORCH_BUDGET_MIB
 
     return math.ceil(n / rows_per_block(fixed_order_bytes_per_row(dim), TORCH_BUDGET_MIB * MIB))
 
@@ -318,7 +318,7 @@ def first_line(err):
 # backend "torch"), so that the smoke run needs no faiss either.
 TORCH_KNN_LAUNCHER = (
     "import runpy, sys\n"
-    "import utils.density as density\n"
+    "import utils.density.flat_index as density\n"
     "chosen = density.flat_index\n"
     "def torch_search(reference, device='cpu', backend=None, "
     "budget_mib=density.DEFAULT_BUDGET_MIB):\n"
@@ -606,14 +606,14 @@ def step_generate(ctx, row):
 def density_reference_for(ctx, vectors, source):
     """The pool as a density reference: on a GPU the library's own choice of search (faiss-gpu
     when installed, else exact torch); on the CPU the torch search, as a GPU without faiss."""
-    from utils.density import DensityReference
+    from utils.density.factor import DensityReference
 
     backend = None if ctx.on_gpu else "torch"
     return DensityReference(vectors, ctx.device, backend=backend, source=source)
 
 
 def knn_backend_name(ctx):
-    from utils.density import faiss_gpu_available
+    from utils.density.flat_index import faiss_gpu_available
 
     return "faiss-gpu" if ctx.on_gpu and faiss_gpu_available() else "exact torch"
 
@@ -680,7 +680,8 @@ def build_engine(ctx, kernel, k):
     """The engine for ``kernel``: on a GPU ``make_engine`` (what the API runs), which must
     choose that kernel; on the CPU (smoke) the engine class itself, Triton in its interpreter
     (make_engine chooses numba on the CPU)."""
-    from utils.selection import TorchEngine, TritonEngine, make_engine
+    from utils.selection.engines import make_engine
+    from utils.selection.gpu import TorchEngine, TritonEngine
 
     if not ctx.on_gpu:
         engine_type = TritonEngine if kernel == "triton" else TorchEngine
@@ -726,7 +727,7 @@ class PickClock:
 
 
 def ensure_unit(ctx):
-    from utils.proximity import unit_rows
+    from utils.numerics.rows import unit_rows
 
     if ctx.unit is None:
         ctx.unit = unit_rows(ctx.pool)
@@ -736,7 +737,9 @@ def ensure_unit(ctx):
 def run_selection(ctx, kernel, k):
     """``k`` picks with ``kernel``; returns (clock, engine build seconds). ``OutOfTime`` carries
     how far it got and the extrapolated whole."""
-    from utils.selection import check_memory, first_pick, select
+    from utils.selection.engine import first_pick
+    from utils.selection.engines import select
+    from utils.selection.memory import check_memory
 
     n = len(ctx.pool)
     check_memory(n, k, ctx.pool.shape[1], ctx.device)
@@ -1097,7 +1100,7 @@ def main(argv=None):
     args = parse_args(argv)
     budget = Budget(args.budget_s)
     device = choose_device(args)
-    from utils.device import exact_torch
+    from utils.numerics.compute import exact_torch
 
     exact_torch()  # TF32 off, as every GPU path of the library
     ctx = Context(args, device, budget)

@@ -77,11 +77,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import BENCH_SPREAD, REPO
 
-from utils.blocks import MIB, rows_per_block
-from utils.selection import TORCH_BUDGET_MIB, fixed_order_bytes_per_row, selection_memory_bytes
+from utils.numerics.blocks import MIB, rows_per_block
+from utils.numerics.fixed_order import fixed_order_bytes_per_row
+from utils.selection.memory import TORCH_BUDGET_MIB, selection_memory_bytes
 
 GB = 1e9
 CASES = [(1_000_000, 4096, 10_000), (5_000_000, 4096, 20_000)]  # (pool, dim, k)
@@ -243,8 +243,8 @@ def traffic_counter():
 def count_step_traffic(rows, dim, k=8):
     """Counted bytes per row of one step's dot + take and of its best pass, their ops and
     host reads, on the CPU torch engine (one chunk)."""
-    from utils.proximity import unit_rows
-    from utils.selection import TorchEngine
+    from utils.numerics.rows import unit_rows
+    from utils.selection.gpu import TorchEngine
     from utils.synthetic import clustered_vectors
 
     unit = unit_rows(clustered_vectors(rows, dim, 8, seed=1, spread=BENCH_SPREAD))
@@ -267,8 +267,8 @@ def measure_tail_fraction(rows, dim, k, every):
     count each active candidate's tail: its stored values greater than the value just
     inserted (those that moved one place). Returns sum(tail) / sum(t) over those steps."""
     from utils.api import pool_density
-    from utils.proximity import unit_rows
-    from utils.selection import NumpyEngine
+    from utils.numerics.rows import unit_rows
+    from utils.selection.cpu import NumpyEngine
     from utils.synthetic import clustered_vectors
 
     vectors = clustered_vectors(rows, dim, 50, seed=0, spread=BENCH_SPREAD)
@@ -307,9 +307,9 @@ def exchange_worker(out_path, picks=40, rows=32, dim=4096):
     """Under torchrun: run a ``ShardedEngine`` whose ranks hold ``rows`` rows each (numba
     local engines: every torch op is the exchange's), count the ops of one step, and time
     its steps against the local engine's alone. Rank 0 writes the medians to ``out_path``."""
-    from utils.distributed import start_ranks, stop_ranks
-    from utils.selection import NumpyEngine
-    from utils.sharded import ShardedEngine
+    from utils.runtime.distributed import start_ranks, stop_ranks
+    from utils.selection.cpu import NumpyEngine
+    from utils.selection.sharded import ShardedEngine
 
     ranks, _device = start_ranks(-1)
     rng = np.random.default_rng(ranks.rank)

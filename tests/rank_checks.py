@@ -13,20 +13,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from utils.device import nvidia_driver_present  # noqa: E402
+from utils.runtime.device import nvidia_driver_present
 
 if not nvidia_driver_present():  # the Triton kernel runs in Triton's interpreter (conftest)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import numpy as np  # noqa: E402
 
-from utils.api import novelselect, pool_density  # noqa: E402
-from utils.density import DensityReference  # noqa: E402
-from utils.distributed import start_ranks, stop_ranks  # noqa: E402
-from utils.proximity import unit_rows  # noqa: E402
-from utils.selection import NumpyEngine, TorchEngine, first_pick  # noqa: E402
-from utils.sharded import ShardedDensityReference, ShardedEngine  # noqa: E402
-from utils.shards import load_vectors  # noqa: E402
+from utils.api import novelselect, pool_density
+from utils.density.factor import DensityReference
+from utils.density.sharded import ShardedDensityReference
+from utils.io.vectors import load_vectors
+from utils.numerics.rows import unit_rows
+from utils.runtime.distributed import start_ranks, stop_ranks
+from utils.selection.cpu import NumpyEngine
+from utils.selection.engine import first_pick
+from utils.selection.gpu import TorchEngine
+from utils.selection.sharded import ShardedEngine
 
 GOLDEN = REPO.parent / "shared" / "golden"
 if not GOLDEN.is_dir():
@@ -67,7 +70,7 @@ def triton_golden(ranks, pool):
     without Triton."""
     if importlib.util.find_spec("triton") is None:
         return None
-    from utils.selection import TritonEngine
+    from utils.selection.gpu import TritonEngine
 
     run = json.loads((GOLDEN / "novelselect" / "expected.json").read_text())[1]
     rho = pool_density(block(ranks, pool), run["neighbors"], run["density_power"], ranks=ranks)

@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN
+
 from utils.api import embed_texts, novelselect, novelsum
 from utils.errors import InputError
-from utils.shards import load_vectors
+from utils.io.vectors import load_vectors
 
 
 def golden_csv(case):

@@ -4,10 +4,10 @@ import faiss
 import numpy as np
 import pytest
 
-from utils import baselines
 from utils.errors import InputError
-from utils.proximity import unit_rows
-from utils.selection import first_pick
+from utils.numerics.rows import unit_rows
+from utils.selection import baselines
+from utils.selection.engine import first_pick
 from utils.synthetic import clustered_vectors, with_duplicates
 
 ENGINES = ["numpy", "torch"]  # "torch" runs the GPU code path on CPU tensors

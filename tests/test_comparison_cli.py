@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN
-from novelselect import main as select_main
-from novelsum import main as novelsum_main
-from utils import baselines
-from utils.metrics import compute_metrics
-from utils.proximity import unit_rows
-from utils.selection import first_pick
-from utils.shards import load_vectors
+
+from utils.cli.novelselect import main as select_main
+from utils.cli.novelsum import main as novelsum_main
+from utils.io.vectors import load_vectors
+from utils.metrics.registry import compute_metrics
+from utils.numerics.rows import unit_rows
+from utils.selection import baselines
+from utils.selection.engine import first_pick
 
 CASE = GOLDEN / "novelsum_default_grid"
 SELECT = GOLDEN / "novelselect"

@@ -2,12 +2,19 @@
 
 import numpy as np
 import pytest
-
 from conftest import clustered_vectors
 from test_selection import duplicate_pool
-from utils.density import (MERGE_BYTES_PER_RESULT, PAIR_BYTES, DensityReference,
-                           DistinctQueries, TorchFlatIndex, density_factor, drop_self, knn_search,
-                           mean_sq_distance_by_k, merge_topk, rows_in_reference, unique_rows)
+
+from utils.density.dedup import DistinctQueries, rows_in_reference, unique_rows
+from utils.density.exact_knn import drop_self
+from utils.density.factor import DensityReference, density_factor, mean_sq_distance_by_k
+from utils.density.flat_index import (
+    MERGE_BYTES_PER_RESULT,
+    PAIR_BYTES,
+    TorchFlatIndex,
+    knn_search,
+    merge_topk,
+)
 from utils.errors import InputError
 from utils.synthetic import with_duplicates
 
@@ -248,7 +255,7 @@ def test_the_density_is_exact_even_in_a_crowd_of_near_duplicates(backend):
 def test_one_outlier_of_large_norm_does_not_make_every_query_search_again():
     """The error bound only counts rows that could be nearer (triangle inequality): one row
     1000 times longer than the others leaves every query settled on the first search."""
-    from utils import density
+    from utils.density.exact_knn import candidate_count
 
     rows = clustered_vectors(2000, 32, seed=9)
     rows[17] *= 1000
@@ -257,14 +264,14 @@ def test_one_outlier_of_large_norm_does_not_make_every_query_search_again():
     search = reference.index().search
     reference.index().search = lambda q, m: searched.append(m) or search(q, m)
     reference.mean_sq_distances(rows[:300], [10])
-    assert searched == [density.candidate_count(11, len(rows))]
+    assert searched == [candidate_count(11, len(rows))]
 
 
 @pytest.mark.parametrize("budget_mib", [1, 16])
 def test_the_exact_reranking_in_blocks_of_candidates_equals_all_at_once(budget_mib):
     """Blocks of queries and of candidate columns (a running nearest list) give what one
     block gives, however many candidates a query has."""
-    from utils.density import rerank_exact
+    from utils.density.exact_knn import rerank_exact
 
     rows = clustered_vectors(3000, 512, seed=4)
     queries = rows[:40] + 0.01

@@ -17,14 +17,20 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import GOLDEN, REPO, clustered_vectors, write_json_shards
-from utils.density import DensityReference, DistinctQueries, unique_rows
-from utils.distributed import SINGLE, Ranks, owner_of, row_split
-from utils.records import vector_inputs
-from utils.sharded import DistinctPlan, digest_keys, row_digests
-from utils.shards import load_vector_block, load_vectors
+
+from utils.density.dedup import (
+    DistinctPlan,
+    DistinctQueries,
+    digest_keys,
+    row_digests,
+    unique_rows,
+)
+from utils.density.factor import DensityReference
 from utils.errors import InputError
+from utils.io.records import vector_inputs
+from utils.io.vectors import load_vector_block, load_vectors
+from utils.runtime.distributed import SINGLE, Ranks, owner_of, row_split
 
 SELECT = GOLDEN / "novelselect"
 
@@ -318,7 +324,7 @@ def test_density_reference_is_unchanged_for_one_process():
 def test_too_few_gpus_for_the_node_s_ranks_are_refused_by_every_rank(monkeypatch):
     """Every local rank refuses alike (rank 0 prints it), not only the ranks left without a
     GPU; otherwise those would exit in silence and torchrun would stop rank 0 mid-sentence."""
-    import utils.distributed as distributed
+    import utils.runtime.distributed as distributed
 
     monkeypatch.setattr(distributed, "cuda_device_count", lambda: 2)
     assert [distributed.rank_device(None, r, local_size=2) for r in range(2)] == \

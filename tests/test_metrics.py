@@ -8,9 +8,21 @@ import faiss
 import numpy as np
 import pytest
 
-from utils import metrics
 from utils.errors import InputError
-from utils.shards import load_vectors
+from utils.io.vectors import load_vectors
+from utils.metrics.clusters import cluster_inertia, entropy_bits, partition_entropy
+from utils.metrics.pairwise import distsum_l2, facility_location, knn_distance, radius
+from utils.metrics.registry import (
+    METRIC_NAMES,
+    compute_metrics,
+    metric_columns,
+    needs_reference,
+    parse_metrics,
+)
+from utils.metrics.vendi import vendi
+from utils.numerics.blocks import MIB, row_blocks
+from utils.numerics.compute import NUMPY_PAIR_BYTES, TORCH_PAIR_BYTES, pair_blocks
+from utils.numerics.kmeans import kmeans_centroids, split_empty_clusters
 from utils.synthetic import clustered_vectors, with_duplicates
 
 GOLDEN = Path(__file__).parent / "golden" / "partition_entropy"
@@ -72,14 +84,14 @@ def direct_inertia(x, centroids):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("budget", SMALL_BUDGETS + [256])
 def test_distsum_l2(data, engine, budget):
-    assert metrics.distsum_l2(data, budget_mib=budget, engine=engine) == pytest.approx(
+    assert distsum_l2(data, budget_mib=budget, engine=engine) == pytest.approx(
         direct_distsum_l2(data), rel=1e-6)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("budget", SMALL_BUDGETS + [256])
 def test_knn_distance(data, engine, budget):
-    got = metrics.knn_distance(data, [1, 5, 10], budget_mib=budget, engine=engine)
+    got = knn_distance(data, [1, 5, 10], budget_mib=budget, engine=engine)
     assert list(got) == [1, 5, 10]
     for k, value in got.items():
         assert value == pytest.approx(direct_knn_distance(data, k), rel=1e-5, abs=1e-7)
@@ -89,7 +101,7 @@ def test_knn_distance_counts_duplicates_as_neighbours():
     """Row 0 and row 1 are duplicates: each is the other's nearest neighbour, at distance 0."""
     x = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
     # rows 0, 1: nearest other at 0; row 2: at 1. Mean = 1/3.
-    assert metrics.knn_distance(x, [1])[1] == pytest.approx(1 / 3, abs=1e-7)
+    assert knn_distance(x, [1])[1] == pytest.approx(1 / 3, abs=1e-7)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -97,7 +109,7 @@ def test_knn_distance_counts_duplicates_as_neighbours():
 def test_vendi_dual_equals_direct_and_package(data, engine, budget):
     vendi_package = pytest.importorskip(
         "vendi_score.vendi", reason="vendi-score (pip install vendi-score) is the reference")
-    got = metrics.vendi(data, budget_mib=budget, engine=engine)
+    got = vendi(data, budget_mib=budget, engine=engine)
     assert got == pytest.approx(vendi_package.score_dual(data.astype(np.float64)), rel=1e-9)
     assert got == pytest.approx(direct_vendi(data), rel=1e-9)
 
@@ -106,50 +118,50 @@ def test_vendi_primal_when_dimension_exceeds_samples():
     vendi_package = pytest.importorskip(
         "vendi_score.vendi", reason="vendi-score (pip install vendi-score) is the reference")
     x = clustered_vectors(20, 64, n_clusters=3, seed=5)
-    assert metrics.vendi(x) == pytest.approx(vendi_package.score_dual(x.astype(np.float64)),
+    assert vendi(x) == pytest.approx(vendi_package.score_dual(x.astype(np.float64)),
                                              rel=1e-9)
-    assert metrics.vendi(np.ones((5, 3), np.float32)) == pytest.approx(1.0)
+    assert vendi(np.ones((5, 3), np.float32)) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("budget", SMALL_BUDGETS + [256])
 def test_facility_location(data, reference, engine, budget):
-    got = metrics.facility_location(data, reference, budget_mib=budget, engine=engine)
+    got = facility_location(data, reference, budget_mib=budget, engine=engine)
     assert got == pytest.approx(direct_facility_location(data, reference), rel=1e-6)
 
 
 def test_facility_location_of_a_reference_inside_the_dataset_is_one(data):
-    assert metrics.facility_location(data, data[:30]) == pytest.approx(1.0, abs=1e-7)
-    assert metrics.facility_location(data, data[:30]) <= 1.0
+    assert facility_location(data, data[:30]) == pytest.approx(1.0, abs=1e-7)
+    assert facility_location(data, data[:30]) <= 1.0
 
 
 @pytest.mark.parametrize("budget", [0.001, 256])
 def test_radius(data, budget):
-    assert metrics.radius(data, budget_mib=budget) == pytest.approx(direct_radius(data),
+    assert radius(data, budget_mib=budget) == pytest.approx(direct_radius(data),
                                                                     rel=1e-9)
 
 
 def test_radius_is_zero_with_a_constant_dimension(data):
     constant = data.copy()
     constant[:, 3] = 7.0
-    assert metrics.radius(constant) == 0.0
+    assert radius(constant) == 0.0
 
 
 def test_blocked_runs_use_several_blocks(data):
     """The small budgets above really split the work (else blocked == whole proves nothing)."""
     n = len(data)
     for budget in SMALL_BUDGETS:
-        for pair_bytes in (metrics.NUMPY_PAIR_BYTES, metrics.TORCH_PAIR_BYTES):
-            assert len(metrics.pair_blocks(n, n, budget, pair_bytes)) > 1
-    assert len(list(metrics.row_blocks(n, 20 * data.shape[1], 0.001 * metrics.MIB))) > 1
-    assert len(list(metrics.row_blocks(n, 16 * data.shape[1], 0.001 * metrics.MIB))) > 1
+        for pair_bytes in (NUMPY_PAIR_BYTES, TORCH_PAIR_BYTES):
+            assert len(pair_blocks(n, n, budget, pair_bytes)) > 1
+    assert len(list(row_blocks(n, 20 * data.shape[1], 0.001 * MIB))) > 1
+    assert len(list(row_blocks(n, 16 * data.shape[1], 0.001 * MIB))) > 1
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_cluster_inertia(data, engine):
     km = faiss.Kmeans(data.shape[1], 8, niter=20, seed=42)
     km.train(data)
-    got = metrics.cluster_inertia(data, 8, engine=engine)
+    got = cluster_inertia(data, 8, engine=engine)
     assert got == pytest.approx(direct_inertia(data, km.centroids), rel=1e-5)
 
 
@@ -157,8 +169,8 @@ def test_kmeans_torch_follows_faiss(data):
     """The GPU k-means (here on CPU tensors) ends where faiss ends on well-separated data, with
     and without faiss's subsample (n > 256 C)."""
     for x, clusters in ((data, 6), (clustered_vectors(3000, 8, n_clusters=4, seed=9), 4)):
-        faiss_centroids = metrics.kmeans_centroids(x, clusters)
-        torch_centroids = metrics.kmeans_centroids(x, clusters, engine="torch")
+        faiss_centroids = kmeans_centroids(x, clusters)
+        torch_centroids = kmeans_centroids(x, clusters, engine="torch")
         np.testing.assert_allclose(torch_centroids, faiss_centroids, atol=1e-4)
 
 
@@ -166,7 +178,7 @@ def test_split_empty_clusters_as_faiss():
     """An empty cluster takes a nudged copy of a cluster drawn with faiss's generator."""
     centroids = np.array([[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
     counts = np.array([5.0, 5.0, 0.0], dtype=np.float32)
-    metrics.split_empty_clusters(centroids, counts, 10)
+    split_empty_clusters(centroids, counts, 10)
     donor = 0 if centroids[0, 0] != 1.0 else 1
     original = [[1.0, 2.0], [3.0, 4.0]][donor]
     eps = 1 / 1024
@@ -190,14 +202,14 @@ def golden_reference():
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda c: f"{c['query']}-{c['n_clusters']}")
 def test_partition_entropy_golden(golden_reference, case, engine):
     queries = load_vectors(GOLDEN / case["query"]).vectors
-    got = metrics.partition_entropy(queries, golden_reference, case["n_clusters"], engine=engine)
+    got = partition_entropy(queries, golden_reference, case["n_clusters"], engine=engine)
     assert got == pytest.approx(case["entropy_bits"], rel=1e-9)
 
 
 def test_entropy_bits():
-    assert metrics.entropy_bits([0, 0, 1, 1], 4) == pytest.approx(1.0)
-    assert metrics.entropy_bits([2, 2, 2], 4) == 0.0
-    assert metrics.entropy_bits([0, 1, 2, 3], 4) == pytest.approx(2.0)
+    assert entropy_bits([0, 0, 1, 1], 4) == pytest.approx(1.0)
+    assert entropy_bits([2, 2, 2], 4) == 0.0
+    assert entropy_bits([0, 1, 2, 3], 4) == pytest.approx(2.0)
 
 
 # Registry and errors
@@ -206,37 +218,37 @@ def test_entropy_bits():
 @pytest.mark.parametrize("text, names", [
     ("vendi,radius", ("vendi", "radius")),
     ("radius vendi", ("vendi", "radius")),
-    ("all", metrics.METRIC_NAMES),
+    ("all", METRIC_NAMES),
     ("knn_distance, knn_distance", ("knn_distance",)),
     ("", ()),
 ])
 def test_parse_metrics(text, names):
-    assert metrics.parse_metrics(text) == names
+    assert parse_metrics(text) == names
 
 
 def test_parse_metrics_unknown():
     with pytest.raises(InputError, match=r"^--metrics entropy: unknown metric; choose from "
                                          r"distsum_l2, knn_distance, .* or all$"):
-        metrics.parse_metrics("vendi,entropy")
+        parse_metrics("vendi,entropy")
 
 
 def test_metric_columns_and_reference_needs():
-    assert metrics.metric_columns(metrics.METRIC_NAMES, [5, 10]) == [
+    assert metric_columns(METRIC_NAMES, [5, 10]) == [
         "distsum_l2", "knn_distance_5", "knn_distance_10", "vendi", "facility_location",
         "radius", "cluster_inertia", "partition_entropy"]
-    assert metrics.needs_reference(metrics.METRIC_NAMES) == ("facility_location",
+    assert needs_reference(METRIC_NAMES) == ("facility_location",
                                                              "partition_entropy")
 
 
 def test_compute_metrics_all(data, reference):
-    got = metrics.compute_metrics(metrics.METRIC_NAMES, data, reference, ks=(3, 7), n_clusters=5)
-    assert list(got) == metrics.metric_columns(metrics.METRIC_NAMES, (3, 7))
+    got = compute_metrics(METRIC_NAMES, data, reference, ks=(3, 7), n_clusters=5)
+    assert list(got) == metric_columns(METRIC_NAMES, (3, 7))
     assert got["distsum_l2"] == pytest.approx(direct_distsum_l2(data), rel=1e-6)
     assert got["knn_distance_7"] == pytest.approx(direct_knn_distance(data, 7), rel=1e-5)
     assert got["facility_location"] == pytest.approx(direct_facility_location(data, reference),
                                                      rel=1e-6)
     assert 0 < got["partition_entropy"] <= np.log2(5) + 1e-12
-    torch_run = metrics.compute_metrics(metrics.METRIC_NAMES, data, reference, ks=(3, 7),
+    torch_run = compute_metrics(METRIC_NAMES, data, reference, ks=(3, 7),
                                         n_clusters=5, engine="torch")
     for column, value in got.items():
         assert torch_run[column] == pytest.approx(value, rel=1e-5), column
@@ -257,5 +269,5 @@ def test_compute_metrics_errors(data, reference, names, kwargs, message):
     kwargs = dict(kwargs)
     ref = reference if kwargs.pop("reference", False) else None
     with pytest.raises(InputError) as error:
-        metrics.compute_metrics(names, data, ref, **kwargs)
+        compute_metrics(names, data, ref, **kwargs)
     assert str(error.value) == message

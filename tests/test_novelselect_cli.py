@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN, REPO, clustered_vectors, write_json_shards
-from novelselect import main
+
+from utils.cli.novelselect import main
 
 SELECT = GOLDEN / "novelselect"
 
@@ -175,9 +175,10 @@ def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path):
 def test_density_power_zero_uses_no_neighbours(runner, pool):
     """With beta = 0 every density factor is 1: --neighbors is not checked against the pool
     (90 samples), and the picks are those of a pool whose factors are all 1."""
-    from utils.proximity import unit_rows
-    from utils.selection import first_pick, select
-    from utils.shards import load_vectors
+    from utils.io.vectors import load_vectors
+    from utils.numerics.rows import unit_rows
+    from utils.selection.engine import first_pick
+    from utils.selection.engines import select
 
     folder, texts, embeddings = pool
     out = folder / "out"

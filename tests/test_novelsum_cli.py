@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN, clustered_vectors, write_json_shards
-from novelsum import main
+
+from utils.cli.novelsum import main
 
 COLUMN = re.compile(r"neighbor_(\d+)_density_([\d.]+)_distance_([\d.]+)")
 

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import clustered_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import clustered_vectors
-from utils.blocks import row_blocks
-from utils.proximity import (column_name, format_number, novelsum_grid, proximity_profile,
-                             rank_weights)
+from utils.metrics.proximity import column_name, format_number, novelsum_grid, proximity_profile
+from utils.numerics.blocks import row_blocks
+from utils.numerics.weights import rank_weights
 
 
 def direct_proximity_means(vectors, alpha):
@@ -67,7 +67,9 @@ def test_row_blocks_cover_all_rows_within_budget():
 
 def test_torch_profile_equals_numpy():
     pytest.importorskip("torch")
-    from utils.proximity import _proximity_profile_torch, normalised_weight_matrix, unit_rows
+    from utils.metrics.proximity import _proximity_profile_torch
+    from utils.numerics.rows import unit_rows
+    from utils.numerics.weights import normalised_weight_matrix
 
     vectors = clustered_vectors(150, 12, seed=4)
     means, total = proximity_profile(vectors, [0, 0.5, 2])[:2]
@@ -140,7 +142,9 @@ def test_variants_hand_checked(device_path):
     """docs/method.md section 8 on three points whose distances are 0, 1 and 2."""
     if device_path == "torch":
         pytest.importorskip("torch")
-        from utils.proximity import _proximity_profile_torch, normalised_weight_matrix, unit_rows
+        from utils.metrics.proximity import _proximity_profile_torch
+        from utils.numerics.rows import unit_rows
+        from utils.numerics.weights import normalised_weight_matrix
 
         def profile(alphas, exclude_self=False, neighbor_factors=None):
             n_ranked = 3 - (1 if exclude_self else 0)
@@ -198,7 +202,9 @@ def test_nearest_other_sample_with_duplicates_and_blocks(path):
     np.fill_diagonal(distances, np.inf)
     if path == "torch":
         pytest.importorskip("torch")
-        from utils.proximity import _proximity_profile_torch, normalised_weight_matrix, unit_rows
+        from utils.metrics.proximity import _proximity_profile_torch
+        from utils.numerics.rows import unit_rows
+        from utils.numerics.weights import normalised_weight_matrix
 
         profile = _proximity_profile_torch(unit_rows(vectors), normalised_weight_matrix(40, [1]),
                                            40 * 24 * 3, None, "cpu")

@@ -11,15 +11,17 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import GOLDEN, REPO, clustered_vectors, write_json_shards
-from novelselect import main
 from test_novelselect_cli import run_args
+
 from utils.api import novelselect, pool_density
+from utils.cli.novelselect import main
 from utils.errors import InputError
-from utils.proximity import unit_rows
-from utils.selection import NumpyEngine, TorchEngine, select
-from utils.shards import load_vectors
+from utils.io.vectors import load_vectors
+from utils.numerics.rows import unit_rows
+from utils.selection.cpu import NumpyEngine
+from utils.selection.engines import select
+from utils.selection.gpu import TorchEngine
 
 SELECT = GOLDEN / "novelselect"
 RUNS = json.loads((SELECT / "expected.json").read_text())
@@ -89,7 +91,7 @@ def test_resume_on_a_clustered_pool_of_2000(engine_name, with_quality):
 @pytest.mark.parametrize("alpha", [1.0, 2.0])
 def test_resume_on_the_triton_engine_in_the_interpreter(alpha):
     pytest.importorskip("triton", reason="pip install triton")
-    from utils.selection import TritonEngine
+    from utils.selection.gpu import TritonEngine
 
     vectors = clustered_vectors(30, 12, n_clusters=4, seed=34)
     rho = pool_density(vectors, 5, 0.5)

@@ -7,14 +7,14 @@ import struct
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import GOLDEN
-from novelselect import main as select_main
-from novelsum import main as novelsum_main
 from test_novelsum_cli import golden_args, read_results
-from utils.density import DensityReference, density_factor
-from utils.proximity import rank_weights
-from utils.shards import load_vectors
+
+from utils.cli.novelselect import main as select_main
+from utils.cli.novelsum import main as novelsum_main
+from utils.density.factor import DensityReference, density_factor
+from utils.io.vectors import load_vectors
+from utils.numerics.weights import rank_weights
 
 SELECT = GOLDEN / "novelselect"
 
@@ -149,7 +149,7 @@ def test_selection_record_and_plots_are_written(runner, tmp_path):
 
 
 def test_half_point_marks_where_novelty_halves():
-    from utils.plots import early_level, half_point
+    from utils.io.plots import early_level, half_point
 
     novelty = np.array([np.nan] + [1.0] * 10 + [0.8, 0.6, 0.5, 0.4] + [0.3] * 10)
     assert early_level(novelty) == pytest.approx(1.0)  # first 10% of 24 picks: 2 of them

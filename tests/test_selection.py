@@ -4,17 +4,25 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import GOLDEN, clustered_vectors, write_json_shards
-from utils.density import DensityReference, density_factor
+
+from utils.density.factor import DensityReference, density_factor
 from utils.errors import InputError
-from utils.proximity import rank_weights, unit_rows
-from utils.selection import (INSERT_BYTES_PER_VALUE, REBUILD_SUM_RTOL, NumpyEngine,
-                             TorchEngine, check_memory, check_quality_scores, first_pick,
-                             fixed_order_bytes_per_row, fixed_order_dots, fixed_order_dots_many,
-                             halving_row_sums, select, selection_memory_bytes,
-                             tail_coefficients)
-from utils.shards import load_vectors
+from utils.io.vectors import load_vectors
+from utils.numerics.fixed_order import (
+    fixed_order_bytes_per_row,
+    fixed_order_dots,
+    fixed_order_dots_many,
+    halving_row_sums,
+)
+from utils.numerics.rows import unit_rows
+from utils.numerics.weights import rank_weights, tail_coefficients
+from utils.selection.cpu import NumpyEngine
+from utils.selection.engine import REBUILD_SUM_RTOL, first_pick
+from utils.selection.engines import select
+from utils.selection.gpu import INSERT_BYTES_PER_VALUE, TorchEngine
+from utils.selection.inputs import check_quality_scores
+from utils.selection.memory import check_memory, selection_memory_bytes
 from utils.synthetic import with_duplicates
 
 SMALL_BUDGET_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
@@ -88,7 +96,7 @@ def golden_runs():
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("run", golden_runs(), ids=lambda r: f"k{r['k']}_a{r['distance_power']}")
 def test_engines_reproduce_golden_picks(engine_name, run):
-    from utils.shards import load_vectors
+    from utils.io.vectors import load_vectors
 
     vectors = load_vectors(GOLDEN / "novelselect" / "embeddings").vectors
     k_nn = run["neighbors"]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, clustered_vectors, write_json_shards
+
 from utils.errors import InputError
-from utils.json_vectors import WorkerProcesses, can_fork, json_shape, read_json_vectors_into
-from utils.shards import (check_pairing, check_vectors, list_shards, load_items, load_vectors,
-                          natural_key, parse_processes, plan_rows, read_vector_shard,
-                          shard_order_key)
+from utils.io.json_vectors import json_shape, read_json_vectors_into
+from utils.io.listing import list_shards, natural_key, shard_order_key
+from utils.io.texts import check_pairing, load_items
+from utils.io.vectors import check_vectors, load_vectors, plan_rows, read_vector_shard
+from utils.io.workers import WorkerProcesses, can_fork, parse_processes
 
 
 def test_natural_order_puts_2_before_10_and_words_after_numbers(tmp_path):
@@ -325,7 +326,7 @@ def test_worker_errors_come_back_as_messages_and_deaths_are_reported():
 INTERRUPTED = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from utils.shards import load_vectors
+from utils.io.vectors import load_vectors
 print("ready", flush=True)
 try:
     while True:
@@ -385,7 +386,7 @@ def test_json_shards_load_without_orjson(tmp_path):
     write_json_shards(tmp_path / "emb", vectors, [100, 200])
     code = ("import sys; sys.modules['orjson'] = None\n"
             "import numpy as np\n"
-            "from utils.shards import load_vectors\n"
+            "from utils.io.vectors import load_vectors\n"
             f"np.save({str(tmp_path / 'out.npy')!r}, load_vectors({str(tmp_path / 'emb')!r}, "
             "workers=1).vectors)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -14,13 +14,19 @@ import tempfile
 
 import numpy as np
 import pytest
-
 from conftest import REPO
-from test_selection import (SMALL_BUDGET_MIB, check_duplicates_tie, check_every_step,
-                            check_lowest_first, duplicate_pool, pool_inputs)
-from utils.proximity import unit_rows
-from utils.selection import (DeviceError, NumpyEngine, is_device_fault, select,
-                             triton_self_check)
+from test_selection import (
+    check_duplicates_tie,
+    check_every_step,
+    check_lowest_first,
+    duplicate_pool,
+    pool_inputs,
+)
+
+from utils.numerics.rows import unit_rows
+from utils.selection.cpu import NumpyEngine
+from utils.selection.engines import select
+from utils.selection.gpu import DeviceError, is_device_fault, triton_self_check
 
 pytest.importorskip("triton", reason="Triton checks the GPU kernel here: "
                                      "pip install triton")
@@ -47,7 +53,7 @@ def run_without_interpreter(code):
 def test_kernel_equals_direct_recomputation_at_every_step(alpha):
     """Blocks of 4 values make the tails span several blocks, as 512-value blocks do at scale;
     the distances come in several row chunks."""
-    from utils.selection import TritonEngine
+    from utils.selection.gpu import TritonEngine
 
     unit, rho = pool_inputs(n=24, seed=int(alpha * 10))
     # 2 KiB: the distances of 24 rows (112 bytes each) come in 2 chunks
@@ -76,7 +82,7 @@ def test_a_kernel_that_does_not_compile_costs_a_notice():
 def test_a_device_fault_in_the_kernel_is_raised_not_hidden(monkeypatch, message):
     """The device fails while the kernel runs (simulated at Triton's launch, below our code):
     the CUDA context is then unusable, so there is no fallback to the torch kernel."""
-    from utils import triton_selection
+    from utils.selection import triton_kernel as triton_selection
 
     def fail_on_the_device(*args, **kwargs):
         raise RuntimeError(message)
@@ -104,7 +110,7 @@ def test_exact_duplicates_tie_exactly_in_the_kernel(tmp_path):
     shards (row 3 to rows 101 and 257, row 10 to the last rows) keep bitwise equal values,
     sorted rows and sums in the Triton kernel, and the lowest index of a group is picked
     first. A 300-row pool: the interpreter runs one program per row."""
-    from utils.selection import TritonEngine
+    from utils.selection.gpu import TritonEngine
 
     copies = {3: [101, 257], 10: [297, 298, 299], 20: [150], 30: [201]}
     vectors, groups = duplicate_pool(tmp_path, n=300, sizes=(100, 157, 43), copies=copies)
@@ -126,7 +132,7 @@ def test_exact_duplicates_tie_exactly_in_the_kernel(tmp_path):
 def test_self_check_reports_a_kernel_that_cannot_run():
     """Compiled Triton with no GPU fails to launch: the check says why in one line."""
     problem = run_without_interpreter(
-        "from utils.selection import triton_self_check; "
+        "from utils.selection.gpu import triton_self_check; "
         "print(repr(triton_self_check('cpu', n=24, k=12)))")
     assert isinstance(problem, str) and problem and "\n" not in problem
 
@@ -172,7 +178,7 @@ def test_kernel_compiles_for_ampere_and_hopper_with_the_barrier_in_place(arch):
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from utils.triton_selection import BLOCK, NUM_WARPS, insert_values
+from utils.selection.triton_kernel import BLOCK, NUM_WARPS, insert_values
 signature = {{"sorted_values": "*fp32", "row_stride": "i32", "weighted_sums": "*fp64",
              "values": "*fp32", "active": "*i8", "coefficients": "*fp64", "weights": "*fp64",
              "t": "i32", "BLOCK": "constexpr"}}

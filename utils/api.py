@@ -22,15 +22,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .density import DensityReference, density_factor
-from .distributed import SINGLE
+from .density.factor import DensityReference, density_factor
+from .density.sharded import ShardedDensityReference
 from .errors import InputError
-from .proximity import (DEFAULT_BLOCK_MIB, ProximityProfile, density_grid, grid_number_text,
-                        per_sample_grid, proximity_profile, row_factors, unit_rows)
-from .sharded import ShardedDensityReference, ShardedEngine, block_starts
-from .selection import (TorchEngine, check_memory, check_quality_scores, check_resume_picks,
-                        first_pick, make_engine, select)
-from .shards import check_vectors
+from .io.vectors import check_vectors
+from .metrics.proximity import (
+    DEFAULT_BLOCK_MIB,
+    ProximityProfile,
+    density_grid,
+    grid_number_text,
+    per_sample_grid,
+    proximity_profile,
+    row_factors,
+)
+from .numerics.rows import unit_rows
+from .runtime.distributed import SINGLE, block_starts
+from .selection.engine import first_pick
+from .selection.engines import make_engine, select
+from .selection.gpu import TorchEngine
+from .selection.inputs import check_quality_scores, check_resume_picks
+from .selection.memory import check_memory
+from .selection.sharded import ShardedEngine
 
 DEFAULT_NEIGHBORS = (5, 10)
 DEFAULT_DENSITY_POWERS = (0.0, 0.25, 0.5)
@@ -293,7 +305,7 @@ def embed_texts(texts, model_path, device="cpu", backend="auto", max_length=256,
     ``model_path``: a model folder or a Hugging Face model id in the local cache; ``backend``:
     ``auto``, ``sentence-transformers``, ``transformers`` or ``vllm``.
     """
-    from .embedders import choose_backend, make_backend, resolve_model_path
+    from .embedding.backends import choose_backend, make_backend, resolve_model_path
 
     texts = list(texts)
     if not all(isinstance(text, str) for text in texts):

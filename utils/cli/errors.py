@@ -1,0 +1,137 @@
+"""Our exceptions turned into one ``Error:`` line and an exit status, once over all ranks."""
+
+import functools
+import os
+import sys
+import time
+
+import click
+
+from ..errors import InputError
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what the command has kept: its message replaces the default one."""
+
+
+def is_main_rank():
+    """Whether this process speaks for the run: always without ``torchrun``; under it, rank 0
+    (the others run silently, so that each message and error is printed once)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def clean_errors(command_body):
+    """Turn library errors into one-line messages: ``Error: ...``, exit 1, no traceback.
+
+    Ctrl-C stops with exit status 130 and a line saying what was kept: by default that no
+    output was written (outputs are renamed into place only when complete); a command that
+    keeps finished parts raises ``Interrupted`` with its own message. Under ``torchrun`` a
+    failure the ranks agreed on (``utils.distributed``) is printed by rank 0; any other is
+    printed once, by the first rank to meet it; a rank whose peer went away exits in silence
+    (the peer says why); every rank exits non-zero.
+    """
+
+    @functools.wraps(command_body)
+    def wrapper(*args, **kwargs):
+        speaks = is_main_rank()
+        try:
+            return command_body(*args, **kwargs)
+        except InputError as err:
+            if "RANK" not in os.environ:
+                raise click.ClickException(str(err)) from None
+            if agreed(err):  # every rank has it: rank 0 says it
+                leave_rank(1, f"Error: {err}" if speaks else None)
+            # Found outside an agreed phase: the same fault on every rank (a check that each
+            # makes alike), or this rank's own. Whichever rank is first to say it says it.
+            leave_rank(1, own_line(f"Error: {err}") if first_to_say(str(err)) else None)
+        except RuntimeError as err:
+            if "RANK" not in os.environ or not is_distributed_error(err):
+                raise
+            if peer_went_away(err):  # the rank that went away says why, or torchrun does
+                leave_rank(1)
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
+            leave_rank(1, own_line(f"Error: {message}") if first_to_say(message) else None)
+        except click.ClickException as err:  # a usage error: every rank meets it alike
+            if "RANK" not in os.environ:
+                raise
+            if speaks:
+                err.show()
+            leave_rank(err.exit_code)
+        except Interrupted as stop:
+            leave_rank(130, f"\nInterrupted: {stop}" if speaks else None)
+        except KeyboardInterrupt:
+            leave_rank(130, "\nInterrupted: stopped cleanly, no output was written."
+                       if speaks else None)
+
+    return wrapper
+
+
+def agreed(err):
+    """Whether every rank raised ``err`` (``utils.distributed.Ranks.agree``)."""
+    from ..runtime.distributed import RankError
+
+    return isinstance(err, RankError)
+
+
+def is_distributed_error(err):
+    """Whether ``err`` comes from torch.distributed's collectives (a peer gone, a timeout)."""
+    import torch.distributed as dist
+
+    kinds = tuple(getattr(dist, name) for name in ("DistBackendError", "DistNetworkError",
+                                                   "DistStoreError") if hasattr(dist, name))
+    return isinstance(err, kinds) or "ProcessGroup" in str(err) or \
+        "gloo" in str(err).lower()
+
+
+def peer_went_away(err):
+    """Whether ``err`` says the other end of a collective closed: that rank has exited, and
+    its own line (or torchrun's report) says why."""
+    return any(marker in str(err) for marker in ("Connection closed by peer",
+                                                 "Connection reset by peer"))
+
+
+def own_line(message):
+    """``message`` as printed by a rank other than 0: after a line break, since rank 0 may be
+    in the middle of a progress line on the same terminal."""
+    return message if is_main_rank() else f"\n{message}"
+
+
+def first_to_say(text):
+    """Whether this rank is the first to report ``text``, so that a fault every rank meets is
+    printed once: the ranks count reports in the rendezvous store that torchrun gives them.
+    Without a store (before the ranks have met), rank 0 speaks for all."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return is_main_rank()
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        key = "novelsum-said-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        return store.add(key, 1) == 1
+    except (AttributeError, RuntimeError, ValueError):  # no store, or it is gone with rank 0
+        return is_main_rank()
+
+
+SILENT_EXIT_DELAY_S = 10
+
+
+def leave_rank(status, message=None):
+    """Print ``message`` (if any) on stderr and exit with ``status``. Under ``torchrun`` the
+    process ends at once after flushing its streams: the process group's threads may still
+    be waiting on a rank that has gone, and running the interpreter's shutdown beside them
+    ends in a C++ ``terminate`` message instead of the one clean line."""
+    if message is not None:
+        click.echo(message, err=True)
+    if "RANK" not in os.environ:
+        sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if message is None:
+        # A silent rank leaves the word to another (rank 0, or the first to meet the fault).
+        # torchrun stops every rank as soon as one exits: waiting a moment lets that one print
+        # its line first; torchrun ends this wait when the speaker exits.
+        time.sleep(SILENT_EXIT_DELAY_S)
+    os._exit(status)

@@ -1,0 +1,224 @@
+"""The ``novelselect`` command: its options, then one pipeline call."""
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from ..io.records import RunRecord, text_inputs, vector_inputs
+from ..io.texts import check_pairing, load_items
+from ..pipelines.loading import load_embeddings
+from ..pipelines.novelselect import (
+    Checkpoints,
+    baseline_picks,
+    check_kmeans_seed,
+    check_output_folder,
+    output_stem,
+    read_quality_scores,
+    read_resume_picks,
+    run_selection,
+    write_outputs,
+    write_selection,
+)
+from ..runtime.device import peak_memory_note
+from ..runtime.distributed import start_ranks, stop_ranks
+from ..selection import baselines
+from ..selection.inputs import check_resume_picks
+from .errors import clean_errors
+from .options import (
+    FINITE_FLOAT,
+    ReferenceStyleCommand,
+    embedding_field_option,
+    gpu_option,
+    quiet_option,
+)
+from .reporting import Reporter, device_summary
+
+
+def refuse_unused_options(ctx, method):
+    """Options given on the command line that ``method`` does not use are usage errors."""
+    unused = {"--dense_ref_dir": ("dense_ref_dir", baselines.USES_DENSITY_REFERENCE),
+              "--quality_scores": ("quality_scores", baselines.USES_QUALITY_SCORES),
+              "--neighbors": ("neighbors", {"novelselect"}),
+              "--density_power": ("density_power", {"novelselect"}),
+              "--distance_power": ("distance_power", {"novelselect"}),
+              "--plot": ("plot", {"novelselect"}),
+              "--max_similarity": ("max_similarity", {"repr_filter"}),
+              "--resume_from": ("resume_from", {"novelselect"}),
+              "--checkpoint_every": ("checkpoint_every", {"novelselect"})}
+    for option, (name, users) in unused.items():
+        if method not in users and ctx.get_parameter_source(name) == \
+                click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{option} is not used by --method {method} (it is used by "
+                                   f"{', '.join(sorted(users))})")
+
+
+@click.command(cls=ReferenceStyleCommand)
+@click.option("--text_dir", "--text-dir", required=True,
+              help="Text shards of the pool (.json, .jsonl or .parquet), paired with the "
+                   "embeddings by shard name.")
+@click.option("--figure_dir", "--figure-dir", "--embedding_dir", "--embedding-dir", "figure_dir",
+              required=True,
+              help="Embedding shards of the pool (.json, .npy or .parquet), same names and row "
+                   "order.")
+@click.option("--output_dir", "--output-dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the outputs: the picked items and their global indices (as the "
+                   "published script), the pick log, the run record, the plot.")
+@click.option("--k", type=int, default=10000, show_default=True,
+              help="Number of samples to pick (memory: pool x (k-1) x 4 bytes).")
+@gpu_option("GPU for the selection (-1: CPU); falls back to CPU with a notice.")
+@click.option("--neighbors", type=int, default=10, show_default=True,
+              help="Nearest neighbours k for the density factor.")
+@click.option("--density_power", "--density-power", type=FINITE_FLOAT, default=0.5,
+              show_default=True,
+              help="Power beta of the density factor.")
+@click.option("--distance_power", "--distance-power", type=FINITE_FLOAT, default=1.0,
+              show_default=True, help="Power alpha of the proximity weights r^-alpha.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=42, show_default=True,
+              help="Seed of the first, random pick.")
+@click.option("--dense_ref_dir", "--dense-ref-dir",
+              help="Estimate density on these embeddings instead of the pool itself.")
+@click.option("--quality_scores", "--quality-scores",
+              help="One score >= 0 per sample (JSON list or .npy), multiplied into the novelty.")
+@embedding_field_option
+@click.option("--plot", is_flag=True,
+              help="Also draw {stem}_novelty.png: the novelty of each pick against the pick "
+                   "number, where further picks stop adding new samples.")
+@click.option("--method", type=click.Choice(baselines.METHOD_NAMES), default="novelselect",
+              show_default=True,
+              help="Selection method: NovelSelect, or a baseline to compare with (random, "
+                   "K-Center-Greedy, k-means, DEITA's representation filter); baselines write "
+                   "{method}_{K}.json and {method}_{K}_indices.json.")
+@click.option("--max_similarity", "--max-similarity", type=FINITE_FLOAT,
+              default=baselines.DEFAULT_MAX_SIMILARITY, show_default=True,
+              help="repr_filter: keep a sample when its largest cosine similarity to those kept "
+                   "is at most this.")
+@click.option("--resume_from", "--resume-from", type=click.Path(path_type=Path), default=None,
+              help="JSON list of distinct pool indices to continue greedily from to --k: an "
+                   "earlier run's _indices.json (same pool and parameters), a checkpoint, or "
+                   "any start set. The first t picks of a run resume to that run's picks.")
+@click.option("--checkpoint_every", "--checkpoint-every", type=click.IntRange(min=1),
+              default=None,
+              help="Every N picks, write the picks so far to {stem}_checkpoint.json in "
+                   "--output_dir (atomically), for --resume_from after a killed run; removed "
+                   "when the run completes.")
+@quiet_option
+@click.pass_context
+@clean_errors
+def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
+         distance_power, seed, dense_ref_dir, quality_scores, embedding_field, plot, method,
+         max_similarity, resume_from, checkpoint_every, quiet):
+    """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
+
+    Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
+    and ..._indices.json (their global indices), as the published script; beside them
+    ..._picks.csv (each pick's shard, row and novelty) and ..._run.json (how the run was
+    made). The selection keeps pool x (K-1) float32 values in memory (396,000 x 10,000:
+    15.8 GB) and refuses a run that cannot fit. --checkpoint_every N saves the picks every N
+    picks; --resume_from continues from such a checkpoint, or extends an earlier run's
+    _indices.json, to --k. Example:
+
+    \b
+        python novelselect.py --text_dir pool/text --figure_dir pool/emb --output_dir picked \\
+            --k 1000 --neighbors 10 --density_power 0.5 --distance_power 1
+    """
+    if neighbors < 1:
+        raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
+    refuse_unused_options(ctx, method)
+    check_kmeans_seed(method, seed)
+    if method != "novelselect" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise click.UsageError(f"--method {method} runs in one process: start it without "
+                               f"torchrun (only NovelSelect is split over ranks)")
+    report = Reporter(quiet)
+    ranks, device = start_ranks(gpu_id, report.notice)
+    record = RunRecord("novelselect", dict(
+        text_dir=text_dir, figure_dir=figure_dir, k=k, neighbors=neighbors,
+        density_power=density_power, distance_power=distance_power, seed=seed,
+        dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
+        embedding_field=embedding_field, method=method, max_similarity=max_similarity,
+        resume_from=resume_from and str(resume_from), checkpoint_every=checkpoint_every))
+    with ranks.phase():
+        resume = read_resume_picks(resume_from) if resume_from else None
+        check_output_folder(output_dir)  # before the long work, not when writing its results
+    with record.stage("loading"):
+        # Under torchrun each rank loads its block of the pool's rows (and of the reference's);
+        # rank 0 alone reads the texts, which only it writes out. Each phase ends with the
+        # ranks agreeing on any fault, in the order one process would meet them.
+        with ranks.phase():
+            pool = load_embeddings(figure_dir, ranks, report.progress("loading embeddings", "shard"),
+                             embedding_field=embedding_field)
+        items = text_paths = counts = None
+        with ranks.phase(patient=True):  # rank 0 alone reads the texts
+            if ranks.is_main:
+                items, text_paths, counts = load_items(
+                    text_dir, report.progress("loading texts", "shard"))
+                check_pairing(text_paths, counts, pool, text_source=text_dir)
+            n = pool.offsets[-1]
+            if not 1 <= k <= n:
+                raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
+            quality = read_quality_scores(quality_scores, n) if quality_scores else None
+            if resume is not None:
+                resume = check_resume_picks(resume, n, k, resume_from)
+        reference = None
+        if dense_ref_dir and density_power != 0 and method == "novelselect":
+            with ranks.phase():
+                reference = load_embeddings(dense_ref_dir, ranks,
+                                      report.progress("loading reference", "shard"),
+                                      allow_zero=True, embedding_field=embedding_field)
+                if reference.vectors.shape[1] != pool.vectors.shape[1]:
+                    raise InputError(f"{dense_ref_dir}: vectors have "
+                                     f"{reference.vectors.shape[1]} dimensions but the pool "
+                                     f"has {pool.vectors.shape[1]}")
+            record.add_input("reference", vector_inputs(reference, ranks))
+        elif dense_ref_dir:
+            report.notice("--dense_ref_dir is not used with --density_power 0")
+    record.add_input("embeddings", vector_inputs(pool, ranks))
+    if ranks.is_main:
+        record.add_input("texts", text_inputs(text_dir, text_paths, counts))
+
+    if method != "novelselect":
+        with record.stage("selection"):
+            picks = baseline_picks(method, pool.vectors, k, seed, quality, max_similarity,
+                                   device, report)
+        stem = baselines.output_stem(method, k)
+        writers = {
+            f"{stem}.json": lambda path: path.write_text(json.dumps(
+                [items[i] for i in picks], indent=2, ensure_ascii=False), encoding="utf-8"),
+            f"{stem}_indices.json": lambda path: path.write_text(json.dumps(picks, indent=2))}
+        writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
+            record.finish(device, [output_dir / name for name in writers],
+                          summary={"picked": k, "pool": n}), indent=2))
+        write_outputs(output_dir, writers)
+        stop_ranks(ranks)
+        click.echo(f"picked {k} of {n} samples with {method} on "
+                   f"{device_summary(device, gpu_id, ranks)}; wrote {output_dir / f'{stem}.json'} and "
+                   f"{', '.join(list(writers)[1:])}")
+        return
+
+    stem = output_stem(k, density_power, distance_power)
+    checkpoints = Checkpoints(output_dir / f"{stem}_checkpoint.json",
+                              checkpoint_every if ranks.is_main else None,
+                              len(resume) if resume is not None else 0, k)
+    try:
+        selection = run_selection(pool, k, neighbors, density_power, distance_power, seed,
+                                  reference, quality, device, report, record, resume,
+                                  resume_from, checkpoints, dense_ref_dir or figure_dir, ranks)
+        names = None
+        with ranks.phase(patient=True):  # rank 0 writes; the others wait to hear that it did
+            if ranks.is_main:
+                names = write_selection(output_dir, stem, k, n, pool, items, selection, record,
+                                        device, plot, (neighbors, density_power,
+                                                       distance_power), checkpoints.given,
+                                        ranks)
+    except KeyboardInterrupt:
+        if checkpoints.saved:
+            raise checkpoints.interrupted() from None
+        raise
+    checkpoints.finish()
+    stop_ranks(ranks)
+    if ranks.is_main:
+        click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id, ranks)}; "
+                   f"wrote {output_dir / names[0]} and {', '.join(names[1:])}"
+                   f"{peak_memory_note(device)}")

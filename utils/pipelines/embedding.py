@@ -1,0 +1,220 @@
+"""What ``embedding.py`` does: plan the shards, share them out over ranks, embed, write."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..embedding.backends import resolve_model_path
+from ..embedding.outputs import output_path, shard_done
+from ..errors import InputError
+from ..io.atomic import atomic_path, write_text_atomic
+from ..io.hashing import sha256_of_file
+from ..io.listing import TEXT_SUFFIXES, natural_key
+from ..io.text_items import item_text
+from ..io.texts import read_text_shard
+from ..runtime.device import pin_visible_gpu
+from ..runtime.distributed import launched_by_torchrun, mixed_devices_error, start_ranks
+
+CHUNK_TEXTS = 512  # texts per backend call: the progress bar moves at least this often
+
+
+# The run record sits in the output folder under a hidden name, so that the folder stays a
+# clean folder of embedding shards for novelsum.py and novelselect.py (they skip hidden files).
+RUN_RECORD = ".embedding_run.json"
+
+
+def text_shards(folder):
+    """Text shards under ``folder`` (subfolders included), in natural order of their paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--input_dir {folder}: no such folder")
+    shards = [p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
+              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if not shards:
+        raise InputError(f"--input_dir {folder}: no text shards (.json, .jsonl or .parquet) in it")
+    # natural order of the path's parts; ties (01.json, 1.json) broken by the plain path
+    return sorted(shards, key=lambda p: ([natural_key(part) for part in
+                                          p.relative_to(folder).with_suffix("").parts],
+                                         str(p.relative_to(folder))))
+
+
+def plan_shards(input_dirs, output_dir, output_format):
+    """(input shard, output path) for every shard; several inputs get a subfolder each."""
+    names = [Path(d).resolve().name for d in input_dirs]
+    if len(set(names)) != len(names):
+        raise InputError("--input_dir folders must have different names: their outputs go "
+                         "to subfolders of --output_dir named after them")
+    plan, sources = [], {}
+    for folder, name in zip(input_dirs, names):
+        root = Path(output_dir) / name if len(input_dirs) > 1 else Path(output_dir)
+        for shard in text_shards(folder):
+            target = output_path(shard, folder, root, output_format)
+            if target in sources:  # 3.json and 3.jsonl would overwrite each other
+                raise InputError(f"{sources[target]} and {shard} would both be embedded into "
+                                 f"{target}; rename one of them")
+            other = target.with_suffix(".npy" if target.suffix == ".json" else ".json")
+            if other.exists():  # the loaders would refuse two shards of one name
+                raise InputError(f"{other} already holds {shard.name}'s vectors in the other "
+                                 f"format; use --output_format {other.suffix[1:]} to resume "
+                                 f"that run, or remove it")
+            sources[target] = shard
+            plan.append((shard, target))
+    return plan
+
+
+def read_pending(input_dirs, output_dir, output_format, text_field, overwrite, record):
+    """The plan (every shard and its output) and the shards still to embed, with their texts.
+
+    Every item of every shard is checked here, before the model is loaded.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output_dir {output_dir}: is a file; give a folder")
+    plan = plan_shards(input_dirs, output_dir, output_format)
+    pending, inputs = [], []
+    with record.stage("reading"):
+        for shard, target in plan:
+            texts = shard_texts(shard, text_field)
+            inputs.append({"name": str(shard), "rows": len(texts),
+                           "sha256": sha256_of_file(shard)})
+            if overwrite or not shard_done(target, len(texts)):
+                pending.append((shard, target, texts))
+    record.add_input("texts", {"shards": inputs})
+    return plan, pending
+
+
+def balanced_owners(sizes, n_ranks):
+    """The rank that embeds each shard: whole shards, balanced by size.
+
+    Greedy, largest shard first (ties: the earlier shard), each to the rank with the fewest
+    texts so far (ties: the lowest rank). Deterministic, so every rank computes the same
+    assignment. ``sizes``: texts per shard, in plan order; returns one rank per shard.
+    """
+    loads = [0] * n_ranks
+    owners = [0] * len(sizes)
+    for shard in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        rank = min(range(n_ranks), key=lambda r: (loads[r], r))
+        owners[shard] = rank
+        loads[rank] += sizes[shard]
+    return owners
+
+
+def pin_rank_gpu(gpu_id, environ=None):
+    """Make this process's GPU the only one it sees, before CUDA starts (vLLM runs on the
+    first visible GPU). Returns ``(gpu_id, pinned)`` for ``start_ranks``.
+
+    One process pins ``--gpu_id`` (``pin_visible_gpu``), as ever. Under ``torchrun`` local
+    rank r pins GPU ``(gpu_id or 0) + r`` and then runs on ``cuda:0`` of its view; a GPU
+    outside ``CUDA_VISIBLE_DEVICES`` is not pinned, and is refused by ``start_ranks``.
+    """
+    environ = os.environ if environ is None else environ
+    if not launched_by_torchrun(environ):
+        return pin_visible_gpu(gpu_id, environ), False
+    if gpu_id is not None and gpu_id < 0:
+        return gpu_id, False
+    own_gpu = (gpu_id or 0) + int(environ.get("LOCAL_RANK", 0))
+    return gpu_id, pin_visible_gpu(own_gpu, environ) == 0
+
+
+def check_one_device_kind(devices, gpu_id):
+    """Refuse ranks of which some would run on GPUs and some on the CPU (a rank whose pinned
+    GPU this node lacks sees none): ``devices`` holds each rank's device, in rank order."""
+    error = mixed_devices_error(devices, gpu_id)
+    if error is not None:
+        raise error
+
+
+def interrupt_once(signum, frame):
+    """Ctrl-C under ``torchrun``: the terminal interrupts every rank, and torchrun then sends
+    its own SIGINT (or SIGTERM); one stop is enough, so that the cleanup that follows (the
+    shard in progress removed, the message) is not interrupted in its turn."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def model_folder_or_error(model_path):
+    """``(folder, None)`` for a usable ``--model_path``, else ``(None, InputError)``: the
+    folder decides the GPU pinning, which must come before the ranks meet, and the error is
+    raised once they have (every rank stops with it, rank 0 reports it)."""
+    try:
+        return resolve_model_path(model_path), None
+    except InputError as err:
+        return None, err
+
+
+def join_ranks(gpu_id, use_vllm, notify):
+    """This process's ``(ranks, device)`` (``start_ranks``): one process as ever, or a rank of
+    ``torchrun`` on its own device, stopped once by Ctrl-C."""
+    pinned = False
+    if use_vllm:
+        gpu_id, pinned = pin_rank_gpu(gpu_id)  # before CUDA starts
+    ranks, device = start_ranks(gpu_id, notify, host_only=True, pinned=pinned)
+    if ranks.grouped:
+        signal.signal(signal.SIGINT, interrupt_once)
+        signal.signal(signal.SIGTERM, interrupt_once)
+    return ranks, device
+
+
+def shard_texts(shard, text_field=None):
+    """Texts of one shard's records (docs/method.md section 1); a bad record is named by file
+    and index."""
+    return [item_text(item, f"{shard}: item {i}", text_field)
+            for i, item in enumerate(read_text_shard(shard, text_field))]
+
+
+def write_vectors(path, vectors):
+    with atomic_path(path) as tmp:
+        if path.suffix == ".npy":
+            with open(tmp, "wb") as handle:
+                np.save(handle, vectors.astype(np.float32))
+        else:
+            tmp.write_text(json.dumps(vectors.tolist()))
+
+
+def embed_texts(embedder, texts, bar):
+    """One shard's vectors, ``CHUNK_TEXTS`` texts per backend call."""
+    parts = []
+    for i in range(0, len(texts), CHUNK_TEXTS):
+        parts.append(embedder.embed(texts[i:i + CHUNK_TEXTS]))
+        bar.update(len(parts[-1]))
+    width = parts[0].shape[1] if parts else 0
+    return np.concatenate(parts) if parts else np.zeros((0, width))
+
+
+def interrupted_message(written, skipped, planned, output_dir, ranks=None):
+    """What a Ctrl-C leaves: the finished shards stay (a rerun resumes after them). Under
+    ``torchrun`` rank 0 speaks for ranks whose progress it does not know."""
+    if ranks is not None and ranks.grouped:
+        return (f"stopped cleanly; each of the {ranks.size} ranks kept the shards it had "
+                f"finished in {output_dir} ({skipped} of {planned} were there before); the "
+                f"shards in progress were not written. Run the same command again to embed "
+                f"the rest.")
+    kept = written + skipped
+    if not kept:
+        return "stopped cleanly, no output was written."
+    return (f"stopped cleanly; {kept} of {planned} shard(s) are embedded in {output_dir} "
+            f"({written} by this run) and kept; the shard in progress was not written. Run the "
+            f"same command again to embed the rest.")
+
+
+def write_summary(record, shares, pending, skipped, device, ranks, output_dir, used):
+    """Rank 0's end of a run: the run record (every rank's shards counted) and the summary
+    line. ``shares``: each rank's device, shards, texts and seconds, in rank order."""
+    total = sum(share["texts"] for share in shares)
+    embedded = sum(share["shards"] for share in shares)
+    seconds = max(share["seconds"] for share in shares)  # the slowest rank ends the run
+    record.stages["embedding"] = seconds
+    summary = {"texts": total, "shards_embedded": embedded, "shards_skipped": skipped,
+               "texts_per_second": round(total / seconds, 1)}
+    if ranks.grouped:
+        summary["per_rank"] = [{**share, "seconds": round(share["seconds"], 3)}
+                               for share in shares]
+    write_text_atomic(output_dir / RUN_RECORD, json.dumps(record.finish(
+        device, [target for _, target, _ in pending], ranks=ranks.size, summary=summary),
+        indent=2))
+    click.echo(f"embedded {total} texts in {embedded} shard(s) {used}: {seconds:.1f} s, "
+               f"{total / seconds:.1f} texts/s; output in {output_dir}")

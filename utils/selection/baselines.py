@@ -1,0 +1,270 @@
+"""The baseline selectors: random, k-center, k-means and DEITA's representation filter."""
+
+import math
+
+import numpy as np
+
+from ..density.dedup import distinct_rows
+from ..errors import InputError
+from ..numerics.blocks import DEFAULT_BUDGET_MIB, MIB, rows_per_block
+from ..numerics.compute import (
+    NUMPY_PAIR_BYTES,
+    TORCH_PAIR_BYTES,
+    pair_blocks,
+    resolve_engine,
+    to_torch,
+)
+from ..numerics.kmeans import KMEANS_NITER, kmeans_centroids
+from ..numerics.rows import as_float32
+from ..runtime.progress import tracked
+
+METHOD_NAMES = ("novelselect", "random", "kcenter", "kmeans", "repr_filter")
+
+
+DEFAULT_MAX_SIMILARITY = 0.9  # DEITA's threshold
+
+
+USES_DENSITY_REFERENCE = frozenset({"novelselect"})  # --dense_ref_dir
+
+
+USES_QUALITY_SCORES = frozenset({"novelselect", "repr_filter"})  # --quality_scores
+
+
+def check_budget(k, n):
+    """1 <= k <= n, or an InputError naming ``--k``."""
+    if k < 1 or k > n:
+        raise InputError(f"--k {k}: must be between 1 and the number of pool samples ({n})")
+
+
+def output_stem(method, k):
+    """File stem of a baseline's outputs: ``{method}_{k}`` (``.json``, ``_indices.json``)."""
+    return f"{method}_{k}"
+
+
+def random_selection(n, k, seed=42):
+    """``numpy.random.RandomState(seed).choice(n, k, replace=False)`` as a list of ints."""
+    check_budget(k, n)
+    return [int(i) for i in np.random.RandomState(seed).choice(n, k, replace=False)]
+
+
+def cosine_distances_to(unit, row):
+    """1 - unit @ row: (n,) float32 numpy or torch, whichever ``unit`` is."""
+    distances = unit @ row
+    return 1.0 - distances
+
+
+def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None):
+    """K-Center-Greedy picks in order.
+
+    Parameters
+    ----------
+    unit : (n, d) float32 unit rows.
+    k : number of picks, 1 <= k <= n.
+    first : the first pick (``utils.selection.first_pick(n, seed)``).
+
+    Returns
+    -------
+    list of int : p_1 = first; p_{t+1} = argmax_u min_{s <= t} (1 - cos(u, p_s)) over unpicked
+        u, ties to the lowest index. m(u) = min_s d(u, p_s) is kept and lowered by one
+        distance vector per pick (O(n d)); picks hold m = -inf so they never win again.
+    """
+    engine = resolve_engine(device, engine)
+    unit = as_float32(unit)
+    n = len(unit)
+    check_budget(k, n)
+    if not 0 <= first < n:
+        raise ValueError(f"first pick {first} outside a pool of {n}")
+    if engine == "torch":
+        import torch
+
+        minimum = torch.minimum
+    else:
+        minimum = np.minimum
+    # Distances are computed once per distinct row and copied to its duplicates: a matrix
+    # product may round a row differently by where it sits, and exact duplicates must tie.
+    rows, which = distinct_rows(unit)
+    if engine == "torch":
+        rows, which = to_torch(rows, device), to_torch(which, device)
+
+    def distances_to(pick):
+        return cosine_distances_to(rows, rows[int(which[pick])])[which]
+
+    min_distance = distances_to(first)
+    min_distance[first] = -math.inf
+    picks = [int(first)]
+    for _ in tracked(range(1, k), progress):
+        pick = int(min_distance.argmax())  # numpy and torch both return the first maximum
+        picks.append(pick)
+        minimum(min_distance, distances_to(pick), out=min_distance)
+        min_distance[pick] = -math.inf
+    return picks
+
+
+def centroid_scores_numpy(centroids, pool, pool_sq):
+    """||x||^2 - 2 c.x for a block of centroids against all pool rows: (block, n) float32,
+    the squared L2 distance less the constant ||c||^2 (so ranks, and ties, are those of L2)."""
+    scores = centroids @ pool.T
+    scores *= -2.0
+    scores += pool_sq[None, :]
+    return scores
+
+
+def centroid_scores_torch(centroids, pool, pool_sq):
+    """As ``centroid_scores_numpy``, on torch tensors."""
+    return (centroids @ pool.T).mul_(-2.0).add_(pool_sq[None, :])
+
+
+def nearest_unpicked(scores, picks, engine):
+    """For each centroid row of ``scores`` in order: its lowest-scored column not yet picked.
+
+    ``picks`` (list, extended in place) holds the picks so far. Columns picked before the
+    block are masked at once and every row's minimum found in one pass; a row whose minimum
+    was taken by an earlier row of the block is searched again with those columns masked.
+    """
+    inf = math.inf
+    if picks:
+        scores[:, picks if engine == "numpy" else to_torch(np.asarray(picks), scores.device)] = inf
+    if engine == "numpy":
+        best = np.argmin(scores, axis=1)
+    else:
+        best = scores.argmin(dim=1).cpu().numpy()
+    taken = set(picks)
+    in_block = []
+    for row, choice in enumerate(best):
+        choice = int(choice)
+        if choice in taken:
+            scores[row, in_block] = inf
+            choice = int(scores[row].argmin())
+        in_block.append(choice)
+        taken.add(choice)
+    picks.extend(in_block)
+
+
+def kmeans_selection(vectors, k, seed=42, device="cpu", budget_mib=DEFAULT_BUDGET_MIB,
+                     engine=None, progress=None):
+    """One pool sample per k-means centroid, in centroid order.
+
+    Parameters
+    ----------
+    vectors : (n, d) float32 raw pool rows.
+    k : number of picks and of clusters, 1 <= k <= n.
+
+    Returns
+    -------
+    list of int : for c = 1..k, argmin over unpicked x of ||x - mu_c||^2 (ties to the lowest
+        index), mu the centroids of faiss ``Kmeans(d, k, niter=20, seed=seed)`` on the pool.
+        Centroids are searched in blocks of (block x n) scores within ``budget_mib``.
+    """
+    engine = resolve_engine(device, engine)
+    vectors = as_float32(vectors)
+    n = len(vectors)
+    check_budget(k, n)
+    centroids = kmeans_centroids(vectors, k, seed=seed, niter=KMEANS_NITER, device=device,
+                                 budget_mib=budget_mib, engine=engine)
+    # Scores are computed per distinct row and copied to its duplicates, so that exact
+    # duplicates tie exactly and the lowest index wins (see kcenter_selection).
+    pool, which = distinct_rows(vectors)
+    pool_sq = np.einsum("ij,ij->i", pool, pool)
+    score = centroid_scores_numpy
+    if engine == "torch":
+        pool, pool_sq, centroids, which = (to_torch(a, device)
+                                           for a in (pool, pool_sq, centroids, which))
+        score = centroid_scores_torch
+    # per pair: the distinct rows' scores and their copy expanded to every row
+    pair_bytes = 2 * (NUMPY_PAIR_BYTES if engine == "numpy" else TORCH_PAIR_BYTES)
+    picks = []
+    for start, stop in tracked(pair_blocks(k, n, budget_mib, pair_bytes), progress):
+        nearest_unpicked(score(centroids[start:stop], pool, pool_sq)[:, which], picks, engine)
+    return picks
+
+
+def visit_order(n, quality=None, seed=42):
+    """Descending quality, equal scores in index order; without scores a seeded permutation."""
+    if quality is None:
+        return np.random.RandomState(seed).permutation(n)
+    quality = np.asarray(quality, dtype=np.float64)
+    if quality.shape != (n,):
+        raise InputError(f"--quality_scores: {quality.size} scores for a pool of {n} samples")
+    if not np.isfinite(quality).all():
+        raise InputError(f"--quality_scores: score {int(np.argmin(np.isfinite(quality)))} is "
+                         f"not a finite number")
+    return np.argsort(-quality, kind="stable")
+
+
+def filter_block_size(k, dim, budget_mib):
+    """Candidates per block: their rows and similarities to up to k kept rows (float32, plus
+    torch's headroom) in half the budget, their own similarity square in the other half."""
+    half = int(budget_mib * MIB // 2)
+    per_row = (TORCH_PAIR_BYTES * k) + 4 * dim
+    return max(1, min(rows_per_block(per_row, half), math.isqrt(max(1, half // 4))))
+
+
+def settle_in_order(similarities, max_similarity, room):
+    """Positions kept among candidates that all passed the earlier kept set, in visit order.
+
+    ``similarities`` (s, s) holds their cosine similarities to each other; candidate j is kept
+    when no candidate kept before it has similarity > ``max_similarity``; at most ``room``.
+    """
+    blocked = np.zeros(len(similarities), dtype=bool)
+    kept = []
+    for j in range(len(similarities)):
+        if blocked[j]:
+            continue
+        kept.append(j)
+        if len(kept) == room:
+            break
+        blocked |= similarities[j] > max_similarity
+    return kept
+
+
+def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, quality=None, seed=42,
+                          device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None,
+                          progress=None):
+    """DEITA's representation filter: kept samples in the order they were kept.
+
+    Parameters
+    ----------
+    unit : (n, d) float32 unit rows.
+    k : number of picks, 1 <= k <= n.
+    max_similarity : a sample is kept when max_{s kept} cos(u, s) <= max_similarity.
+    quality : (n,) scores or None; visit order ``visit_order(n, quality, seed)``.
+
+    Returns
+    -------
+    list of int : the first k samples kept. An InputError if the pool runs out before k.
+    """
+    engine = resolve_engine(device, engine)
+    unit = as_float32(unit)
+    n, dim = unit.shape
+    check_budget(k, n)
+    order = visit_order(n, quality, seed)
+    step = filter_block_size(k, dim, budget_mib)
+    if engine == "torch":
+        import torch
+
+        kept_rows = torch.empty((k, dim), dtype=torch.float32, device=device)
+    else:
+        kept_rows = np.empty((k, dim), dtype=np.float32)
+    picks = []
+    blocks = [(start, min(n, start + step)) for start in range(0, n, step)]
+    for start, stop in tracked(blocks, progress):
+        candidates = order[start:stop]
+        rows = unit[candidates] if engine == "numpy" else to_torch(unit[candidates], device)
+        if picks:
+            similarities = rows @ kept_rows[:len(picks)].T
+            best = similarities.max(axis=1) if engine == "numpy" else \
+                similarities.amax(dim=1).cpu().numpy()
+            passed = np.flatnonzero(best <= max_similarity)
+            candidates = candidates[passed]
+            rows = rows[passed] if engine == "numpy" else rows[to_torch(passed, device)]
+        among = rows @ rows.T
+        among = among if engine == "numpy" else among.cpu().numpy()
+        kept = settle_in_order(among, max_similarity, k - len(picks))
+        kept_rows[len(picks):len(picks) + len(kept)] = rows[kept] if engine == "numpy" else \
+            rows[to_torch(np.asarray(kept, dtype=np.int64), device)]
+        picks.extend(int(i) for i in candidates[kept])
+        if len(picks) == k:
+            return picks
+    raise InputError(f"--max_similarity {max_similarity}: the representation filter kept only "
+                     f"{len(picks)} of the {n} pool samples, fewer than --k {k}; raise "
+                     f"--max_similarity or lower --k")
