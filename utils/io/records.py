@@ -15,7 +15,7 @@ import numpy as np
 
 from .hashing import sha256_of_bytes, sha256_of_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout, for the code version
 
 
 PACKAGES = ("numpy", "torch", "faiss-cpu", "faiss-gpu-cu12", "numba", "triton", "pandas",
