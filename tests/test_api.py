@@ -52,7 +52,7 @@ def test_api_refuses_bad_arrays_with_one_line():
         novelsum(np.array([[1.0, 0.0], [0.0, 0.0]]))
     with pytest.raises(InputError, match="need a reference set"):
         novelsum(np.eye(3), density_powers=[0.5])
-    with pytest.raises(InputError, match="--k 4: must be between 1 and the pool size"):
+    with pytest.raises(InputError, match="k=4: must be between 1 and the pool size"):
         novelselect(np.eye(3), 4)
 
 

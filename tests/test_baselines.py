@@ -4,7 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
-from utils.errors import InputError
+from utils.errors import InputError, options_named
 from utils.numerics.rows import unit_rows
 from utils.selection import baselines
 from utils.selection.engine import first_pick
@@ -96,7 +96,7 @@ def test_kcenter_ties_go_to_the_lowest_index(engine):
 
 @pytest.mark.parametrize("budget", [0.001, 256])
 def test_kmeans_equals_direct_loop(pool, budget):
-    got = baselines.kmeans_selection(pool, 25, seed=5, budget_mib=budget)
+    got = baselines.kmeans_selection(pool, 25, seed=5, block_mib=budget)
     assert got == direct_kmeans(pool, 25, 5)
     assert len(set(got)) == 25
 
@@ -106,7 +106,7 @@ def test_kmeans_blocks_are_several(pool):
 
 
 def test_kmeans_torch_engine_equals_numpy(pool):
-    assert baselines.kmeans_selection(pool, 25, seed=5, engine="torch", budget_mib=0.001) == \
+    assert baselines.kmeans_selection(pool, 25, seed=5, engine="torch", block_mib=0.001) == \
         baselines.kmeans_selection(pool, 25, seed=5)
 
 
@@ -137,7 +137,7 @@ def test_repr_filter_equals_direct_loop(pool, engine, budget, with_scores):
     quality = (np.random.RandomState(1).randint(0, 5, len(unit)).astype(float)
                if with_scores else None)
     got = baselines.repr_filter_selection(unit, 30, 0.8, quality=quality, seed=7,
-                                          budget_mib=budget, engine=engine)
+                                          block_mib=budget, engine=engine)
     assert got == direct_repr_filter(unit, 30, 0.8, quality, 7)
 
 
@@ -179,9 +179,11 @@ def test_repr_filter_bad_scores():
     lambda: baselines.kmeans_selection(np.eye(3, dtype=np.float32), 4),
     lambda: baselines.repr_filter_selection(np.eye(3, dtype=np.float32), 0),
 ])
-def test_budget_errors(call):
-    with pytest.raises(InputError, match=r"^--k -?\d+: must be between 1 and the number of pool "
-                                         r"samples \(3\)$"):
+def test_pick_count_errors(call):
+    with pytest.raises(InputError, match=r"^k=-?\d+: must be between 1 and the pool size \(3\)$"):
+        call()
+    with options_named({"k": "--k"}), pytest.raises(
+            InputError, match=r"^--k -?\d+: must be between 1 and the pool size \(3\)$"):
         call()
 
 

@@ -12,13 +12,13 @@ from utils.density.flat_index import (
     MERGE_BYTES_PER_RESULT,
     PAIR_BYTES,
     TorchFlatIndex,
-    knn_search,
+    flat_index,
     merge_topk,
 )
 from utils.errors import InputError
 from utils.synthetic import with_duplicates
 
-TINY_BUDGET_MIB = 2 / 1024  # 2 KiB: many query and reference blocks on small sets
+TINY_BLOCK_MIB = 2 / 1024  # 2 KiB: many query and reference blocks on small sets
 
 
 def recording(seen):
@@ -108,7 +108,7 @@ def test_density_factor_formula():
 @pytest.mark.parametrize("k", [0, 4, 5])
 def test_neighbors_must_be_below_distinct_reference_size(k):
     reference = DensityReference(np.vstack([LINE, LINE[:1]]), source="ref/")
-    with pytest.raises(InputError, match=f"--neighbors {k}: .* ref/ \\(4\\)"):
+    with pytest.raises(InputError, match=f"neighbors={k}: .* ref/ \\(4\\)"):
         reference.check_neighbors([k])
 
 
@@ -120,8 +120,8 @@ def test_torch_search_equals_faiss():
     by_torch = DensityReference(reference, backend="torch").mean_sq_distances(queries, [1, 5, 10])
     for k in [1, 5, 10]:
         np.testing.assert_allclose(by_torch[k], by_faiss[k], rtol=1e-5)
-    _faiss_d, faiss_i = knn_search(reference, queries, 11, backend="faiss")
-    _torch_d, torch_i = knn_search(reference, queries, 11, backend="torch")
+    _faiss_d, faiss_i = flat_index(reference, backend="faiss").search(queries, 11)
+    _torch_d, torch_i = flat_index(reference, backend="torch").search(queries, 11)
     assert (torch_i == faiss_i).mean() > 0.99  # labels may swap only at near-ties
 
 
@@ -129,7 +129,7 @@ def test_torch_index_in_small_blocks_equals_faiss():
     pytest.importorskip("torch")
     reference = clustered_vectors(300, 16, seed=3)
     queries = clustered_vectors(40, 16, seed=4)
-    index = TorchFlatIndex(reference, budget_mib=TINY_BUDGET_MIB)
+    index = TorchFlatIndex(reference, block_mib=TINY_BLOCK_MIB)
     # 2 KiB: square blocks of 16 x 16 pairs (8 bytes each), so 19 reference blocks; a query
     # row then costs 16 x 8 + its 64-byte vector + 11 x 48 bytes of candidates: 2 per block
     ref_blocks, query_blocks = index.reference_blocks(11), index.query_blocks(40, 11)
@@ -138,14 +138,14 @@ def test_torch_index_in_small_blocks_equals_faiss():
     per_query = PAIR_BYTES * 16 + 4 * 16 + MERGE_BYTES_PER_RESULT * 11
     assert all((stop - start) * per_query <= 2048 for start, stop in query_blocks)
     torch_d, torch_i = index.search(queries, 11)
-    faiss_d, faiss_i = knn_search(reference, queries, 11, backend="faiss")
+    faiss_d, faiss_i = flat_index(reference, backend="faiss").search(queries, 11)
     np.testing.assert_allclose(torch_d, faiss_d, rtol=1e-5, atol=1e-6)
     assert (torch_i == faiss_i).mean() > 0.99
 
 
 def test_reference_blocks_hold_at_least_the_results_asked():
     pytest.importorskip("torch")
-    index = TorchFlatIndex(clustered_vectors(100, 8, seed=3), budget_mib=TINY_BUDGET_MIB)
+    index = TorchFlatIndex(clustered_vectors(100, 8, seed=3), block_mib=TINY_BLOCK_MIB)
     assert index.reference_blocks(40)[:2] == [(0, 40), (40, 80)]
     whole = TorchFlatIndex(clustered_vectors(100, 8, seed=3))
     assert whole.reference_blocks(5) == [(0, 100)] and len(whole.query_blocks(5000, 5)) == 1
@@ -154,7 +154,7 @@ def test_reference_blocks_hold_at_least_the_results_asked():
 def test_density_budget_reaches_the_torch_index():
     pytest.importorskip("torch")
     reference = clustered_vectors(200, 16, seed=8)
-    blocked = DensityReference(reference, backend="torch", budget_mib=TINY_BUDGET_MIB)
+    blocked = DensityReference(reference, backend="torch", block_mib=TINY_BLOCK_MIB)
     assert len(blocked.index().reference_blocks(6)) > 1
     assert len(blocked.index().query_blocks(200, 6)) > 1
     by_faiss = DensityReference(reference).mean_sq_distances(reference, [5])[5]
@@ -200,7 +200,7 @@ def test_duplicate_queries_get_bitwise_equal_density(tmp_path, backend):
                                              (outside, vectors, groups),
                                              (vectors, outside, [[5, 1001, 2051, 2999]])]:
         density = DensityReference(reference, backend=backend,
-                                   **({"budget_mib": budget} if budget else {}))
+                                   **({"block_mib": budget} if budget else {}))
         if budget:
             assert len(density.index().query_blocks(len(queries), 11)) > 1
         means = density.mean_sq_distances(queries, [10], chunk_rows=1000)[10]
@@ -267,8 +267,8 @@ def test_one_outlier_of_large_norm_does_not_make_every_query_search_again():
     assert searched == [candidate_count(11, len(rows))]
 
 
-@pytest.mark.parametrize("budget_mib", [1, 16])
-def test_the_exact_reranking_in_blocks_of_candidates_equals_all_at_once(budget_mib):
+@pytest.mark.parametrize("block_mib", [1, 16])
+def test_the_exact_reranking_in_blocks_of_candidates_equals_all_at_once(block_mib):
     """Blocks of queries and of candidate columns (a running nearest list) give what one
     block gives, however many candidates a query has."""
     from utils.density.exact_knn import rerank_exact
@@ -277,7 +277,7 @@ def test_the_exact_reranking_in_blocks_of_candidates_equals_all_at_once(budget_m
     queries = rows[:40] + 0.01
     labels = np.tile(np.arange(len(rows))[::-1], (len(queries), 1))  # every row, reversed
     whole_d, whole_l = rerank_exact(queries, rows, labels, 11, 2**40)
-    part_d, part_l = rerank_exact(queries, rows, labels, 11, budget_mib * 2**20)
+    part_d, part_l = rerank_exact(queries, rows, labels, 11, block_mib * 2**20)
     np.testing.assert_array_equal(part_d, whole_d)
     np.testing.assert_array_equal(part_l, whole_l)
     differences = queries[:, None, :].astype(np.float64) - rows[None].astype(np.float64)

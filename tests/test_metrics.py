@@ -84,14 +84,14 @@ def direct_inertia(x, centroids):
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("budget", SMALL_BUDGETS + [256])
 def test_distsum_l2(data, engine, budget):
-    assert distsum_l2(data, budget_mib=budget, engine=engine) == pytest.approx(
+    assert distsum_l2(data, block_mib=budget, engine=engine) == pytest.approx(
         direct_distsum_l2(data), rel=1e-6)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("budget", SMALL_BUDGETS + [256])
 def test_knn_distance(data, engine, budget):
-    got = knn_distance(data, [1, 5, 10], budget_mib=budget, engine=engine)
+    got = knn_distance(data, [1, 5, 10], block_mib=budget, engine=engine)
     assert list(got) == [1, 5, 10]
     for k, value in got.items():
         assert value == pytest.approx(direct_knn_distance(data, k), rel=1e-5, abs=1e-7)
@@ -109,7 +109,7 @@ def test_knn_distance_counts_duplicates_as_neighbours():
 def test_vendi_dual_equals_direct_and_package(data, engine, budget):
     vendi_package = pytest.importorskip(
         "vendi_score.vendi", reason="vendi-score (pip install vendi-score) is the reference")
-    got = vendi(data, budget_mib=budget, engine=engine)
+    got = vendi(data, block_mib=budget, engine=engine)
     assert got == pytest.approx(vendi_package.score_dual(data.astype(np.float64)), rel=1e-9)
     assert got == pytest.approx(direct_vendi(data), rel=1e-9)
 
@@ -126,7 +126,7 @@ def test_vendi_primal_when_dimension_exceeds_samples():
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("budget", SMALL_BUDGETS + [256])
 def test_facility_location(data, reference, engine, budget):
-    got = facility_location(data, reference, budget_mib=budget, engine=engine)
+    got = facility_location(data, reference, block_mib=budget, engine=engine)
     assert got == pytest.approx(direct_facility_location(data, reference), rel=1e-6)
 
 
@@ -137,7 +137,7 @@ def test_facility_location_of_a_reference_inside_the_dataset_is_one(data):
 
 @pytest.mark.parametrize("budget", [0.001, 256])
 def test_radius(data, budget):
-    assert radius(data, budget_mib=budget) == pytest.approx(direct_radius(data),
+    assert radius(data, block_mib=budget) == pytest.approx(direct_radius(data),
                                                                     rel=1e-9)
 
 

@@ -6,7 +6,7 @@ from conftest import clustered_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.metrics.proximity import column_name, format_number, novelsum_grid, proximity_profile
+from utils.metrics.proximity import column_name, format_number, per_sample_grid, proximity_profile
 from utils.numerics.blocks import row_blocks
 from utils.numerics.weights import rank_weights
 
@@ -42,7 +42,7 @@ def test_blocked_equals_whole(budget_rows, n_threads):
     """The budget is the whole block's working memory (12 bytes per distance), whatever the
     number of threads sharing the block: 7 rows' worth gives blocks of 7 rows."""
     vectors = clustered_vectors(120, 16, seed=3)
-    budget_mib = budget_rows * 120 * 12 / 2**20
+    block_mib = budget_rows * 120 * 12 / 2**20
     blocks = []
 
     def count_blocks(iterable):
@@ -50,7 +50,7 @@ def test_blocked_equals_whole(budget_rows, n_threads):
             blocks.append(block)
             yield block
 
-    means = proximity_profile(vectors, [0, 1, 2], budget_mib=budget_mib, progress=count_blocks,
+    means = proximity_profile(vectors, [0, 1, 2], block_mib=block_mib, progress=count_blocks,
                                  n_threads=n_threads).means
     assert len(blocks) == -(-120 // budget_rows)
     assert max(stop - start for start, stop in blocks) == budget_rows
@@ -60,9 +60,9 @@ def test_blocked_equals_whole(budget_rows, n_threads):
 
 
 def test_row_blocks_cover_all_rows_within_budget():
-    blocks = list(row_blocks(10, bytes_per_row=100, budget_bytes=350))
+    blocks = list(row_blocks(10, bytes_per_row=100, block_bytes=350))
     assert blocks == [(0, 3), (3, 6), (6, 9), (9, 10)]
-    assert list(row_blocks(2, bytes_per_row=10**9, budget_bytes=1)) == [(0, 1), (1, 2)]
+    assert list(row_blocks(2, bytes_per_row=10**9, block_bytes=1)) == [(0, 1), (1, 2)]
 
 
 def test_torch_profile_equals_numpy():
@@ -94,7 +94,7 @@ def test_format_and_column_names():
 
 def test_grid_order_beta_outer_then_k_then_alpha():
     means = np.ones((4, 2))
-    grid = novelsum_grid(means, {5: np.ones(4), 10: np.ones(4)}, [5, 10], [0, 0.5], [0, 1])
+    grid = per_sample_grid(means, {5: np.ones(4), 10: np.ones(4)}, [5, 10], [0, 0.5], [0, 1])
     assert list(grid)[:4] == ["neighbor_5_density_0_distance_0", "neighbor_5_density_0_distance_1",
                               "neighbor_10_density_0_distance_0",
                               "neighbor_10_density_0_distance_1"]
@@ -183,7 +183,7 @@ def test_variants_blocked_equal_direct(budget_rows):
     order = np.argsort(distances, axis=1, kind="stable")[:, :-1]
     ranked = np.take_along_axis(distances, order, axis=1)
     weights = rank_weights(59, 1.0)
-    means = proximity_profile(vectors, [1.0], budget_mib=budget_rows * 60 * 36 / 2**20,
+    means = proximity_profile(vectors, [1.0], block_mib=budget_rows * 60 * 36 / 2**20,
                               exclude_self=True, neighbor_factors=factors).means
     for s in range(2):
         direct = (ranked * factors[s][order]) @ weights / weights.sum()
@@ -209,7 +209,7 @@ def test_nearest_other_sample_with_duplicates_and_blocks(path):
         profile = _proximity_profile_torch(unit_rows(vectors), normalised_weight_matrix(40, [1]),
                                            40 * 24 * 3, None, "cpu")
     else:
-        profile = proximity_profile(vectors, [1], budget_mib=40 * 12 * 3 / 2**20)
+        profile = proximity_profile(vectors, [1], block_mib=40 * 12 * 3 / 2**20)
     assert profile.nearest_index[5] == 17 and profile.nearest_index[31] == 5
     assert profile.nearest_index[17] == 5
     assert profile.nearest_distance[17] == pytest.approx(0, abs=1e-6)

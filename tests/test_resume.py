@@ -27,7 +27,7 @@ SELECT = GOLDEN / "novelselect"
 RUNS = json.loads((SELECT / "expected.json").read_text())
 RUN_IDS = [f"k{r['k']}_a{r['distance_power']}" for r in RUNS]
 ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a),
-           "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", budget_mib=1 / 16)}
+           "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", block_mib=1 / 16)}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_resume_on_a_clustered_pool_of_2000(engine_name, with_quality):
     unit = unit_rows(vectors)
     quality = np.random.default_rng(33).uniform(0.2, 1.0, 2000) if with_quality else None
     engine = {"numba": lambda: NumpyEngine(unit, rho, 150, 1.0),  # torch: 1 to 20 blocks
-              "torch-cpu": lambda: TorchEngine(unit, rho, 150, 1.0, "cpu", budget_mib=2)}
+              "torch-cpu": lambda: TorchEngine(unit, rho, 150, 1.0, "cpu", block_mib=2)}
     picks = select(unit, rho, 150, 1.0, 17, quality, engine[engine_name]())
     for t in [9, 100, 149]:
         assert select(unit, rho, 150, 1.0, picks[:t], quality, engine[engine_name]()) == picks
@@ -98,7 +98,7 @@ def test_resume_on_the_triton_engine_in_the_interpreter(alpha):
     unit = unit_rows(vectors)
     picks = select(unit, rho, 14, alpha, 3, engine=NumpyEngine(unit, rho, 14, alpha))
     for t in [2, 9]:
-        engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4, budget_mib=1 / 256)
+        engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4, block_mib=1 / 256)
         assert select(unit, rho, 14, alpha, picks[:t], engine=engine) == picks, t
 
 

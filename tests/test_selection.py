@@ -25,10 +25,10 @@ from utils.selection.inputs import check_quality_scores
 from utils.selection.memory import check_memory, selection_memory_bytes
 from utils.synthetic import with_duplicates
 
-SMALL_BUDGET_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
+SMALL_BLOCK_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
 ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a),
            "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu",
-                                                       budget_mib=SMALL_BUDGET_MIB)}
+                                                       block_mib=SMALL_BLOCK_MIB)}
 
 
 def pool_inputs(n=160, dim=12, seed=0, beta=0.5, k=5):
@@ -165,8 +165,8 @@ def test_memory_need_is_pool_times_budget_times_four_bytes():
 
 def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():
     unit, rho = pool_inputs(n=160, seed=4)
-    chunked = TorchEngine(unit, rho, 40, 1.0, "cpu", budget_mib=SMALL_BUDGET_MIB)
-    whole = TorchEngine(unit, rho, 40, 1.0, "cpu", budget_mib=1024)
+    chunked = TorchEngine(unit, rho, 40, 1.0, "cpu", block_mib=SMALL_BLOCK_MIB)
+    whole = TorchEngine(unit, rho, 40, 1.0, "cpu", block_mib=1024)
     # 112 bytes per row for the distances (12 columns: the products, the copy of their first
     # halving, the later halvings), then 33 bytes per stored value for the insertion: 4 KiB
     # holds 36 rows, then 124 rows down to 3
@@ -267,7 +267,7 @@ def check_lowest_first(picks, groups):
 
 # chunks of the torch engine at 1 MiB: 327 rows (distances), 9,532 down to 815 (insertion)
 DUPLICATE_ENGINES = {"numba": ENGINES["numba"],
-                     "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", budget_mib=1)}
+                     "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", block_mib=1)}
 
 
 @pytest.mark.parametrize("engine_name", DUPLICATE_ENGINES)
@@ -329,7 +329,7 @@ def test_rebuild_equals_the_incremental_state(alpha):
                          0.5).astype(np.float32)
     picks = select(unit, rho, 120, alpha, 3)
     engines = {"numba": ENGINES["numba"],  # 64 KiB: a few rows a block at 119 picks
-               "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", budget_mib=1 / 16)}
+               "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", block_mib=1 / 16)}
     for t in [1, 2, 37, 119]:
         rebuilt = {}
         for name, engine in engines.items():
@@ -362,8 +362,8 @@ def test_rebuild_equals_the_incremental_state(alpha):
 def test_rebuild_runs_in_row_blocks_under_the_budget(engine_name, bytes_per_row, blocks):
     unit, rho = pool_inputs(n=2000, dim=37, seed=22)
     picks = select(unit, rho, 80, 1.0, 0)
-    make = {"numba": lambda b: NumpyEngine(unit, rho, 80, 1.0, budget_mib=b),
-            "torch-cpu": lambda b: TorchEngine(unit, rho, 80, 1.0, "cpu", budget_mib=b)}
+    make = {"numba": lambda b: NumpyEngine(unit, rho, 80, 1.0, block_mib=b),
+            "torch-cpu": lambda b: TorchEngine(unit, rho, 80, 1.0, "cpu", block_mib=b)}
     small, whole = make[engine_name](64 / 1024), make[engine_name](1024)
     assert small.rebuild_bytes_per_row(50) == bytes_per_row
     assert len(small.rebuild(picks[:50])) == blocks and len(whole.rebuild(picks[:50])) == 1

@@ -17,7 +17,7 @@ from utils.errors import InputError
 from utils.io.json_vectors import json_shape, read_json_vectors_into
 from utils.io.listing import list_shards, natural_key, shard_order_key
 from utils.io.texts import check_pairing, load_items
-from utils.io.vectors import check_vectors, load_vectors, plan_rows, read_vector_shard
+from utils.io.vectors import check_vectors, load_vectors, plan_rows
 from utils.io.workers import WorkerProcesses, can_fork, parse_processes
 
 
@@ -148,7 +148,7 @@ def test_a_file_named_npy_that_is_not_npy(tmp_path):
 
 def test_npy_shard_reads_float32_from_ints(tmp_path):
     np.save(tmp_path / "a.npy", np.arange(6).reshape(3, 2))
-    assert read_vector_shard(tmp_path / "a.npy").dtype == np.float32
+    assert load_vectors(tmp_path / "a.npy").vectors.dtype == np.float32
 
 
 def test_text_items_json_and_jsonl_pair_with_embeddings(tmp_path):
@@ -194,7 +194,7 @@ def test_fast_numeric_parser_equals_json(tmp_path, indent):
                                                        size=(300, 1))).astype(np.float32)
     text = json.dumps(vectors.tolist(), indent=indent)
     (tmp_path / "0.json").write_text(text)
-    parsed = read_vector_shard(tmp_path / "0.json")
+    parsed = load_vectors(tmp_path / "0.json").vectors
     np.testing.assert_array_equal(parsed, np.asarray(json.loads(text), dtype=np.float32))
 
 

@@ -57,7 +57,7 @@ def test_kernel_equals_direct_recomputation_at_every_step(alpha):
 
     unit, rho = pool_inputs(n=24, seed=int(alpha * 10))
     # 2 KiB: the distances of 24 rows (112 bytes each) come in 2 chunks
-    engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4, budget_mib=2 / 1024)
+    engine = TritonEngine(unit, rho, 14, alpha, "cpu", block=4, block_mib=2 / 1024)
     picks = check_every_step(engine, unit, rho, 14, alpha, None)
     assert picks == select(unit, rho, 14, alpha, picks[0],
                            engine=NumpyEngine(unit, rho, 14, alpha))

@@ -24,23 +24,16 @@ import numpy as np
 
 from .density.factor import DensityReference, density_factor
 from .density.sharded import ShardedDensityReference
-from .errors import InputError
+from .errors import InputError, option
 from .io.vectors import check_vectors
-from .metrics.proximity import (
-    DEFAULT_BLOCK_MIB,
-    ProximityProfile,
-    density_grid,
-    grid_number_text,
-    per_sample_grid,
-    proximity_profile,
-    row_factors,
-)
+from .metrics.proximity import ProximityProfile, density_grid, grid_number_text, per_sample_grid, proximity_profile
+from .numerics.blocks import DEFAULT_BLOCK_MIB
 from .numerics.rows import unit_rows
 from .runtime.distributed import SINGLE, block_starts
 from .selection.engine import first_pick
 from .selection.engines import make_engine, select
 from .selection.gpu import TorchEngine
-from .selection.inputs import check_quality_scores, check_resume_picks
+from .selection.inputs import check_pick_count, check_quality_scores, check_resume_picks
 from .selection.memory import check_memory
 from .selection.sharded import ShardedEngine
 
@@ -74,8 +67,8 @@ class SelectionResult:
     """NovelSelect's picks, in pick order, and what each was worth when it was picked.
 
     ``novelty[t]``: the novelty v of pick t when it was picked (NaN for the first, random
-    pick, and for the picks a resumed selection started from); ``density_factor``: rho = sigma_k^beta of every pool sample; ``quality``: the
-    scores given, or None.
+    pick, and for the picks a resumed selection started from); ``density_factor``: sigma_k^beta
+    of every pool sample; ``quality``: the scores given, or None.
     """
 
     picks: list
@@ -94,7 +87,7 @@ def as_vectors(vectors, what="vectors", allow_zero=False):
     return array
 
 
-def density_reference(reference, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
+def density_reference(reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
                       source="the reference set", ranks=SINGLE):
     """A ``DensityReference`` from reference vectors (or one already built, returned as is):
     build it once to measure several datasets against it. Under ``torchrun`` (``ranks``
@@ -107,9 +100,9 @@ def density_reference(reference, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
             block = (np.ascontiguousarray(reference, dtype=np.float32) if not len(reference)
                      else as_vectors(reference, source, allow_zero=True))
         return ShardedDensityReference(ranks, block, device, source=source,
-                                       budget_mib=budget_mib)
+                                       block_mib=block_mib)
     return DensityReference(as_vectors(reference, source, allow_zero=True), device,
-                            source=source, budget_mib=budget_mib)
+                            source=source, block_mib=block_mib)
 
 
 def profile_over_ranks(ranks, vectors, distance_powers, device, block_mib, progress,
@@ -152,10 +145,10 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
     density_powers = list(density_powers)
     uses_density = any(beta != 0 for beta in density_powers)
     if uses_density and reference is None:
-        raise InputError("density powers other than 0 need a reference set (--dense_ref_dir)")
+        raise InputError(f"density powers other than 0 need a reference set ({option('reference')})")
     n = len(vectors)
     if exclude_self and n < 2:
-        raise InputError("one sample, so --exclude_self leaves no distance to average")
+        raise InputError(f"one sample, so {option('exclude_self')} leaves no distance to average")
     mean_sq_by_k = None
     if uses_density:
         reference = density_reference(reference, device, block_mib, ranks=ranks)
@@ -168,7 +161,7 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
                                                        density_progress)
         else:
             mean_sq_by_k = reference.mean_sq_distances(vectors, neighbors, density_progress)
-    neighbor_factors = ([row_factors(mean_sq_by_k, beta, k, n)
+    neighbor_factors = ([density_factor(mean_sq_by_k[k], beta) if beta else np.ones(n)
                          for beta, k in density_grid(neighbors, density_powers)]
                         if neighbor_density else None)
     profile = profile_over_ranks(ranks, vectors, distance_powers, device, block_mib,
@@ -176,7 +169,7 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
     per_sample = per_sample_grid(profile.means, mean_sq_by_k, neighbors, density_powers,
                                  distance_powers, given, neighbor_density)
     factors = {f"neighbor_{k}_density_{grid_number_text(beta, given[0])}":
-               row_factors(mean_sq_by_k, beta, k, n)
+               density_factor(mean_sq_by_k[k], beta)
                for beta, k in density_grid(neighbors, density_powers) if beta != 0}
     return NovelSumResult({c: float(np.mean(v)) for c, v in per_sample.items()}, per_sample,
                           factors, profile.distance_sum / n ** 2, profile.nearest_index,
@@ -184,14 +177,14 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
 
 
 def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, device="cpu",
-                 progress=None, source="the pool", budget_mib=DEFAULT_BLOCK_MIB, ranks=SINGLE):
-    """rho = sigma_k^beta for every pool row (float32), the pool itself being the reference
+                 progress=None, source="the pool", block_mib=DEFAULT_BLOCK_MIB, ranks=SINGLE):
+    """The density factor sigma_k^beta of every pool row (float32), the pool itself being the reference
     unless ``reference`` is given. With beta = 0 every factor is 1: nothing is searched,
     deduplicated or checked against ``neighbors``. Under ``torchrun`` ``vectors`` and
     ``reference`` are this rank's blocks, and the factors of this rank's rows are returned."""
     if density_power == 0:
         return np.ones(len(vectors), dtype=np.float32)
-    index = density_reference(vectors if reference is None else reference, device, budget_mib,
+    index = density_reference(vectors if reference is None else reference, device, block_mib,
                               source, ranks)
     index.check_neighbors([neighbors])
     mean_sq = index.mean_sq_distances(vectors, [neighbors], progress)[neighbors]
@@ -215,13 +208,13 @@ def check_rank_memory(ranks, n_local, n, k, dim, device):
                              f"{err}") from None
 
 
-def selection_engine(ranks, unit, rho, k, alpha, device, notify, start, n):
+def selection_engine(ranks, unit, density_factors, k, alpha, device, notify, start, n):
     """The engine for this rank's candidates: ``make_engine``'s, wrapped in a
     ``ShardedEngine`` under ``torchrun``. Every rank runs the same kernel: if the fused Triton
     kernel is not usable on one of them, all take the torch kernel."""
     engine = None
     with ranks.phase():  # a GPU fault in one rank's kernel check stops every rank
-        engine = make_engine(unit, rho, k, alpha, device, notify)
+        engine = make_engine(unit, density_factors, k, alpha, device, notify)
     if not ranks.grouped:
         return engine
     kinds = ranks.gather_objects(type(engine).__name__)
@@ -234,7 +227,7 @@ def selection_engine(ranks, unit, rho, k, alpha, device, notify, start, n):
             import torch
 
             torch.cuda.empty_cache()
-        engine = TorchEngine(unit, rho, k, alpha, device)
+        engine = TorchEngine(unit, density_factors, k, alpha, device)
     return ShardedEngine(ranks, engine, start, n)
 
 
@@ -262,8 +255,7 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
     starts = block_starts(ranks, len(vectors))
     start, n = int(starts[ranks.rank]), int(starts[-1])
     with ranks.phase():
-        if not 1 <= k <= n:
-            raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
+        check_pick_count(k, n)
         if resume_from is not None:
             resume_from = check_resume_picks(resume_from, n, k, resume_source)
         if quality is not None:
@@ -277,11 +269,11 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
                 raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
                                  f"pool has {vectors.shape[1]}")
     check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device)
-    rho = pool_density(vectors, neighbors, density_power, reference, device, density_progress,
+    density_factors = pool_density(vectors, neighbors, density_power, reference, device, density_progress,
                        source or ("the reference" if reference is not None else "the pool"),
                        ranks=ranks)
     unit = unit_rows(vectors)
-    engine = selection_engine(ranks, unit, rho, k, distance_power, device, notify, start, n)
+    engine = selection_engine(ranks, unit, density_factors, k, distance_power, device, notify, start, n)
     novelty = []
 
     def record(index, value):
@@ -292,10 +284,10 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
     first = first_pick(n, seed) if resume_from is None else resume_from
     if ranks.grouped:
         picks = engine.run(first, quality, on_pick=record)
-        rho = ranks.gather_arrays(rho)
+        density_factors = ranks.gather_arrays(density_factors)
     else:
-        picks = select(unit, rho, k, distance_power, first, quality, engine, on_pick=record)
-    return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), rho, quality)
+        picks = select(unit, density_factors, k, distance_power, first, quality, engine, on_pick=record)
+    return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), density_factors, quality)
 
 
 def embed_texts(texts, model_path, device="cpu", backend="auto", max_length=256,

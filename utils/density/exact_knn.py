@@ -57,7 +57,7 @@ def max_sq_norm(rows, block_rows=8192):
     return largest
 
 
-def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cpu",
+def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu",
                       max_row_sq_norm=None):
     """The exact ``n_results`` nearest rows of each query: ``(distances, labels)``, float64
     exact squared distances (``rerank_exact``) and row numbers, nearest first, ties to the
@@ -83,11 +83,11 @@ def nearest_certified(search, rows, queries, n_results, budget_bytes, device="cp
         unsettled = []
         # The search's results (m float32 distances and int64 labels per query) stay within
         # the budget however far m has grown.
-        for start, stop in row_blocks(len(todo), m * (4 + 8), budget_bytes):
+        for start, stop in row_blocks(len(todo), m * (4 + 8), block_bytes):
             which = todo[start:stop]
             q = np.ascontiguousarray(queries[which], dtype=np.float32)
             rough, labels = search(q, m)
-            distances, nearest = rerank_exact(q, rows, labels, n_results, budget_bytes, device)
+            distances, nearest = rerank_exact(q, rows, labels, n_results, block_bytes, device)
             if m >= n_rows:
                 settled = np.ones(len(which), dtype=bool)
             else:
@@ -139,14 +139,14 @@ def nearest_by_distance_then_row(distances, labels, n_keep):
 RERANK_BYTES_PER_ELEMENT = 4 + 8 + 8 + 8 + 4
 
 
-def rerank_exact(queries, rows, labels, n_keep, budget_bytes, device="cpu"):
+def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu"):
     """The ``n_keep`` nearest of each query's candidate rows by exact distance.
 
     ``queries`` (n, d) float32; ``rows``: the searched rows (numpy or a torch tensor on
     ``device``); ``labels`` (n, m): candidate row numbers from a search, at least ``n_keep``.
     Returns ``(distances, labels)``, (n, n_keep) float64 and int64, nearest first, equal
     distances in the order of their row numbers. Blocks of queries and of candidates stay
-    within ``budget_bytes``; the nearest so far are merged with each block of candidates, so
+    within ``block_bytes``; the nearest so far are merged with each block of candidates, so
     a query with every row as a candidate needs no more memory than one with a few.
     """
     torch = exact_torch()
@@ -155,12 +155,12 @@ def rerank_exact(queries, rows, labels, n_keep, budget_bytes, device="cpu"):
     n, m = labels.shape
     dim = rows_t.shape[1]
     if device == "cpu":  # cache-sized blocks: 7x faster than 256 MiB ones here (measured)
-        budget_bytes = min(budget_bytes, RERANK_CPU_BLOCK_MIB * MIB)
+        block_bytes = min(block_bytes, RERANK_CPU_BLOCK_MIB * MIB)
     per_element = dim * RERANK_BYTES_PER_ELEMENT
-    columns = max(1, min(m, int(budget_bytes // per_element)))
+    columns = max(1, min(m, int(block_bytes // per_element)))
     out_d = np.empty((n, n_keep), dtype=np.float64)
     out_l = np.empty((n, n_keep), dtype=np.int64)
-    for start, stop in row_blocks(n, per_element * columns, budget_bytes):
+    for start, stop in row_blocks(n, per_element * columns, block_bytes):
         q = torch.from_numpy(np.ascontiguousarray(queries[start:stop])).to(device)
         label_t = torch.from_numpy(np.ascontiguousarray(labels[start:stop])).to(device)
         best_d = best_l = None

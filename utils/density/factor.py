@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from ..errors import InputError
-from ..numerics.blocks import DEFAULT_BUDGET_MIB, MIB
+from ..errors import InputError, setting
+from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB
 from ..runtime.progress import tracked
 from .dedup import DistinctQueries, unique_rows
 from .exact_knn import drop_self, max_sq_norm, nearest_certified
@@ -26,25 +26,25 @@ def density_factor(mean_sq_distance, beta):
     return 1.0 / np.power(np.asarray(mean_sq_distance, dtype=np.float64) + DENSITY_EPS, beta)
 
 
-def check_neighbor_counts(ks, distinct_rows, source, option="--neighbors"):
+def check_neighbor_counts(ks, distinct_rows, source):
     """Every k must satisfy 1 <= k < |R| (distinct rows), so a member keeps k others."""
     for k in ks:
         if k < 1 or k >= distinct_rows:
-            raise InputError(f"{option} {k}: must be at least 1 and below the number of "
+            raise InputError(f"{setting('neighbors', k)}: must be at least 1 and below the number of "
                              f"distinct rows of {source} ({distinct_rows})")
 
 
 class DensityReference:
     """The reference set R of docs/method.md section 3, ready to give mean kNN distances of
-    queries. ``budget_mib``: working memory of one block of the torch search."""
+    queries. ``block_mib``: working memory of one block of the torch search."""
 
     def __init__(self, vectors, device="cpu", backend=None, source="the reference set",
-                 budget_mib=DEFAULT_BUDGET_MIB):
+                 block_mib=DEFAULT_BLOCK_MIB):
         self.rows, self._lookup = unique_rows(vectors)
         self.device = device
         self.backend = backend
         self.source = source
-        self.budget_mib = budget_mib
+        self.block_mib = block_mib
         self._index = None  # built on the first search, then kept for every chunk and dataset
         self._max_sq_norm = None  # for the search's error bound, likewise
 
@@ -55,13 +55,13 @@ class DensityReference:
     def width(self):
         return self.rows.shape[1]
 
-    def check_neighbors(self, ks, option="--neighbors"):
-        check_neighbor_counts(ks, len(self.rows), self.source, option)
+    def check_neighbors(self, ks):
+        check_neighbor_counts(ks, len(self.rows), self.source)
 
     def index(self):
         """The search index over the reference rows, built once."""
         if self._index is None:
-            self._index = flat_index(self.rows, self.device, self.backend, self.budget_mib)
+            self._index = flat_index(self.rows, self.device, self.backend, self.block_mib)
         return self._index
 
     def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=QUERY_CHUNK_ROWS):
@@ -90,5 +90,5 @@ class DensityReference:
         if self._max_sq_norm is None:
             self._max_sq_norm = max_sq_norm(self.rows)
         return nearest_certified(index.search, getattr(index, "reference", self.rows),
-                                 queries, n_results, self.budget_mib * MIB,
+                                 queries, n_results, self.block_mib * MIB,
                                  getattr(index, "device", "cpu"), self._max_sq_norm)

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ..numerics.blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks, rows_per_block
+from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks, rows_per_block
 from ..numerics.compute import exact_torch
 
 
@@ -55,24 +55,24 @@ MERGE_BYTES_PER_RESULT = 4 * (4 + 8)
 class TorchFlatIndex:
     """Exact squared-L2 kNN in query x reference blocks, as faiss's flat index computes it.
 
-    Blocks are planned by ``utils.blocks`` from ``budget_mib``, the whole working memory of one
+    Blocks are planned by ``utils.blocks`` from ``block_mib``, the whole working memory of one
     block: per (query, reference) pair the inner products and the distances made from them
     (float32, 4 + 4 bytes); per query row its vector and two candidate lists being merged. The
     reference is moved to the device once; a 400,000 x 4,096 set is 6.5 GB, too much to copy
     again for every block of queries.
     """
 
-    def __init__(self, reference, device="cpu", budget_mib=DEFAULT_BUDGET_MIB):
+    def __init__(self, reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB):
         torch = exact_torch()
         self.device = device
         self.reference = torch.from_numpy(reference).to(device)
         self.reference_sq = (self.reference * self.reference).sum(dim=1)
-        self.budget_bytes = budget_mib * MIB
+        self.block_bytes = block_mib * MIB
 
     def reference_blocks(self, n_results):
         """Reference rows of one block: about a square block of pairs within the budget, and at
         least ``n_results`` rows, so the first block yields a full candidate list."""
-        square = math.isqrt(rows_per_block(PAIR_BYTES, self.budget_bytes))
+        square = math.isqrt(rows_per_block(PAIR_BYTES, self.block_bytes))
         step = min(len(self.reference), max(n_results, square, 1))
         return [(start, min(len(self.reference), start + step))
                 for start in range(0, len(self.reference), step)]
@@ -82,7 +82,7 @@ class TorchFlatIndex:
         ref_rows = self.reference_blocks(n_results)[0][1]
         per_query = (PAIR_BYTES * ref_rows + 4 * self.reference.shape[1]
                      + MERGE_BYTES_PER_RESULT * n_results)
-        return list(row_blocks(n_queries, per_query, self.budget_bytes))
+        return list(row_blocks(n_queries, per_query, self.block_bytes))
 
     def search(self, queries, n_results):
         torch = exact_torch()
@@ -113,11 +113,11 @@ def faiss_gpu_available():
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def flat_index(reference, device="cpu", backend=None, budget_mib=DEFAULT_BUDGET_MIB):
+def flat_index(reference, device="cpu", backend=None, block_mib=DEFAULT_BLOCK_MIB):
     """An exact squared-L2 index over ``reference``, with ``search(queries, n_results)``.
 
     ``backend`` is ``"faiss"`` or ``"torch"``; by default faiss on the CPU and on a GPU when
-    faiss-gpu is installed, torch on a GPU otherwise. ``budget_mib``: working memory of one
+    faiss-gpu is installed, torch on a GPU otherwise. ``block_mib``: working memory of one
     block of the torch search (faiss plans its own).
     """
     reference = np.ascontiguousarray(reference, dtype=np.float32)
@@ -125,12 +125,4 @@ def flat_index(reference, device="cpu", backend=None, budget_mib=DEFAULT_BUDGET_
         backend = "faiss" if device == "cpu" or faiss_gpu_available() else "torch"
     if backend == "faiss":
         return FaissFlatIndex(reference, device)
-    return TorchFlatIndex(reference, device, budget_mib)
-
-
-def knn_search(reference, queries, n_results, device="cpu", backend=None,
-               budget_mib=DEFAULT_BUDGET_MIB):
-    """Squared L2 distances and labels of the ``n_results`` nearest reference rows, nearest
-    first."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    return flat_index(reference, device, backend, budget_mib).search(queries, n_results)
+    return TorchFlatIndex(reference, device, block_mib)

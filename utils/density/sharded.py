@@ -21,9 +21,9 @@ class ShardedDensityReference:
     """
 
     def __init__(self, ranks, rows, device="cpu", backend=None, source="the reference set",
-                 budget_mib=256):
+                 block_mib=256):
         self.ranks, self.device, self.backend = ranks, device, backend
-        self.source, self.budget_mib = source, budget_mib
+        self.source, self.block_mib = source, block_mib
         self.local_rows = np.ascontiguousarray(rows, dtype=np.float32)
         self.starts = block_starts(ranks, len(self.local_rows))
         self.start, self.total = int(self.starts[ranks.rank]), int(self.starts[-1])
@@ -45,12 +45,12 @@ class ShardedDensityReference:
     def width(self):
         return self.local_rows.shape[1]
 
-    def check_neighbors(self, ks, option="--neighbors"):
-        check_neighbor_counts(ks, self.distinct_count, self.source, option)
+    def check_neighbors(self, ks):
+        check_neighbor_counts(ks, self.distinct_count, self.source)
 
     def index(self):
         if self._index is None and len(self.kept_rows):
-            self._index = flat_index(self.kept_rows, self.device, self.backend, self.budget_mib)
+            self._index = flat_index(self.kept_rows, self.device, self.backend, self.block_mib)
         return self._index
 
     def _chunk_rows(self, plan, start, stop, queries, query_starts):
@@ -86,7 +86,7 @@ class ShardedDensityReference:
             take = min(n_results, len(self.kept_rows))
             distances, labels = nearest_certified(
                 index.search, getattr(index, "reference", self.kept_rows), chunk, take,
-                self.budget_mib * MIB, getattr(index, "device", "cpu"), self.max_sq_norm)
+                self.block_mib * MIB, getattr(index, "device", "cpu"), self.max_sq_norm)
             local_d[:, :take] = distances
             local_i[:, :take] = self.kept_labels[labels]
         size = self.ranks.size

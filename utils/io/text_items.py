@@ -4,8 +4,6 @@ import json
 
 from ..errors import InputError
 
-TURN_TEXT_KEYS = ("value", "content")  # ShareGPT, then OpenAI chat
-
 
 CONVERSATION_KEYS = ("conversations", "messages")  # ShareGPT, OpenAI chat
 

@@ -63,14 +63,6 @@ def _fill_shard(path, out, start, stop, width_from, allow_zero, embedding_field,
                   allow_zero=allow_zero)
 
 
-def read_vector_shard(path, embedding_field=None):
-    """Read one embedding shard (``.json`` list of vectors, 2-D ``.npy``, Parquet) as float32."""
-    path = Path(path)
-    out = np.empty(shard_shape(path, embedding_field), dtype=np.float32)
-    _read_shard_into(path, out, path, embedding_field)
-    return out
-
-
 
 
 def _plan_shapes(files, embedding_field, processes):

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..errors import InputError
-from ..numerics.blocks import DEFAULT_BUDGET_MIB
+from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..numerics.kmeans import kmeans_centroids, nearest_centroids
 from ..numerics.rows import as_float32
 
@@ -11,7 +11,7 @@ DEFAULT_N_CLUSTERS = 100
 
 
 def cluster_inertia(vectors, n_clusters=DEFAULT_N_CLUSTERS, device="cpu",
-                    budget_mib=DEFAULT_BUDGET_MIB, engine=None):
+                    block_mib=DEFAULT_BLOCK_MIB, engine=None):
     """Mean squared L2 distance of each sample to its nearest k-means centroid.
 
     Parameters
@@ -23,9 +23,9 @@ def cluster_inertia(vectors, n_clusters=DEFAULT_N_CLUSTERS, device="cpu",
     float : (1/n) sum_i min_c ||x_i - mu_c||^2, mu the centroids of faiss
         ``Kmeans(d, C, niter=20, seed=42)`` trained on ``vectors``.
     """
-    centroids = kmeans_centroids(vectors, n_clusters, device=device, budget_mib=budget_mib,
+    centroids = kmeans_centroids(vectors, n_clusters, device=device, block_mib=block_mib,
                                  engine=engine)
-    distances, _ = nearest_centroids(vectors, centroids, device, budget_mib, engine)
+    distances, _ = nearest_centroids(vectors, centroids, device, block_mib, engine)
     return float(distances.sum(dtype=np.float64) / len(distances))
 
 
@@ -37,7 +37,7 @@ def entropy_bits(labels, n_clusters):
 
 
 def partition_entropy(vectors, reference, n_clusters=DEFAULT_N_CLUSTERS, device="cpu",
-                      budget_mib=DEFAULT_BUDGET_MIB, engine=None, centroids=None):
+                      block_mib=DEFAULT_BLOCK_MIB, engine=None, centroids=None):
     """Entropy, in bits, of the dataset's shares of the reference's k-means clusters.
 
     Parameters
@@ -59,6 +59,6 @@ def partition_entropy(vectors, reference, n_clusters=DEFAULT_N_CLUSTERS, device=
                              f"many reference rows as clusters, and --dense_ref_dir has "
                              f"{len(reference)}; lower --n_clusters")
         centroids = kmeans_centroids(reference, n_clusters, device=device,
-                                     budget_mib=budget_mib, engine=engine)
-    _, labels = nearest_centroids(vectors, centroids, device, budget_mib, engine)
+                                     block_mib=block_mib, engine=engine)
+    _, labels = nearest_centroids(vectors, centroids, device, block_mib, engine)
     return entropy_bits(labels, n_clusters)

@@ -5,8 +5,14 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from ..numerics.blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks
-from ..numerics.compute import pair_blocks, pair_budget, resolve_engine, threaded, to_torch
+from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks
+from ..numerics.compute import (
+    pair_blocks,
+    pair_budget,
+    resolve_engine,
+    threaded,
+    to_torch,
+)
 from ..numerics.rows import as_float32, centred, unit_vectors
 
 DEFAULT_KS = (5, 10)
@@ -43,7 +49,7 @@ def l2_distance_sums_torch(block, block_sq, tail, tail_sq):
             float(distances[:, len(block):].sum(dtype=torch.float64)))
 
 
-def distsum_l2(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None):
+def distsum_l2(vectors, device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine=None):
     """Mean Euclidean distance over all n x n ordered pairs, diagonal included.
 
     Parameters
@@ -61,7 +67,7 @@ def distsum_l2(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None
     rows_sq = np.einsum("ij,ij->i", rows, rows)
     n = len(rows)
     total = 0.0
-    blocks = pair_blocks(n, n, budget_mib, pair_budget(engine))
+    blocks = pair_blocks(n, n, block_mib, pair_budget(engine))
     if engine == "torch":
         rows, rows_sq = to_torch(rows, device), to_torch(rows_sq, device)
         for start, stop in blocks:
@@ -113,7 +119,7 @@ def mean_knn_distance_sums(similarities, ks):
     return {k: float(prefix[:, k - 1].sum() / k) for k in ks}
 
 
-def knn_distance(vectors, ks=DEFAULT_KS, device="cpu", budget_mib=DEFAULT_BUDGET_MIB,
+def knn_distance(vectors, ks=DEFAULT_KS, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
                  engine=None):
     """Mean cosine distance to the k nearest other samples, for each k of ``ks``.
 
@@ -145,7 +151,7 @@ def knn_distance(vectors, ks=DEFAULT_KS, device="cpu", budget_mib=DEFAULT_BUDGET
         index = faiss.IndexFlatIP(unit.shape[1])  # faiss uses every core itself
         index.add(unit)
     totals = dict.fromkeys(ks, 0.0)
-    for start, stop in pair_blocks(n, n, budget_mib, pair_budget(engine)):
+    for start, stop in pair_blocks(n, n, block_mib, pair_budget(engine)):
         if engine == "torch":
             similarities = nearest_similarities_torch(unit[start:stop], unit, start,
                                                       k_max).cpu().numpy()
@@ -167,7 +173,7 @@ def reference_unit_rows(reference):
     return unit_vectors(reference)
 
 
-def facility_location(vectors, reference, device="cpu", budget_mib=DEFAULT_BUDGET_MIB,
+def facility_location(vectors, reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
                       engine=None, ref_unit=None):
     """Mean over reference rows of the largest cosine similarity to any sample.
 
@@ -192,7 +198,7 @@ def facility_location(vectors, reference, device="cpu", budget_mib=DEFAULT_BUDGE
     if engine == "torch":
         unit = to_torch(unit, device)
     total = 0.0
-    for start, stop in pair_blocks(len(ref_unit), len(unit), budget_mib, pair_budget(engine)):
+    for start, stop in pair_blocks(len(ref_unit), len(unit), block_mib, pair_budget(engine)):
         if engine == "numpy":
             best = (ref_unit[start:stop] @ unit.T).max(axis=1)
         else:
@@ -201,13 +207,13 @@ def facility_location(vectors, reference, device="cpu", budget_mib=DEFAULT_BUDGE
     return total / len(ref_unit)
 
 
-def column_std(vectors, budget_mib=DEFAULT_BUDGET_MIB):
+def column_std(vectors, block_mib=DEFAULT_BLOCK_MIB):
     """Population standard deviation of each column, float64, two passes over row blocks.
 
     Working memory of a block: its float64 copy and the squared deviations (16 d bytes a row).
     """
     n, d = vectors.shape
-    blocks = list(row_blocks(n, 16 * d, budget_mib * MIB))
+    blocks = list(row_blocks(n, 16 * d, block_mib * MIB))
     mean = np.zeros(d, dtype=np.float64)
     for start, stop in blocks:
         mean += vectors[start:stop].sum(axis=0, dtype=np.float64)
@@ -226,7 +232,7 @@ def geometric_mean(values):
     return float(np.exp(np.log(values).mean()))
 
 
-def radius(vectors, budget_mib=DEFAULT_BUDGET_MIB):
+def radius(vectors, block_mib=DEFAULT_BLOCK_MIB):
     """Geometric mean over dimensions of the population std of the raw vectors.
 
     Parameters
@@ -238,4 +244,4 @@ def radius(vectors, budget_mib=DEFAULT_BUDGET_MIB):
     float : exp((1/d) sum_j ln std_j), std_j = sqrt((1/n) sum_i (x_ij - mean_j)^2); 0 when any
         dimension is constant (std_j = 0). O(n d); numpy on every device.
     """
-    return geometric_mean(column_std(as_float32(vectors), budget_mib))
+    return geometric_mean(column_std(as_float32(vectors), block_mib))

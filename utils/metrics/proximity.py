@@ -6,14 +6,13 @@ from typing import NamedTuple
 import numpy as np
 
 from ..density.factor import density_factor
-from ..numerics.blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks
+from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks
 from ..numerics.compute import exact_torch
 from ..numerics.rows import unit_rows
 from ..numerics.weights import normalised_weight_matrix
 from ..runtime.device import cpu_threads
 from ..runtime.progress import tracked
 
-DEFAULT_BLOCK_MIB = DEFAULT_BUDGET_MIB  # novelsum's --block_mib
 
 
 def cosine_distance_block(unit_block, unit_all, start=0):
@@ -93,7 +92,7 @@ def _profile_block_numpy(unit_all, start, stop, weight_matrix, exclude_self=Fals
                            for factors in neighbor_factors], axis=1), distance_sum, nearest
 
 
-def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads,
+def _proximity_profile_numpy(unit, weight_matrix, block_bytes, progress, n_threads,
                              exclude_self, neighbor_factors, rows):
     n, (first, last) = len(unit), rows
     columns = weight_matrix.shape[1] * (1 if neighbor_factors is None else len(neighbor_factors))
@@ -105,7 +104,7 @@ def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_thre
                    else _NUMPY_BYTES_PER_ELEMENT_NEIGHBOR)
     # The budget covers the whole block, all threads' slices together.
     blocks = [(first + a, first + b)
-              for a, b in row_blocks(last - first, n * per_element, budget_bytes)]
+              for a, b in row_blocks(last - first, n * per_element, block_bytes)]
     # Sorting is single-threaded in numpy but releases the GIL: one thread per core, each on
     # its own slice of the block, keeps every core busy.
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
@@ -119,7 +118,7 @@ def _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_thre
     return ProximityProfile(means, total, nearest_index, nearest_distance)
 
 
-def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device,
+def _proximity_profile_torch(unit, weight_matrix, block_bytes, progress, device,
                              exclude_self=False, neighbor_factors=None, rows=None):
     torch = exact_torch()
     n = len(unit)
@@ -137,7 +136,7 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
     # neighbour factors also the gathered factors and their product (float64 each)
     per_element = 4 + 4 + 8 + 8 + (0 if neighbor_factors is None else 16)
     blocks = [(first + a, first + b)
-              for a, b in row_blocks(last - first, n * per_element, budget_bytes)]
+              for a, b in row_blocks(last - first, n * per_element, block_bytes)]
     for start, stop in tracked(blocks, progress):
         out = slice(start - first, stop - first)  # rows of this block in the results
         distances = 1.0 - unit_t[start:stop] @ unit_t.T
@@ -163,7 +162,7 @@ def _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device
     return ProximityProfile(means, float(total), nearest_index, nearest_distance)
 
 
-def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MIB,
+def proximity_profile(vectors, alphas, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
                       progress=None, n_threads=None, exclude_self=False, neighbor_factors=None,
                       rows=None):
     """P_i(alpha) for every row i and alpha, the sum of all n*n cosine distances, and each
@@ -186,12 +185,12 @@ def proximity_profile(vectors, alphas, device="cpu", budget_mib=DEFAULT_BLOCK_MI
     weight_matrix = normalised_weight_matrix(len(unit) - (1 if exclude_self else 0), alphas)
     if neighbor_factors is not None:
         neighbor_factors = np.asarray(neighbor_factors, dtype=np.float64).reshape(-1, len(unit))
-    budget_bytes = budget_mib * MIB
+    block_bytes = block_mib * MIB
     if device == "cpu":
         n_threads = n_threads or cpu_threads()
-        return _proximity_profile_numpy(unit, weight_matrix, budget_bytes, progress, n_threads,
+        return _proximity_profile_numpy(unit, weight_matrix, block_bytes, progress, n_threads,
                                         exclude_self, neighbor_factors, rows)
-    return _proximity_profile_torch(unit, weight_matrix, budget_bytes, progress, device,
+    return _proximity_profile_torch(unit, weight_matrix, block_bytes, progress, device,
                                     exclude_self, neighbor_factors, rows)
 
 
@@ -221,11 +220,6 @@ def density_grid(neighbors, density_powers):
     return [(beta, k) for beta in density_powers for k in neighbors]
 
 
-def row_factors(mean_sq_by_k, beta, k, n):
-    """sigma_k^beta for every row (float64); sigma^0 = 1 needs no reference."""
-    return np.ones(n) if beta == 0 else density_factor(mean_sq_by_k[k], beta)
-
-
 def per_sample_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, distance_powers,
                     given=(False, False), neighbor_density=False):
     """Each sample's novelty at every grid point, ``{column name: (n,) float64}`` in the
@@ -237,20 +231,13 @@ def per_sample_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, di
     ``mean_sq_by_k``: k -> (n,) mean squared kNN distances, or None without a reference
     (then every density power must be 0, and sigma^0 = 1); ``given`` as in ``column_name``.
     """
-    n, n_alphas = len(proximity_means), len(distance_powers)
+    n_alphas = len(distance_powers)
     novelty = {}
     for s, (beta, k) in enumerate(density_grid(neighbors, density_powers)):
         for a, alpha in enumerate(distance_powers):
             if neighbor_density:
                 values = proximity_means[:, s * n_alphas + a]
             else:
-                values = row_factors(mean_sq_by_k, beta, k, n) * proximity_means[:, a]
+                values = (density_factor(mean_sq_by_k[k], beta) if beta else 1.0) * proximity_means[:, a]
             novelty[column_name(k, beta, alpha, given)] = values
     return novelty
-
-
-def novelsum_grid(*args, **kwargs):
-    """NovelSum for every grid point, ``{column name: value}``: the mean of each column of
-    ``per_sample_grid`` (same arguments)."""
-    return {column: float(np.mean(values))
-            for column, values in per_sample_grid(*args, **kwargs).items()}

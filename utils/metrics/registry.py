@@ -3,7 +3,7 @@
 from collections import OrderedDict
 
 from ..errors import InputError
-from ..numerics.blocks import DEFAULT_BUDGET_MIB
+from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..numerics.kmeans import kmeans_centroids
 from ..numerics.rows import as_float32
 from .clusters import DEFAULT_N_CLUSTERS, cluster_inertia, partition_entropy
@@ -88,7 +88,7 @@ def check_metric_inputs(names, n_samples, n_reference=None, ks=DEFAULT_KS,
 
 
 def compute_metrics(names, vectors, reference=None, ks=DEFAULT_KS, n_clusters=DEFAULT_N_CLUSTERS,
-                    device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None, cache=None):
+                    device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine=None, cache=None):
     """Every metric of ``names`` on one dataset: an OrderedDict column -> float.
 
     ``vectors`` (n, d) and ``reference`` (m, d) or None; the columns are
@@ -105,7 +105,7 @@ def compute_metrics(names, vectors, reference=None, ks=DEFAULT_KS, n_clusters=DE
         raise InputError(f"vectors have {vectors.shape[1]} dimensions but the reference "
                          f"(--dense_ref_dir) has {reference.shape[1]}")
     cache = {} if cache is None else cache
-    options = {"device": device, "budget_mib": budget_mib, "engine": engine}
+    options = {"device": device, "block_mib": block_mib, "engine": engine}
     results = OrderedDict()
     for name in names:
         if name == "knn_distance":
@@ -121,14 +121,14 @@ def compute_metrics(names, vectors, reference=None, ks=DEFAULT_KS, n_clusters=DE
             results[name] = facility_location(vectors, reference, **options,
                                               ref_unit=cache["reference_unit"])
         elif name == "radius":
-            results[name] = radius(vectors, budget_mib=budget_mib)
+            results[name] = radius(vectors, block_mib=block_mib)
         elif name == "cluster_inertia":
             results[name] = cluster_inertia(vectors, n_clusters, **options)
         elif name == "partition_entropy":
             key = ("centroids", n_clusters)
             if key not in cache:
                 cache[key] = kmeans_centroids(reference, n_clusters, device=device,
-                                              budget_mib=budget_mib, engine=engine)
+                                              block_mib=block_mib, engine=engine)
             results[name] = partition_entropy(vectors, reference, n_clusters, **options,
                                               centroids=cache[key])
     return results

@@ -2,19 +2,19 @@
 
 import numpy as np
 
-from ..numerics.blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks
+from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks
 from ..numerics.compute import resolve_engine, to_torch
 from ..numerics.rows import as_float32, unit_rows_float64
 
 
-def dual_gram(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine="numpy"):
+def dual_gram(vectors, device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine="numpy"):
     """U^T U, U the unit rows, in float64 (normalised in float64), as a (d, d) numpy array.
 
     Summed over row blocks; working memory of a block: its float64 unit rows and their
     squares (16 d bytes a row) beside the float32 rows.
     """
     n, d = vectors.shape
-    blocks = list(row_blocks(n, 20 * d, budget_mib * MIB))
+    blocks = list(row_blocks(n, 20 * d, block_mib * MIB))
     if engine == "numpy":
         gram = np.zeros((d, d), dtype=np.float64)
         for start, stop in blocks:
@@ -43,7 +43,7 @@ def entropy_from_eigenvalues(eigenvalues):
     return float(-(positive * np.log(positive)).sum())
 
 
-def vendi(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None):
+def vendi(vectors, device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine=None):
     """Vendi score with the cosine-similarity kernel.
 
     Parameters
@@ -59,5 +59,5 @@ def vendi(vectors, device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None):
     engine = resolve_engine(device, engine)
     vectors = as_float32(vectors)
     n, d = vectors.shape
-    gram = dual_gram(vectors, device, budget_mib, engine) if d < n else primal_gram(vectors)
+    gram = dual_gram(vectors, device, block_mib, engine) if d < n else primal_gram(vectors)
     return float(np.exp(entropy_from_eigenvalues(np.linalg.eigvalsh(gram / n))))

@@ -47,9 +47,9 @@ def to_torch(array, device):
     return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
 
-def pair_blocks(n_rows, n_columns, budget_mib, pair_bytes, row_bytes=0):
-    """Row blocks of a (n_rows x n_columns) pairwise quantity within ``budget_mib``."""
-    return list(row_blocks(n_rows, n_columns * pair_bytes + row_bytes, budget_mib * MIB))
+def pair_blocks(n_rows, n_columns, block_mib, pair_bytes, row_bytes=0):
+    """Row blocks of a (n_rows x n_columns) pairwise quantity within ``block_mib``."""
+    return list(row_blocks(n_rows, n_columns * pair_bytes + row_bytes, block_mib * MIB))
 
 
 def pair_budget(engine):

@@ -4,7 +4,7 @@ the cluster metrics and the kmeans baseline."""
 import numpy as np
 
 from ..errors import InputError
-from .blocks import DEFAULT_BUDGET_MIB, MIB, row_blocks
+from .blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks
 from .compute import TORCH_PAIR_BYTES, pair_blocks, resolve_engine, to_torch
 from .rows import as_float32
 
@@ -44,7 +44,7 @@ def kmeans_faiss(vectors, n_clusters, seed=KMEANS_SEED, niter=KMEANS_NITER):
     return kmeans.centroids
 
 
-def nearest_rows_torch(queries, rows, budget_mib=DEFAULT_BUDGET_MIB):
+def nearest_rows_torch(queries, rows, block_mib=DEFAULT_BLOCK_MIB):
     """(squared L2 distance, index) of each query's nearest row, ties to the lowest index.
 
     ``queries`` (q, d) and ``rows`` (r, d) are torch tensors on one device; blocks of queries
@@ -55,7 +55,7 @@ def nearest_rows_torch(queries, rows, budget_mib=DEFAULT_BUDGET_MIB):
     rows_sq = (rows * rows).sum(dim=1)
     best_d = torch.empty(len(queries), dtype=torch.float32, device=queries.device)
     best_i = torch.empty(len(queries), dtype=torch.int64, device=queries.device)
-    for start, stop in pair_blocks(len(queries), len(rows), budget_mib, TORCH_PAIR_BYTES):
+    for start, stop in pair_blocks(len(queries), len(rows), block_mib, TORCH_PAIR_BYTES):
         block = queries[start:stop]
         scores = (block @ rows.T).mul_(-2.0).add_(rows_sq[None, :])
         values, labels = scores.min(dim=1)
@@ -93,7 +93,7 @@ def split_empty_clusters(centroids, counts, n_points):
 
 
 def kmeans_torch(vectors, n_clusters, seed=KMEANS_SEED, niter=KMEANS_NITER, device="cpu",
-                 budget_mib=DEFAULT_BUDGET_MIB):
+                 block_mib=DEFAULT_BLOCK_MIB):
     """faiss's k-means (``Clustering::train``) step by step in torch, centroids (C, d) numpy.
 
     Training set: a faiss ``rand_perm(n, seed)`` subsample of 256 C rows when n > 256 C.
@@ -113,9 +113,9 @@ def kmeans_torch(vectors, n_clusters, seed=KMEANS_SEED, niter=KMEANS_NITER, devi
     centroids = np.array(vectors[faiss_permutation(n, seed + 1)[:n_clusters]], dtype=np.float32)
     points = to_torch(vectors, device)
     for _ in range(niter):
-        _, labels = nearest_rows_torch(points, to_torch(centroids, device), budget_mib)
+        _, labels = nearest_rows_torch(points, to_torch(centroids, device), block_mib)
         sums = torch.zeros((n_clusters, points.shape[1]), dtype=torch.float64, device=device)
-        for a, b in row_blocks(n, 8 * points.shape[1], budget_mib * MIB):
+        for a, b in row_blocks(n, 8 * points.shape[1], block_mib * MIB):
             sums.index_add_(0, labels[a:b], points[a:b].double())
         counts = torch.bincount(labels, minlength=n_clusters).cpu().numpy().astype(np.float32)
         sums = sums.cpu().numpy()
@@ -127,7 +127,7 @@ def kmeans_torch(vectors, n_clusters, seed=KMEANS_SEED, niter=KMEANS_NITER, devi
 
 
 def kmeans_centroids(vectors, n_clusters, seed=KMEANS_SEED, niter=KMEANS_NITER, device="cpu",
-                     budget_mib=DEFAULT_BUDGET_MIB, engine=None):
+                     block_mib=DEFAULT_BLOCK_MIB, engine=None):
     """Centroids of faiss ``Kmeans(d, C, niter, seed)``: faiss on the CPU, its torch twin else."""
     vectors = as_float32(vectors)
     if len(vectors) < n_clusters:
@@ -135,10 +135,10 @@ def kmeans_centroids(vectors, n_clusters, seed=KMEANS_SEED, niter=KMEANS_NITER, 
                          f"clusters ({len(vectors)} given); lower --n_clusters")
     if resolve_engine(device, engine) == "numpy":
         return kmeans_faiss(vectors, n_clusters, seed, niter)
-    return kmeans_torch(vectors, n_clusters, seed, niter, device, budget_mib)
+    return kmeans_torch(vectors, n_clusters, seed, niter, device, block_mib)
 
 
-def nearest_centroids(vectors, centroids, device="cpu", budget_mib=DEFAULT_BUDGET_MIB,
+def nearest_centroids(vectors, centroids, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
                       engine=None):
     """(squared L2 distance, label) of each row's nearest centroid, as numpy (n,) arrays.
 
@@ -154,5 +154,5 @@ def nearest_centroids(vectors, centroids, device="cpu", budget_mib=DEFAULT_BUDGE
         distances, labels = index.search(vectors, 1)
         return distances[:, 0], labels[:, 0]
     distances, labels = nearest_rows_torch(to_torch(vectors, device), to_torch(centroids, device),
-                                           budget_mib)
+                                           block_mib)
     return distances.cpu().numpy(), labels.cpu().numpy()

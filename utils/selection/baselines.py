@@ -6,7 +6,7 @@ import numpy as np
 
 from ..density.dedup import distinct_rows
 from ..errors import InputError
-from ..numerics.blocks import DEFAULT_BUDGET_MIB, MIB, rows_per_block
+from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, rows_per_block
 from ..numerics.compute import (
     NUMPY_PAIR_BYTES,
     TORCH_PAIR_BYTES,
@@ -17,6 +17,7 @@ from ..numerics.compute import (
 from ..numerics.kmeans import KMEANS_NITER, kmeans_centroids
 from ..numerics.rows import as_float32
 from ..runtime.progress import tracked
+from .inputs import check_pick_count
 
 METHOD_NAMES = ("novelselect", "random", "kcenter", "kmeans", "repr_filter")
 
@@ -30,12 +31,6 @@ USES_DENSITY_REFERENCE = frozenset({"novelselect"})  # --dense_ref_dir
 USES_QUALITY_SCORES = frozenset({"novelselect", "repr_filter"})  # --quality_scores
 
 
-def check_budget(k, n):
-    """1 <= k <= n, or an InputError naming ``--k``."""
-    if k < 1 or k > n:
-        raise InputError(f"--k {k}: must be between 1 and the number of pool samples ({n})")
-
-
 def output_stem(method, k):
     """File stem of a baseline's outputs: ``{method}_{k}`` (``.json``, ``_indices.json``)."""
     return f"{method}_{k}"
@@ -43,7 +38,7 @@ def output_stem(method, k):
 
 def random_selection(n, k, seed=42):
     """``numpy.random.RandomState(seed).choice(n, k, replace=False)`` as a list of ints."""
-    check_budget(k, n)
+    check_pick_count(k, n)
     return [int(i) for i in np.random.RandomState(seed).choice(n, k, replace=False)]
 
 
@@ -71,7 +66,7 @@ def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None):
     engine = resolve_engine(device, engine)
     unit = as_float32(unit)
     n = len(unit)
-    check_budget(k, n)
+    check_pick_count(k, n)
     if not 0 <= first < n:
         raise ValueError(f"first pick {first} outside a pool of {n}")
     if engine == "torch":
@@ -140,7 +135,7 @@ def nearest_unpicked(scores, picks, engine):
     picks.extend(in_block)
 
 
-def kmeans_selection(vectors, k, seed=42, device="cpu", budget_mib=DEFAULT_BUDGET_MIB,
+def kmeans_selection(vectors, k, seed=42, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
                      engine=None, progress=None):
     """One pool sample per k-means centroid, in centroid order.
 
@@ -153,14 +148,14 @@ def kmeans_selection(vectors, k, seed=42, device="cpu", budget_mib=DEFAULT_BUDGE
     -------
     list of int : for c = 1..k, argmin over unpicked x of ||x - mu_c||^2 (ties to the lowest
         index), mu the centroids of faiss ``Kmeans(d, k, niter=20, seed=seed)`` on the pool.
-        Centroids are searched in blocks of (block x n) scores within ``budget_mib``.
+        Centroids are searched in blocks of (block x n) scores within ``block_mib``.
     """
     engine = resolve_engine(device, engine)
     vectors = as_float32(vectors)
     n = len(vectors)
-    check_budget(k, n)
+    check_pick_count(k, n)
     centroids = kmeans_centroids(vectors, k, seed=seed, niter=KMEANS_NITER, device=device,
-                                 budget_mib=budget_mib, engine=engine)
+                                 block_mib=block_mib, engine=engine)
     # Scores are computed per distinct row and copied to its duplicates, so that exact
     # duplicates tie exactly and the lowest index wins (see kcenter_selection).
     pool, which = distinct_rows(vectors)
@@ -173,7 +168,7 @@ def kmeans_selection(vectors, k, seed=42, device="cpu", budget_mib=DEFAULT_BUDGE
     # per pair: the distinct rows' scores and their copy expanded to every row
     pair_bytes = 2 * (NUMPY_PAIR_BYTES if engine == "numpy" else TORCH_PAIR_BYTES)
     picks = []
-    for start, stop in tracked(pair_blocks(k, n, budget_mib, pair_bytes), progress):
+    for start, stop in tracked(pair_blocks(k, n, block_mib, pair_bytes), progress):
         nearest_unpicked(score(centroids[start:stop], pool, pool_sq)[:, which], picks, engine)
     return picks
 
@@ -191,10 +186,10 @@ def visit_order(n, quality=None, seed=42):
     return np.argsort(-quality, kind="stable")
 
 
-def filter_block_size(k, dim, budget_mib):
+def filter_block_size(k, dim, block_mib):
     """Candidates per block: their rows and similarities to up to k kept rows (float32, plus
     torch's headroom) in half the budget, their own similarity square in the other half."""
-    half = int(budget_mib * MIB // 2)
+    half = int(block_mib * MIB // 2)
     per_row = (TORCH_PAIR_BYTES * k) + 4 * dim
     return max(1, min(rows_per_block(per_row, half), math.isqrt(max(1, half // 4))))
 
@@ -218,7 +213,7 @@ def settle_in_order(similarities, max_similarity, room):
 
 
 def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, quality=None, seed=42,
-                          device="cpu", budget_mib=DEFAULT_BUDGET_MIB, engine=None,
+                          device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine=None,
                           progress=None):
     """DEITA's representation filter: kept samples in the order they were kept.
 
@@ -236,9 +231,9 @@ def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, qualit
     engine = resolve_engine(device, engine)
     unit = as_float32(unit)
     n, dim = unit.shape
-    check_budget(k, n)
+    check_pick_count(k, n)
     order = visit_order(n, quality, seed)
-    step = filter_block_size(k, dim, budget_mib)
+    step = filter_block_size(k, dim, block_mib)
     if engine == "torch":
         import torch
 

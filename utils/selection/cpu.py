@@ -6,7 +6,7 @@ import numpy as np
 
 from ..numerics.blocks import MIB
 from .engine import SelectionEngine
-from .memory import TORCH_BUDGET_MIB
+from .memory import TORCH_BLOCK_MIB
 
 # Working bytes per value of one row block of the numba rebuild: the float64 products of one
 # row and their halving (each thread holds one row's at a time; the values are sorted in place).
@@ -25,7 +25,7 @@ def _numba_kernel():
     # is fixed by hand instead (module docstring); each of its loops still vectorises.
     # (One function, no jitted helper: numba caches it on disk only without closures.)
     @numba.njit(parallel=True, cache=True)
-    def add_pick_values(unit, rho, target, rho_pick, sorted_values, weighted_sums, values, t,
+    def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_values, weighted_sums, values, t,
                         coefficients, weights, active):
         dim = unit.shape[1]
         half = 1  # the largest power of two below dim (the dot's first halving)
@@ -48,7 +48,7 @@ def _numba_kernel():
                 width //= 2
                 for j in range(width):
                     products[j] += products[j + width]
-            x = (np.float32(1.0) - products[0]) * (rho[u] + rho_pick)
+            x = (np.float32(1.0) - products[0]) * (density_factors[u] + pick_density_factor)
             values[u] = x
             row = sorted_values[u]
             low, high = 0, t  # first stored value greater than x: the insertion point m
@@ -91,12 +91,12 @@ def _numba_rebuild_kernel():
     import numba
 
     # Rows start..stop of the rebuild (SelectionEngine.rebuild): each active candidate's values
-    # against every given pick (``targets``, their unit vectors; ``rho_picks``, their factors), with the step kernel's fixed-order dot written out the same
+    # against every given pick (``targets``, their unit vectors; ``pick_density_factors``, their factors), with the step kernel's fixed-order dot written out the same
     # way (bitwise the same values; a shared jitted helper, even inlined, made the step 2.4x
     # slower at 4,096 dimensions), sorted in place, then weighted and summed in float64 by
     # halving over the ranks, the order of ``halving_row_sums`` (module docstring).
     @numba.njit(parallel=True, cache=True)
-    def rebuild_rows(unit, rho, targets, rho_picks, sorted_values, weighted_sums, weights, active,
+    def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_values, weighted_sums, weights, active,
                      start, stop):
         t = targets.shape[0]
         dim = unit.shape[1]
@@ -126,7 +126,7 @@ def _numba_rebuild_kernel():
                     width //= 2
                     for i in range(width):
                         products[i] += products[i + width]
-                row[j] = (np.float32(1.0) - products[0]) * (rho[u] + rho_picks[j])
+                row[j] = (np.float32(1.0) - products[0]) * (density_factors[u] + pick_density_factors[j])
             row[:t].sort()
             if t == 1:
                 weighted_sums[u] = np.float64(row[0]) * weights[0]
@@ -152,34 +152,34 @@ class NumpyEngine(SelectionEngine):
     ``values`` holds each candidate's value against the latest pick (for inspection and tests).
     """
 
-    def __init__(self, unit, rho, k, alpha, budget_mib=TORCH_BUDGET_MIB):
+    def __init__(self, unit, density_factors, k, alpha, block_mib=TORCH_BLOCK_MIB):
         super().__init__(len(unit), k, alpha)
-        self.budget_bytes = budget_mib * MIB  # working memory of one rebuild block
+        self.block_bytes = block_mib * MIB  # working memory of one rebuild block
         self.unit = np.ascontiguousarray(unit, dtype=np.float32)
-        self.rho = np.ascontiguousarray(rho, dtype=np.float32)
+        self.density_factors = np.ascontiguousarray(density_factors, dtype=np.float32)
         self.sorted_values = np.empty((self.n, self.width), dtype=np.float32)
         self.weighted_sums = np.zeros(self.n, dtype=np.float64)
         self.values = np.zeros(self.n, dtype=np.float32)
         self.active = np.ones(self.n, dtype=np.bool_)
         self.kernel = _numba_kernel()
 
-    def _insert_vector(self, target, rho_pick, taken):
+    def _insert_vector(self, target, pick_density_factor, taken):
         if taken is not None:
             self.active[taken] = False
-        self.kernel(self.unit, self.rho, np.ascontiguousarray(target, dtype=np.float32),
-                    np.float32(rho_pick), self.sorted_values, self.weighted_sums, self.values,
+        self.kernel(self.unit, self.density_factors, np.ascontiguousarray(target, dtype=np.float32),
+                    np.float32(pick_density_factor), self.sorted_values, self.weighted_sums, self.values,
                     self.t, self.coefficients, self.weights, self.active)
 
     def rebuild_bytes_per_row(self, t):
         return NUMBA_REBUILD_BYTES_PER_VALUE * t
 
-    def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
+    def _rebuild_vectors(self, targets, pick_density_factors, taken, blocks):
         kernel = _numba_rebuild_kernel()
         self.active[np.asarray(taken, dtype=np.int64)] = False
         targets = np.ascontiguousarray(targets, dtype=np.float32)
-        rho_picks = np.ascontiguousarray(rho_picks, dtype=np.float32)
+        pick_density_factors = np.ascontiguousarray(pick_density_factors, dtype=np.float32)
         for start, stop in blocks:  # Ctrl-C is heard between blocks
-            kernel(self.unit, self.rho, targets, rho_picks, self.sorted_values,
+            kernel(self.unit, self.density_factors, targets, pick_density_factors, self.sorted_values,
                    self.weighted_sums, self.weights, self.active, start, stop)
 
     def weighted_sums_host(self):
@@ -190,7 +190,7 @@ class NumpyEngine(SelectionEngine):
         return self.unit[rows]
 
     def host_factors(self, rows):
-        return self.rho[rows]
+        return self.density_factors[rows]
 
     def device_array(self, values):
         """``values`` as float64 where this engine keeps its sums (quality scores)."""

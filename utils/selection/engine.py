@@ -24,7 +24,7 @@ class SelectionEngine(abc.ABC):
     its stored values for them, counts the values it holds (``t``) and runs the greedy loop,
     so the loop cannot ask it for more picks than it has room for.
 
-    A subclass provides the abstract methods below and the attributes ``budget_bytes``,
+    A subclass provides the abstract methods below and the attributes ``block_bytes``,
     ``weighted_sums`` and ``active``.
     """
 
@@ -48,17 +48,17 @@ class SelectionEngine(abc.ABC):
         self._insert(pick)
         self.t += 1
 
-    def add_vector(self, target, rho_pick, taken=None):
+    def add_vector(self, target, pick_density_factor, taken=None):
         """Insert every active candidate's value against a pick given by its unit vector and
         density factor (a pick that another rank holds); ``taken``: the pick's row among this
         engine's candidates, marked as taken, or None when it is not one of them."""
         self._check_room()
-        self._insert_vector(target, rho_pick, taken)
+        self._insert_vector(target, pick_density_factor, taken)
         self.t += 1
 
     def rebuild_blocks(self, t):
         """Row blocks ``(start, stop)`` of the rebuild against ``t`` given picks."""
-        return list(row_blocks(self.n, self.rebuild_bytes_per_row(t), self.budget_bytes))
+        return list(row_blocks(self.n, self.rebuild_bytes_per_row(t), self.block_bytes))
 
     def rebuild(self, picks):
         """Start from the given picks (distinct, 1 <= t <= k - 1 of them, in pick order): mark
@@ -79,7 +79,7 @@ class SelectionEngine(abc.ABC):
         self.t = len(picks)
         return blocks
 
-    def rebuild_vectors(self, targets, rho_picks, taken):
+    def rebuild_vectors(self, targets, pick_density_factors, taken):
         """``rebuild`` for picks given by their unit vectors ``targets`` (t, d) and density
         factors (t,), in pick order (picks that other ranks hold); ``taken``: the rows among
         this engine's candidates that are picks. Returns the row blocks used."""
@@ -90,17 +90,17 @@ class SelectionEngine(abc.ABC):
             raise ValueError(f"the engine was built for k={self.k}: room for {self.k - 1} "
                              f"values per candidate, not {t}")
         blocks = self.rebuild_blocks(t)
-        self._rebuild_vectors(targets, rho_picks, taken, blocks)
+        self._rebuild_vectors(targets, pick_density_factors, taken, blocks)
         self.t = t
         return blocks
 
     def _insert(self, pick):
         """Insert every active candidate's value against ``pick`` after the ``t`` it holds."""
-        self._insert_vector(self.unit[pick], self.rho[pick], pick)
+        self._insert_vector(self.unit[pick], self.density_factors[pick], pick)
 
     def _rebuild(self, picks, blocks):
         """Every candidate's values against ``picks``, sorted and summed, in ``blocks``."""
-        self._rebuild_vectors(self.unit[picks], self.rho[picks], picks, blocks)
+        self._rebuild_vectors(self.unit[picks], self.density_factors[picks], picks, blocks)
 
     def best(self, quality=None):
         """The unpicked candidate with the largest novelty (times quality), the lowest index on
@@ -109,13 +109,13 @@ class SelectionEngine(abc.ABC):
         return pick, novelty
 
     @abc.abstractmethod
-    def _insert_vector(self, target, rho_pick, taken):
+    def _insert_vector(self, target, pick_density_factor, taken):
         """Insert every active candidate's value against the pick with unit vector ``target``
-        and factor ``rho_pick`` after the ``t`` it holds; mark row ``taken`` (if any) taken."""
+        and factor ``pick_density_factor`` after the ``t`` it holds; mark row ``taken`` (if any) taken."""
 
     @abc.abstractmethod
-    def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
-        """Every candidate's values against the picks ``targets`` / ``rho_picks``, sorted and
+    def _rebuild_vectors(self, targets, pick_density_factors, taken, blocks):
+        """Every candidate's values against the picks ``targets`` / ``pick_density_factors``, sorted and
         summed, in ``blocks``; rows ``taken`` are marked taken."""
 
     @abc.abstractmethod

@@ -4,16 +4,16 @@ import os
 
 from .cpu import NumpyEngine
 from .gpu import GPU_KERNEL_VARIABLE, TorchEngine, TritonEngine, triton_self_check
-from .memory import TORCH_BUDGET_MIB
+from .memory import TORCH_BLOCK_MIB
 
 
-def make_engine(unit, rho, k, alpha, device, notify=None, budget_mib=TORCH_BUDGET_MIB):
+def make_engine(unit, density_factors, k, alpha, device, notify=None, block_mib=TORCH_BLOCK_MIB):
     """The engine for ``device``: numba on the CPU; on a GPU the Triton kernel when Triton is
     installed and passes its self-check there, else the torch kernel (``notify`` hears why).
-    ``budget_mib``: working memory of one row chunk of the GPU engines, and of one row block
+    ``block_mib``: working memory of one row chunk of the GPU engines, and of one row block
     of a rebuild (``SelectionEngine.rebuild``) on every engine."""
     if device == "cpu":
-        return NumpyEngine(unit, rho, k, alpha, budget_mib)
+        return NumpyEngine(unit, density_factors, k, alpha, block_mib)
     import importlib.util
 
     if os.environ.get(GPU_KERNEL_VARIABLE) == "torch":
@@ -23,10 +23,10 @@ def make_engine(unit, rho, k, alpha, device, notify=None, budget_mib=TORCH_BUDGE
     else:
         problem = triton_self_check(device)
     if problem is None:
-        return TritonEngine(unit, rho, k, alpha, device, budget_mib=budget_mib)
+        return TritonEngine(unit, density_factors, k, alpha, device, block_mib=block_mib)
     if notify is not None:
         notify(f"the fused Triton kernel is not used ({problem}); using the slower torch kernel")
-    return TorchEngine(unit, rho, k, alpha, device, budget_mib)
+    return TorchEngine(unit, density_factors, k, alpha, device, block_mib)
 
 
 def check_engine(engine, n, k, alpha):
@@ -37,16 +37,16 @@ def check_engine(engine, n, k, alpha):
                          "for n={}, k={}, alpha={}".format(*built, *asked))
 
 
-def select(unit, rho, k, alpha, first, quality=None, engine=None, device="cpu", on_pick=None):
+def select(unit, density_factors, k, alpha, first, quality=None, engine=None, device="cpu", on_pick=None):
     """Greedy NovelSelect: ``k`` global indices in pick order, starting from ``first``: the
     first pick, or a list of distinct picks to continue from (``SelectionEngine.run``).
 
-    ``unit``: (n, d) float32 unit rows; ``rho``: (n,) float32 density factors sigma^beta;
+    ``unit``: (n, d) float32 unit rows; ``density_factors``: (n,) float32 density factors sigma^beta;
     ``quality``: optional (n,) non-negative scores multiplied into the novelty.
     Ties go to the lowest index. ``on_pick(index, novelty)`` is called after each pick.
     An ``engine`` given must have been built for the same rows, ``k`` and ``alpha``.
     """
     if engine is None:
-        engine = make_engine(unit, rho, k, alpha, device)
+        engine = make_engine(unit, density_factors, k, alpha, device)
     check_engine(engine, len(unit), k, alpha)
     return engine.run(first, quality, on_pick)

@@ -12,7 +12,7 @@ from ..numerics.fixed_order import (
     halving_row_sums,
 )
 from .engine import SelectionEngine
-from .memory import TORCH_BUDGET_MIB
+from .memory import TORCH_BLOCK_MIB
 
 GPU_KERNEL_VARIABLE = "NOVELSELECT_GPU_KERNEL"  # "torch": skip the fused Triton kernel
 
@@ -46,72 +46,72 @@ class TorchEngine(SelectionEngine):
 
     For each chunk: a mask of stored values greater than the new one gives the insertion
     point and the tail sum; the tail moves one column right in one ``where``. Chunks are
-    planned by ``utils.blocks`` from ``budget_mib``, the whole working memory of one chunk.
+    planned by ``utils.blocks`` from ``block_mib``, the whole working memory of one chunk.
     """
 
-    def __init__(self, unit, rho, k, alpha, device, budget_mib=TORCH_BUDGET_MIB):
+    def __init__(self, unit, density_factors, k, alpha, device, block_mib=TORCH_BLOCK_MIB):
         super().__init__(len(unit), k, alpha)
         from ..numerics.compute import exact_torch
 
         torch = self.torch = exact_torch()
         self.device = torch.device(device)
         self.unit = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32)).to(self.device)
-        self.rho = torch.from_numpy(np.ascontiguousarray(rho, dtype=np.float32)).to(self.device)
+        self.density_factors = torch.from_numpy(np.ascontiguousarray(density_factors, dtype=np.float32)).to(self.device)
         self.weights_t = torch.from_numpy(self.weights).to(self.device)
         self.coefficients_t = torch.from_numpy(self.coefficients).to(self.device)
         self.sorted_values = torch.zeros((self.n, self.width), dtype=torch.float32,
                                          device=self.device)
         self.weighted_sums = torch.zeros(self.n, dtype=torch.float64, device=self.device)
         self.active = torch.ones(self.n, dtype=torch.int8, device=self.device)  # 0: picked
-        self.budget_bytes = budget_mib * MIB
+        self.block_bytes = block_mib * MIB
 
     def distance_chunks(self):
         """Row chunks ``(start, stop)`` of the distance step (``fixed_order_dots``)."""
         return list(row_blocks(self.n, fixed_order_bytes_per_row(self.unit.shape[1]),
-                               self.budget_bytes))
+                               self.block_bytes))
 
     def insertion_chunks(self):
         """Row chunks of the insertion step at the current ``t`` stored values per row."""
         return list(row_blocks(self.n, INSERT_BYTES_PER_VALUE * max(self.t, 1),
-                               self.budget_bytes))
+                               self.block_bytes))
 
     def on_device(self, values, dtype):
         """``values`` (numpy, torch or a number) as a tensor of ``dtype`` on this engine's device."""
         return self.torch.as_tensor(values, dtype=dtype).to(self.device)
 
-    def take(self, target, rho_pick, taken=None):
+    def take(self, target, pick_density_factor, taken=None):
         """Mark row ``taken`` (if any) as taken and return every candidate's value x(u, s)
-        against the pick s with unit vector ``target`` and factor ``rho_pick`` (docs/method.md
+        against the pick s with unit vector ``target`` and factor ``pick_density_factor`` (docs/method.md
         section 5), computed in the fixed order that makes duplicates tie exactly."""
         if taken is not None:
             self.active[taken] = 0
         target = self.on_device(target, self.torch.float32)
-        rho_pick = self.on_device(rho_pick, self.torch.float32)
+        pick_density_factor = self.on_device(pick_density_factor, self.torch.float32)
         dots = self.torch.empty(self.n, dtype=self.torch.float32, device=self.device)
         for start, stop in self.distance_chunks():
             dots[start:stop] = fixed_order_dots(self.unit[start:stop], target)
-        self.values = (1.0 - dots) * (self.rho + rho_pick)
+        self.values = (1.0 - dots) * (self.density_factors + pick_density_factor)
         return self.values
 
     def rebuild_bytes_per_row(self, t):
         return (fixed_order_bytes_per_row(self.unit.shape[1]) + REBUILD_BYTES_PER_VALUE) * t
 
-    def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
+    def _rebuild_vectors(self, targets, pick_density_factors, taken, blocks):
         torch, t = self.torch, len(targets)
         self.active[torch.as_tensor(taken, dtype=torch.int64, device=self.device)] = 0
         targets = self.on_device(targets, torch.float32)
-        rho_picks = self.on_device(rho_picks, torch.float32)
+        pick_density_factors = self.on_device(pick_density_factors, torch.float32)
         weights = self.weights_t[:t]
         for start, stop in blocks:
             dots = fixed_order_dots_many(self.unit[start:stop], targets)
-            values = torch.sort((1.0 - dots) * (self.rho[start:stop, None] + rho_picks),
+            values = torch.sort((1.0 - dots) * (self.density_factors[start:stop, None] + pick_density_factors),
                                 dim=1).values
             self.sorted_values[start:stop, :t] = values
             self.weighted_sums[start:stop] = halving_row_sums(values.double() * weights)
 
-    def _insert_vector(self, target, rho_pick, taken):
+    def _insert_vector(self, target, pick_density_factor, taken):
         torch, t = self.torch, self.t
-        values = self.take(target, rho_pick, taken)
+        values = self.take(target, pick_density_factor, taken)
         for start, stop in self.insertion_chunks():
             stored = self.sorted_values[start:stop, :t]
             x = values[start:stop]
@@ -133,7 +133,7 @@ class TorchEngine(SelectionEngine):
                          .to(self.device)].cpu().numpy()
 
     def host_factors(self, rows):
-        return self.rho[self.torch.as_tensor(rows, dtype=self.torch.int64)
+        return self.density_factors[self.torch.as_tensor(rows, dtype=self.torch.int64)
                         .to(self.device)].cpu().numpy()
 
     def device_array(self, values):
@@ -160,16 +160,16 @@ class TritonEngine(TorchEngine):
     values come from the torch engine's ``take``, so both engines insert bitwise equal values.
     """
 
-    def __init__(self, unit, rho, k, alpha, device, block=None, budget_mib=TORCH_BUDGET_MIB):
-        super().__init__(unit, rho, k, alpha, device, budget_mib)
+    def __init__(self, unit, density_factors, k, alpha, device, block=None, block_mib=TORCH_BLOCK_MIB):
+        super().__init__(unit, density_factors, k, alpha, device, block_mib)
         from . import triton_kernel
 
         self._kernels = triton_kernel
         self.block = block or triton_kernel.BLOCK
 
-    def _insert_vector(self, target, rho_pick, taken):
+    def _insert_vector(self, target, pick_density_factor, taken):
         self._kernels.launch(self.sorted_values, self.weighted_sums,
-                             self.take(target, rho_pick, taken), self.active,
+                             self.take(target, pick_density_factor, taken), self.active,
                              self.coefficients_t, self.weights_t, self.t, self.block)
 
 
@@ -217,13 +217,13 @@ def triton_self_check(device, n=1536, dim=16, k=1200, block=None):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    rho = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    density_factors = rng.uniform(0.5, 2.0, n).astype(np.float32)
     try:
         build_errors = kernel_build_errors()
     except ImportError as err:
         return first_line(err)
     try:
-        fused = TritonEngine(unit, rho, k, 1.0, device, block=block)
+        fused = TritonEngine(unit, density_factors, k, 1.0, device, block=block)
         fused_picks = fused.run(0)
     except build_errors as err:
         if is_device_fault(err):
@@ -231,7 +231,7 @@ def triton_self_check(device, n=1536, dim=16, k=1200, block=None):
                               f"({first_line(err)}); the GPU cannot be used in this process "
                               f"(set {GPU_KERNEL_VARIABLE}=torch to skip the kernel)") from err
         return first_line(err)
-    plain = TorchEngine(unit, rho, k, 1.0, device)
+    plain = TorchEngine(unit, density_factors, k, 1.0, device)
     if fused_picks != plain.run(0):
         return "its picks differ from the torch kernel's"
     active = fused.active.bool()

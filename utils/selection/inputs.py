@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, setting
+
+
+def check_pick_count(k, n):
+    """1 <= k <= n: the one check of how many picks a pool of ``n`` allows."""
+    if not 1 <= k <= n:
+        raise InputError(f"{setting('k', k)}: must be between 1 and the pool size ({n})")
 
 
 def check_quality_scores(scores, n, source):
@@ -37,7 +43,7 @@ def check_resume_picks(picks, n, k, source):
                              f"{position} is {index!r}")
     picks = [int(index) for index in picks]
     if len(picks) > k:
-        raise InputError(f"{source}: {len(picks)} indices, more than --k {k}")
+        raise InputError(f"{source}: {len(picks)} indices, more than {setting('k', k)}")
     seen = {}
     for position, index in enumerate(picks):
         if not 0 <= index < n:

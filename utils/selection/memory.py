@@ -3,11 +3,11 @@
 import contextlib
 import os
 
-from ..errors import InputError
+from ..errors import InputError, option, setting
 from ..numerics.blocks import MIB
 from .engine import VALUE_BYTES
 
-TORCH_BUDGET_MIB = 1024  # default working memory of one row chunk (torch) or rebuild block
+TORCH_BLOCK_MIB = 1024  # default working memory of one row chunk (torch) or rebuild block
 
 
 def selection_memory_bytes(n, k, dim):
@@ -29,18 +29,18 @@ def available_memory_bytes(device):
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_memory(n, k, dim, device, budget_mib=TORCH_BUDGET_MIB, share=1):
+def check_memory(n, k, dim, device, block_mib=TORCH_BLOCK_MIB, share=1):
     """Refuse, before any work, a selection that cannot fit in memory.
 
-    On a GPU the torch engine also needs its per-chunk working memory, ``budget_mib``.
+    On a GPU the torch engine also needs its per-chunk working memory, ``block_mib``.
     ``share``: how many processes share the free memory alike (CPU ranks on one node).
     """
     need = selection_memory_bytes(n, k, dim)
     if device != "cpu":
-        need += budget_mib * MIB
+        need += block_mib * MIB
     free = available_memory_bytes(device) // max(1, share)
     if need > free:
-        raise InputError(f"--k {k} on a pool of {n}: the selection needs {need / 2**30:.1f} GiB "
+        raise InputError(f"{setting('k', k)} on a pool of {n}: the selection needs {need / 2**30:.1f} GiB "
                          f"({n} x {k - 1} values x {VALUE_BYTES} bytes, plus vectors) but "
-                         f"{device} has {free / 2**30:.1f} GiB free; lower --k or use a "
+                         f"{device} has {free / 2**30:.1f} GiB free; lower {option('k')} or use a "
                          f"machine with more memory")

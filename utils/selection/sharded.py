@@ -20,7 +20,7 @@ class ShardedEngine(SelectionEngine):
         if self.blocks[ranks.rank][0] != start or bounds[-1] != n:
             raise ValueError(f"rank {ranks.rank}: rows {start}:{start + local.n} of {n} are not "
                              f"this rank's block {self.blocks[ranks.rank]} of {bounds[-1]}")
-        self.budget_bytes = local.budget_bytes
+        self.block_bytes = local.block_bytes
         self.dim = int(local.unit.shape[1])
         # Each step's two messages travel where the engine computes: over NCCL between GPUs.
         self.comm_device = str(getattr(local, "device", "cpu"))
@@ -42,10 +42,10 @@ class ShardedEngine(SelectionEngine):
         factors = np.asarray(self.local.host_factors(local), dtype=np.float32)
         positions = self.ranks.gather_arrays(mine.astype(np.int64))
         targets = np.empty((len(picks), self.dim), dtype=np.float32)
-        rho_picks = np.empty(len(picks), dtype=np.float32)
+        pick_density_factors = np.empty(len(picks), dtype=np.float32)
         targets[positions] = self.ranks.gather_arrays(vectors.reshape(len(mine), self.dim))
-        rho_picks[positions] = self.ranks.gather_arrays(factors)
-        return targets, rho_picks
+        pick_density_factors[positions] = self.ranks.gather_arrays(factors)
+        return targets, pick_density_factors
 
     def _local_rows(self, picks):
         """This rank's rows (local numbers) among global ``picks``."""
@@ -61,10 +61,10 @@ class ShardedEngine(SelectionEngine):
         message = self.ranks.broadcast(message, owner_of(pick, self.blocks), self.comm_device)
         self._insert_vector(message[:-1], message[-1], pick)
 
-    def _insert_vector(self, target, rho_pick, taken):
+    def _insert_vector(self, target, pick_density_factor, taken):
         """Every rank inserts the pick given by its vector; ``taken`` is a global index."""
         rows = self._local_rows([] if taken is None else [taken])
-        self.local.add_vector(target, rho_pick, rows[0] if rows else None)
+        self.local.add_vector(target, pick_density_factor, rows[0] if rows else None)
 
     def rebuild_bytes_per_row(self, t):
         return self.local.rebuild_bytes_per_row(t)
@@ -73,12 +73,12 @@ class ShardedEngine(SelectionEngine):
         return self.local.rebuild_blocks(t)
 
     def _rebuild(self, picks, blocks):
-        targets, rho_picks = self._pick_vectors(picks)
-        self._rebuild_vectors(targets, rho_picks, picks, blocks)
+        targets, pick_density_factors = self._pick_vectors(picks)
+        self._rebuild_vectors(targets, pick_density_factors, picks, blocks)
 
-    def _rebuild_vectors(self, targets, rho_picks, taken, blocks):
+    def _rebuild_vectors(self, targets, pick_density_factors, taken, blocks):
         """Every rank rebuilds against the given picks' vectors; ``taken``: global indices."""
-        self.local.rebuild_vectors(targets, rho_picks, self._local_rows(taken))
+        self.local.rebuild_vectors(targets, pick_density_factors, self._local_rows(taken))
 
     def device_array(self, values):
         """This rank's share of per-sample ``values`` (quality scores), on its device."""
