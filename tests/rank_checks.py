@@ -20,7 +20,8 @@ if not nvidia_driver_present():  # the Triton kernel runs in Triton's interprete
 
 import numpy as np  # noqa: E402
 
-from utils.api import novelselect, pool_density
+from utils.selection.greedy import greedy_selection
+from utils.density.reference import pool_density
 from utils.density.factor import DensityReference
 from utils.density.sharded import ShardedDensityReference
 from utils.io.vectors import load_vectors
@@ -44,8 +45,9 @@ def block(ranks, array):
 def golden_selections(ranks, pool):
     """Every golden NovelSelect run through the API, each rank holding its block."""
     runs = json.loads((GOLDEN / "novelselect" / "expected.json").read_text())
-    return [novelselect(block(ranks, pool), run["k"], run["neighbors"], run["density_power"],
-                        run["distance_power"], run["seed"], ranks=ranks).picks == run["indices"]
+    return [greedy_selection(block(ranks, pool), run["k"], run["neighbors"],
+                             run["density_power"], run["distance_power"], run["seed"],
+                             ranks=ranks).picks == run["indices"]
             for run in runs]
 
 

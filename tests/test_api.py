@@ -50,8 +50,10 @@ def test_api_refuses_bad_arrays_with_one_line():
         novelsum(np.zeros(5))
     with pytest.raises(InputError, match="row 1 .* is a zero vector"):
         novelsum(np.array([[1.0, 0.0], [0.0, 0.0]]))
-    with pytest.raises(InputError, match="need a reference set"):
+    with pytest.raises(InputError, match=r"need a reference set \(reference\)"):
         novelsum(np.eye(3), density_powers=[0.5])
+    with pytest.raises(InputError, match="vectors: expected numbers in rows of one length"):
+        novelsum([[1.0, 2.0], [3.0]])
     with pytest.raises(InputError, match="k=4: must be between 1 and the pool size"):
         novelselect(np.eye(3), 4)
 

@@ -241,7 +241,7 @@ def run_script(*args, env=None):
 @pytest.mark.parametrize("backend, message", [
     ("transformers", "is a sentence-transformers model; use --backend sentence-transformers"),
     ("vllm", "--backend vllm needs a GPU and none is available; on the CPU use --backend "
-             "transformers"),
+             "sentence-transformers"),  # what works for this folder (issue 14)
 ])
 def test_a_backend_that_cannot_work_is_refused_before_any_work(tmp_path, backend, message):
     (tmp_path / "in").mkdir()
@@ -313,7 +313,7 @@ def test_model_id_from_the_local_cache(tmp_path):
     assert result.stderr.strip() == (
         "Error: --model_path nobody/no-such-model: no such folder, and no model of that name "
         "in the local Hugging Face cache (models are never downloaded here); download it with "
-        "`huggingface-cli download nobody/no-such-model` where there is network, or give a "
+        "`hf download nobody/no-such-model` where there is network, or give a "
         "model folder")
 
 

@@ -14,7 +14,9 @@ import pytest
 from conftest import GOLDEN, REPO, clustered_vectors, write_json_shards
 from test_novelselect_cli import run_args
 
-from utils.api import novelselect, pool_density
+from utils.api import novelselect
+from utils.selection.greedy import greedy_selection
+from utils.density.reference import pool_density
 from utils.cli.novelselect import main
 from utils.errors import InputError
 from utils.io.vectors import load_vectors
@@ -183,8 +185,11 @@ def test_api_refuses_bad_resume_lists():
     with pytest.raises(InputError, match=r"^resume_from: index 9 is given twice \(items 0 "
                                          r"and 1\)$"):
         novelselect(vectors, 10, resume_from=[9, 9])
-    with pytest.raises(InputError, match=r"^my picks: 3 indices, more than --k 2$"):
-        novelselect(vectors, 2, resume_from=np.array([1, 2, 3]), resume_source="my picks")
+    with pytest.raises(InputError, match=r"^resume_from: 3 indices, more than k=2$"):
+        novelselect(vectors, 2, resume_from=np.array([1, 2, 3]))
+    with pytest.raises(InputError, match=r"^my picks: 3 indices, more than k=2$"):
+        greedy_selection(vectors, 2, 10, 0.5, 1.0, 42, resume_from=np.array([1, 2, 3]),
+                         resume_source="my picks")
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):

@@ -1,19 +1,25 @@
-"""Shared building blocks of novelsum.py, novelselect.py and embedding.py.
+"""NovelSum toolkit: measure the diversity of instruction-tuning data (NovelSum) and pick the
+most diverse subset of a pool (NovelSelect), after arXiv 2502.17184.
 
-Modules, in the order the method uses them (sections of docs/method.md in brackets):
+Installed, this package is ``novelsum_toolkit``; in the repository it is the folder ``utils``.
+The public API is imported lazily, so that the command-line scripts start fast::
 
-- ``shards``: read shard folders into one array with global row indices (1).
-- ``device``: resolve ``--gpu_id`` to a torch device string once, at the edge.
-- ``density``: exact k-nearest-neighbour search and the density factor (3).
-- ``proximity``: rank weights, proximity-weighted means and the NovelSum grid (4).
-- ``selection``: the incremental NovelSelect engine (5).
-- ``embedders``: text extraction and embedding backends (2).
-- ``distributed``: ranks under ``torchrun``: row blocks, collectives, agreed failures.
-- ``sharded``: the kNN search and the NovelSelect engine split over ranks (9).
-- ``atomic``: outputs written under a temporary name, then renamed.
-- ``blocks``: row blocks sized from a memory budget (the one chunk planner).
-- ``progress``: optional progress reporting around an iterable.
-
-No module here imports click; heavy libraries (torch, vLLM, transformers) are imported where
-they are used, so the CPU path and ``--help`` stay fast.
+    import novelsum_toolkit as nt
+    nt.novelsum_score(vectors, reference=pool)
 """
+
+__all__ = ["DEFAULT_DENSITY_POWERS", "DEFAULT_DISTANCE_POWERS", "DEFAULT_NEIGHBORS",
+           "InputError", "NovelSumResult", "SelectionResult", "density_reference",
+           "embed_texts", "novelselect", "novelsum", "novelsum_score"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,1 +1,1 @@
-"""density."""
+"""The density factor: distinct rows, flat indexes, the certified exact kNN, sharded references."""

@@ -1,1 +1,1 @@
-"""embedding."""
+"""Embedding backends (sentence-transformers, transformers, vLLM) and where their outputs go."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, setting
 from ..numerics.rows import unit_rows
 
 BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
@@ -52,18 +52,19 @@ def resolve_model_path(model_path):
     path = Path(model_path)
     if not path.exists():
         if str(model_path).startswith((".", "/", "~")) or str(model_path).count("/") > 1:
-            raise InputError(f"--model_path {model_path}: no such model folder")
+            raise InputError(f"{setting('model_path', model_path)}: no such model folder")
         cached = cached_model_folder(str(model_path))
         if cached is None:
-            raise InputError(f"--model_path {model_path}: no such folder, and no model of that "
-                             f"name in the local Hugging Face cache (models are never "
-                             f"downloaded here); download it with `huggingface-cli download "
+            raise InputError(f"{setting('model_path', model_path)}: no such folder, and no model of "
+                             f"that name in the local Hugging Face cache (models are never "
+                             f"downloaded here); download it with `hf download "
                              f"{model_path}` where there is network, or give a model folder")
         path = Path(cached)
     if not path.is_dir():
-        raise InputError(f"--model_path {model_path}: no such model folder")
+        raise InputError(f"{setting('model_path', model_path)}: no such model folder")
     if not (path / "config.json").is_file() and not is_sentence_transformers_folder(path):
-        raise InputError(f"--model_path {model_path}: not a model folder (no config.json)")
+        raise InputError(f"{setting('model_path', model_path)}: not a model folder (no "
+                         f"config.json)")
     return path
 
 
@@ -95,17 +96,20 @@ def choose_backend(backend, model_path, device):
         return "transformers"
     if backend == "vllm":
         if device == "cpu":
-            raise InputError("--backend vllm needs a GPU and none is available; on the CPU "
-                             "use --backend transformers (the same vectors)")
+            works = ("sentence-transformers" if is_sentence_transformers_folder(model_path)
+                     else "transformers (the same vectors)")
+            raise InputError(f"{setting('backend', 'vllm')} needs a GPU and none is available; "
+                             f"on the CPU use {setting('backend', works)}")
         if not vllm_installed():
-            raise InputError("--backend vllm: vLLM is not installed "
+            raise InputError(f"{setting('backend', 'vllm')}: vLLM is not installed "
                              "(python -m pip install -r requirements-gpu.txt)")
     if backend == "transformers" and not is_causal_lm(model_path):
         if is_sentence_transformers_folder(model_path):
-            raise InputError(f"--backend transformers: {model_path} is a sentence-transformers "
-                             f"model; use --backend sentence-transformers (or auto)")
-        raise InputError(f"--backend transformers: {model_path} is not a causal LM (its "
-                         f"config.json lists no *ForCausalLM architecture)")
+            raise InputError(f"{setting('backend', 'transformers')}: {model_path} is a "
+                             f"sentence-transformers model; use "
+                             f"{setting('backend', 'sentence-transformers')} (or auto)")
+        raise InputError(f"{setting('backend', 'transformers')}: {model_path} is not a causal "
+                         f"LM (its config.json lists no *ForCausalLM architecture)")
     return backend
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from .hashing import sha256_of_bytes, sha256_of_file
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout, for the code version
+REPO = Path(__file__).resolve().parents[2]  # the checkout, when run from one
+DISTRIBUTION = "novelsum-toolkit"  # the name pip installs it under
 
 
 PACKAGES = ("numpy", "torch", "faiss-cpu", "faiss-gpu-cu12", "numba", "triton", "pandas",
@@ -60,12 +61,17 @@ def text_inputs(source, paths, counts):
 
 
 def code_version():
-    """``git describe`` of this checkout (``-dirty`` with local changes), or None."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        result = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=REPO,
-                                capture_output=True, text=True, timeout=10)
-        if result.returncode == 0:
-            return result.stdout.strip()
+    """``git describe`` of the checkout this code runs from (``-dirty`` with local changes);
+    installed as a package, its version; None when neither is known."""
+    if (REPO / ".git").exists() and (REPO / "utils" / "io" / "records.py").is_file():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            result = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"],
+                                    cwd=REPO, capture_output=True, text=True, timeout=10)
+            if result.returncode == 0:
+                return result.stdout.strip()
+        return None
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.version(DISTRIBUTION)
     return None
 
 

@@ -16,6 +16,21 @@ from .listing import VECTOR_SUFFIXES, dataset_files
 from .workers import WorkerProcesses, parse_processes, shared_array
 
 
+def as_vectors(vectors, what="vectors", allow_zero=False):
+    """A checked float32 (n, d) array from anything numeric: finite, non-empty, no zero rows
+    unless allowed; ragged or non-numeric input is refused naming ``what``."""
+    try:
+        array = np.ascontiguousarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{what}: expected numbers in rows of one length (samples x "
+                         f"dimensions): {err}") from None
+    if array.ndim != 2 or not array.size:
+        raise InputError(f"{what}: expected a non-empty 2-D array (samples x dimensions), "
+                         f"found shape {array.shape}")
+    check_vectors(array, what, allow_zero=allow_zero)
+    return array
+
+
 def check_vectors(vectors, path, first_row=0, allow_zero=False):
     """Refuse NaN, inf and (unless ``allow_zero``) all-zero rows, naming the first bad row.
 

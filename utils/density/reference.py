@@ -1,0 +1,47 @@
+"""The density reference as a run builds it (one process, or sharded over ranks), and the
+pool's density factors."""
+
+import numpy as np
+from ..numerics.blocks import DEFAULT_BLOCK_MIB
+from .factor import DensityReference
+from ..runtime.distributed import SINGLE
+from .sharded import ShardedDensityReference
+from ..io.vectors import as_vectors
+from ..runtime.distributed import block_starts
+from .factor import density_factor
+
+
+def build_density_reference(reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
+                      source="the reference set", ranks=SINGLE):
+    """A ``DensityReference`` from reference vectors (or one already built, returned as is):
+    build it once to measure several datasets against it. Under ``torchrun`` (``ranks``
+    grouped) ``reference`` is this rank's block of the reference rows, and every rank builds
+    the ``ShardedDensityReference`` together."""
+    if reference is None or isinstance(reference, (DensityReference, ShardedDensityReference)):
+        return reference
+    if ranks.grouped:
+        with ranks.phase():  # a rank may hold no rows: an empty block is fine there
+            block = (np.ascontiguousarray(reference, dtype=np.float32) if not len(reference)
+                     else as_vectors(reference, source, allow_zero=True))
+        return ShardedDensityReference(ranks, block, device, source=source,
+                                       block_mib=block_mib)
+    return DensityReference(as_vectors(reference, source, allow_zero=True), device,
+                            source=source, block_mib=block_mib)
+
+
+def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, device="cpu",
+                 progress=None, source="the pool", block_mib=DEFAULT_BLOCK_MIB, ranks=SINGLE):
+    """The density factor sigma_k^beta of every pool row (float32), the pool itself being the reference
+    unless ``reference`` is given. With beta = 0 every factor is 1: nothing is searched,
+    deduplicated or checked against ``neighbors``. Under ``torchrun`` ``vectors`` and
+    ``reference`` are this rank's blocks, and the factors of this rank's rows are returned."""
+    if density_power == 0:
+        return np.ones(len(vectors), dtype=np.float32)
+    index = build_density_reference(vectors if reference is None else reference, device, block_mib,
+                              source, ranks)
+    index.check_neighbors([neighbors])
+    mean_sq = index.mean_sq_distances(vectors, [neighbors], progress)[neighbors]
+    if ranks.grouped:
+        start = int(block_starts(ranks, len(vectors))[ranks.rank])
+        mean_sq = mean_sq[start:start + len(vectors)]
+    return density_factor(mean_sq, density_power).astype(np.float32)

@@ -1,0 +1,134 @@
+"""A whole NovelSelect run on arrays (docs/method.md section 5): checks, density factors, the
+engine, the greedy picks; in one process or over ranks."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ..density.factor import DensityReference
+from ..errors import InputError
+from ..runtime.distributed import SINGLE
+from ..density.sharded import ShardedDensityReference
+from .sharded import ShardedEngine
+from .gpu import TorchEngine
+from ..io.vectors import as_vectors
+from ..runtime.distributed import block_starts
+from .memory import check_memory
+from .inputs import check_pick_count
+from .inputs import check_quality_scores
+from .inputs import check_resume_picks
+from .engine import first_pick
+from .engines import make_engine
+from ..density.reference import pool_density
+from .engines import select
+from ..numerics.rows import unit_rows
+
+
+@dataclass
+class SelectionResult:
+    """NovelSelect's picks, in pick order, and what each was worth when it was picked.
+
+    ``novelty[t]``: the novelty v of pick t when it was picked (NaN for the first, random
+    pick, and for the picks a resumed selection started from); ``density_factor``: sigma_k^beta
+    of every pool sample; ``quality``: the scores given, or None.
+    """
+
+    picks: list
+    novelty: np.ndarray
+    density_factor: np.ndarray
+    quality: np.ndarray = field(default=None)
+
+
+def check_rank_memory(ranks, n_local, n, k, dim, device):
+    """``check_memory`` on every rank for its block, agreed: a rank short of memory stops all."""
+    with ranks.phase():
+        try:
+            # CPU ranks on one node share its memory; each GPU rank has its own device.
+            check_memory(n_local, k, dim, device, share=ranks.local_size if device == "cpu"
+                         else 1)
+        except InputError as err:
+            if not ranks.grouped:
+                raise
+            raise InputError(f"rank {ranks.rank} ({device}, rows {n_local:,} of {n:,}): "
+                             f"{err}") from None
+
+
+def selection_engine(ranks, unit, density_factors, k, alpha, device, notify, start, n):
+    """The engine for this rank's candidates: ``make_engine``'s, wrapped in a
+    ``ShardedEngine`` under ``torchrun``. Every rank runs the same kernel: if the fused Triton
+    kernel is not usable on one of them, all take the torch kernel."""
+    engine = None
+    with ranks.phase():  # a GPU fault in one rank's kernel check stops every rank
+        engine = make_engine(unit, density_factors, k, alpha, device, notify)
+    if not ranks.grouped:
+        return engine
+    kinds = ranks.gather_objects(type(engine).__name__)
+    if len(set(kinds)) > 1:
+        if notify is not None:
+            notify(f"the ranks' kernels differ ({', '.join(sorted(set(kinds)))}); every rank "
+                   f"uses the torch kernel")
+        del engine  # its stored values go before the torch engine allocates its own
+        if device != "cpu":
+            import torch
+
+            torch.cuda.empty_cache()
+        engine = TorchEngine(unit, density_factors, k, alpha, device)
+    return ShardedEngine(ranks, engine, start, n)
+
+
+def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42, *,
+                reference=None, quality=None, device="cpu", notify=None, on_pick=None,
+                density_progress=None, source=None, resume_from=None,
+                resume_source="resume_from", ranks=SINGLE):
+    """Greedy NovelSelect (docs/method.md section 5): ``k`` picks from the pool ``vectors``.
+
+    ``quality``: optional (n,) scores >= 0 multiplied into the novelty; ``reference``: density
+    on other vectors; ``on_pick(index, novelty)`` hears of each pick as it is made;
+    ``notify(str)`` of a slower kernel chosen; ``source`` names the density's reference set
+    in messages. ``resume_from``: a list of distinct pool indices (at most ``k``) to continue
+    greedily from instead of the seed's first pick: an earlier run's picks, or any start set;
+    the first t picks of a run give that run's picks. Their novelty is NaN in the result (not
+    computed); ``resume_source`` names the list in messages. Returns a ``SelectionResult``.
+
+    Under ``torchrun`` (``ranks`` grouped) ``vectors`` and ``reference`` are this rank's
+    blocks of rows (``ranks.block``); ``quality`` and ``resume_from`` are whole. Each rank
+    keeps only its candidates' state; every rank returns the same, whole result.
+    """
+    with ranks.phase():  # every check on every rank, agreed, before any long work
+        vectors = (as_vectors(vectors, "the pool") if len(vectors) or not ranks.grouped
+                   else np.ascontiguousarray(vectors, dtype=np.float32))
+    starts = block_starts(ranks, len(vectors))
+    start, n = int(starts[ranks.rank]), int(starts[-1])
+    with ranks.phase():
+        check_pick_count(k, n)
+        if resume_from is not None:
+            resume_from = check_resume_picks(resume_from, n, k, resume_source)
+        if quality is not None:
+            quality = check_quality_scores(quality, n, "quality scores")
+        if reference is not None and not isinstance(reference, (DensityReference,
+                                                                ShardedDensityReference)):
+            reference = (np.ascontiguousarray(reference, dtype=np.float32)
+                         if ranks.grouped and not len(reference)
+                         else as_vectors(reference, "the reference", allow_zero=True))
+            if reference.shape[1] != vectors.shape[1]:
+                raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
+                                 f"pool has {vectors.shape[1]}")
+    check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device)
+    density_factors = pool_density(vectors, neighbors, density_power, reference, device, density_progress,
+                       source or ("the reference" if reference is not None else "the pool"),
+                       ranks=ranks)
+    unit = unit_rows(vectors)
+    engine = selection_engine(ranks, unit, density_factors, k, distance_power, device, notify, start, n)
+    novelty = []
+
+    def record(index, value):
+        novelty.append(value)
+        if on_pick is not None:
+            on_pick(index, value)
+
+    first = first_pick(n, seed) if resume_from is None else resume_from
+    if ranks.grouped:
+        picks = engine.run(first, quality, on_pick=record)
+        density_factors = ranks.gather_arrays(density_factors)
+    else:
+        picks = select(unit, density_factors, k, distance_power, first, quality, engine, on_pick=record)
+    return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), density_factors, quality)
