@@ -13,8 +13,13 @@ docs/method.md.
 
 from .density.reference import build_density_reference
 from .errors import InputError
-from .metrics.novelsum import (DEFAULT_DENSITY_POWERS, DEFAULT_DISTANCE_POWERS,
-                               DEFAULT_NEIGHBORS, NovelSumResult, novelsum_grid)
+from .metrics.novelsum import (
+    DEFAULT_DENSITY_POWERS,
+    DEFAULT_DISTANCE_POWERS,
+    DEFAULT_NEIGHBORS,
+    NovelSumResult,
+    novelsum_grid,
+)
 from .metrics.proximity import column_name
 from .selection.greedy import SelectionResult, greedy_selection
 

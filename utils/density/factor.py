@@ -30,8 +30,8 @@ def check_neighbor_counts(ks, distinct_rows, source):
     """Every k must satisfy 1 <= k < |R| (distinct rows), so a member keeps k others."""
     for k in ks:
         if k < 1 or k >= distinct_rows:
-            raise InputError(f"{setting('neighbors', k)}: must be at least 1 and below the number of "
-                             f"distinct rows of {source} ({distinct_rows})")
+            raise InputError(f"{setting('neighbors', k)}: must be at least 1 and below the "
+                             f"number of distinct rows of {source} ({distinct_rows})")
 
 
 class DensityReference:

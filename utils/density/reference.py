@@ -2,13 +2,12 @@
 pool's density factors."""
 
 import numpy as np
-from ..numerics.blocks import DEFAULT_BLOCK_MIB
-from .factor import DensityReference
-from ..runtime.distributed import SINGLE
-from .sharded import ShardedDensityReference
+
 from ..io.vectors import as_vectors
-from ..runtime.distributed import block_starts
-from .factor import density_factor
+from ..numerics.blocks import DEFAULT_BLOCK_MIB
+from ..runtime.distributed import SINGLE, block_starts
+from .factor import DensityReference, density_factor
+from .sharded import ShardedDensityReference
 
 
 def build_density_reference(reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
@@ -31,8 +30,8 @@ def build_density_reference(reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB
 
 def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, device="cpu",
                  progress=None, source="the pool", block_mib=DEFAULT_BLOCK_MIB, ranks=SINGLE):
-    """The density factor sigma_k^beta of every pool row (float32), the pool itself being the reference
-    unless ``reference`` is given. With beta = 0 every factor is 1: nothing is searched,
+    """The density factor sigma_k^beta of every pool row (float32), the pool itself being the
+    reference unless ``reference`` is given. With beta = 0 every factor is 1: nothing is searched,
     deduplicated or checked against ``neighbors``. Under ``torchrun`` ``vectors`` and
     ``reference`` are this rank's blocks, and the factors of this rank's rows are returned."""
     if density_power == 0:

@@ -55,8 +55,8 @@ def resolve_model_path(model_path):
             raise InputError(f"{setting('model_path', model_path)}: no such model folder")
         cached = cached_model_folder(str(model_path))
         if cached is None:
-            raise InputError(f"{setting('model_path', model_path)}: no such folder, and no model of "
-                             f"that name in the local Hugging Face cache (models are never "
+            raise InputError(f"{setting('model_path', model_path)}: no such folder, and no "
+                             f"model of that name in the local Hugging Face cache (models are never "
                              f"downloaded here); download it with `hf download "
                              f"{model_path}` where there is network, or give a model folder")
         path = Path(cached)

@@ -4,20 +4,21 @@ proximity-weighted means, in one process or over ranks."""
 from dataclasses import dataclass
 
 import numpy as np
-from ..numerics.blocks import DEFAULT_BLOCK_MIB
-from ..errors import InputError
-from .proximity import ProximityProfile
-from ..runtime.distributed import SINGLE
-from ..density.sharded import ShardedDensityReference
-from ..io.vectors import as_vectors
-from ..density.reference import build_density_reference
-from ..density.factor import density_factor
-from .proximity import density_grid
-from .proximity import grid_number_text
-from ..errors import option
-from .proximity import per_sample_grid
-from .proximity import proximity_profile
 
+from ..density.factor import density_factor
+from ..density.reference import build_density_reference
+from ..density.sharded import ShardedDensityReference
+from ..errors import InputError, option
+from ..io.vectors import as_vectors
+from ..numerics.blocks import DEFAULT_BLOCK_MIB
+from ..runtime.distributed import SINGLE
+from .proximity import (
+    ProximityProfile,
+    density_grid,
+    grid_number_text,
+    per_sample_grid,
+    proximity_profile,
+)
 
 DEFAULT_NEIGHBORS = (5, 10)
 
@@ -64,11 +65,36 @@ def profile_over_ranks(ranks, vectors, distance_powers, device, block_mib, progr
                             ranks.gather_arrays(part.nearest_distance.astype(np.float64)))
 
 
+def checked_density_powers(density_powers, reference):
+    """The density powers as a list: by default those of the grid with a reference and (0,)
+    without one, where any other power is refused."""
+    if density_powers is None:
+        return list(DEFAULT_DENSITY_POWERS if reference is not None else (0.0,))
+    if reference is None and any(beta != 0 for beta in density_powers):
+        raise InputError(f"density powers other than 0 need a reference set "
+                         f"({option('reference')})")
+    return list(density_powers)
+
+
+def mean_sq_distances_over_ranks(vectors, reference, neighbors, device, block_mib, progress,
+                                 ranks):
+    """k -> every row's mean squared distance to its k nearest reference rows; under
+    ``torchrun`` each rank sends its block of rows and every rank gets every row's."""
+    reference = build_density_reference(reference, device, block_mib, ranks=ranks)
+    if vectors.shape[1] != reference.width:
+        raise InputError(f"vectors have {vectors.shape[1]} dimensions but the reference "
+                         f"{reference.source} has {reference.width}")
+    if isinstance(reference, ShardedDensityReference):
+        start, stop = ranks.block(len(vectors))
+        return reference.mean_sq_distances(vectors[start:stop], neighbors, progress)
+    return reference.mean_sq_distances(vectors, neighbors, progress)
+
+
 def novelsum_grid(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_powers=None,
-             distance_powers=DEFAULT_DISTANCE_POWERS, *, device="cpu",
-             block_mib=DEFAULT_BLOCK_MIB, neighbor_density=False, exclude_self=False,
-             given=(False, False), density_progress=None, distance_progress=None,
-             ranks=SINGLE):
+                  distance_powers=DEFAULT_DISTANCE_POWERS, *, device="cpu",
+                  block_mib=DEFAULT_BLOCK_MIB, neighbor_density=False, exclude_self=False,
+                  given=(False, False), density_progress=None, distance_progress=None,
+                  ranks=SINGLE):
     """NovelSum of ``vectors`` (docs/method.md section 4) at every grid point.
 
     ``reference``: vectors (or a ``density_reference``) for the density factor; without one
@@ -83,27 +109,15 @@ def novelsum_grid(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_
     """
     vectors = as_vectors(vectors)
     neighbors, distance_powers = list(neighbors), list(distance_powers)
-    if density_powers is None:
-        density_powers = list(DEFAULT_DENSITY_POWERS if reference is not None else (0.0,))
-    density_powers = list(density_powers)
-    uses_density = any(beta != 0 for beta in density_powers)
-    if uses_density and reference is None:
-        raise InputError(f"density powers other than 0 need a reference set ({option('reference')})")
+    density_powers = checked_density_powers(density_powers, reference)
     n = len(vectors)
     if exclude_self and n < 2:
-        raise InputError(f"one sample, so {option('exclude_self')} leaves no distance to average")
+        raise InputError(f"one sample, so {option('exclude_self')} leaves no distance to "
+                         f"average")
     mean_sq_by_k = None
-    if uses_density:
-        reference = build_density_reference(reference, device, block_mib, ranks=ranks)
-        if vectors.shape[1] != reference.width:
-            raise InputError(f"vectors have {vectors.shape[1]} dimensions but the reference "
-                             f"{reference.source} has {reference.width}")
-        if isinstance(reference, ShardedDensityReference):
-            start, stop = ranks.block(n)  # each rank sends its block; all get every row's
-            mean_sq_by_k = reference.mean_sq_distances(vectors[start:stop], neighbors,
-                                                       density_progress)
-        else:
-            mean_sq_by_k = reference.mean_sq_distances(vectors, neighbors, density_progress)
+    if any(beta != 0 for beta in density_powers):
+        mean_sq_by_k = mean_sq_distances_over_ranks(vectors, reference, neighbors, device,
+                                                    block_mib, density_progress, ranks)
     neighbor_factors = ([density_factor(mean_sq_by_k[k], beta) if beta else np.ones(n)
                          for beta, k in density_grid(neighbors, density_powers)]
                         if neighbor_density else None)

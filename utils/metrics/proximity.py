@@ -14,7 +14,6 @@ from ..runtime.device import cpu_threads
 from ..runtime.progress import tracked
 
 
-
 def cosine_distance_block(unit_block, unit_all, start=0):
     """d(i, j) = 1 - cos(x_i, x_j) for the rows of a block against all rows (float32).
 
@@ -238,6 +237,7 @@ def per_sample_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, di
             if neighbor_density:
                 values = proximity_means[:, s * n_alphas + a]
             else:
-                values = (density_factor(mean_sq_by_k[k], beta) if beta else 1.0) * proximity_means[:, a]
+                factors = density_factor(mean_sq_by_k[k], beta) if beta else 1.0
+                values = factors * proximity_means[:, a]
             novelty[column_name(k, beta, alpha, given)] = values
     return novelty

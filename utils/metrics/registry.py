@@ -1,6 +1,9 @@
 """The ``--metrics`` registry: names, their columns, their input checks, one call for all."""
 
 from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
 
 from ..errors import InputError
 from ..numerics.blocks import DEFAULT_BLOCK_MIB
@@ -17,17 +20,68 @@ from .pairwise import (
 )
 from .vendi import vendi
 
-METRIC_NAMES = ("distsum_l2", "knn_distance", "vendi", "facility_location", "radius",
-                "cluster_inertia", "partition_entropy")
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """What a metric is computed from: one dataset, the reference (or None), the grid of
+    ``--neighbors`` and ``--n_clusters``, the device options, and the cache kept across the
+    datasets measured against one reference."""
+
+    vectors: np.ndarray
+    reference: np.ndarray
+    ks: tuple
+    n_clusters: int
+    options: dict
+    cache: dict
 
 
+def _distsum_l2(inputs):
+    return {"distsum_l2": distsum_l2(inputs.vectors, **inputs.options)}
+
+
+def _knn_distance(inputs):
+    return {f"knn_distance_{k}": value
+            for k, value in knn_distance(inputs.vectors, inputs.ks, **inputs.options).items()}
+
+
+def _vendi(inputs):
+    return {"vendi": vendi(inputs.vectors, **inputs.options)}
+
+
+def _facility_location(inputs):
+    if "reference_unit" not in inputs.cache:
+        inputs.cache["reference_unit"] = reference_unit_rows(inputs.reference)
+    return {"facility_location": facility_location(inputs.vectors, inputs.reference,
+                                                   **inputs.options,
+                                                   ref_unit=inputs.cache["reference_unit"])}
+
+
+def _radius(inputs):
+    return {"radius": radius(inputs.vectors, block_mib=inputs.options["block_mib"])}
+
+
+def _cluster_inertia(inputs):
+    return {"cluster_inertia": cluster_inertia(inputs.vectors, inputs.n_clusters,
+                                               **inputs.options)}
+
+
+def _partition_entropy(inputs):
+    key = ("centroids", inputs.n_clusters)
+    if key not in inputs.cache:
+        inputs.cache[key] = kmeans_centroids(inputs.reference, inputs.n_clusters,
+                                             **inputs.options)
+    return {"partition_entropy": partition_entropy(inputs.vectors, inputs.reference,
+                                                   inputs.n_clusters, **inputs.options,
+                                                   centroids=inputs.cache[key])}
+
+
+# name -> the function giving its columns, in the order of the CSV's columns
+METRICS = {"distsum_l2": _distsum_l2, "knn_distance": _knn_distance, "vendi": _vendi,
+           "facility_location": _facility_location, "radius": _radius,
+           "cluster_inertia": _cluster_inertia, "partition_entropy": _partition_entropy}
+METRIC_NAMES = tuple(METRICS)
 REFERENCE_METRICS = frozenset({"facility_location", "partition_entropy"})
-
-
 CLUSTER_METRICS = frozenset({"cluster_inertia", "partition_entropy"})
-
-
-
 
 
 
@@ -104,31 +158,10 @@ def compute_metrics(names, vectors, reference=None, ks=DEFAULT_KS, n_clusters=DE
             reference.shape[1] != vectors.shape[1]:
         raise InputError(f"vectors have {vectors.shape[1]} dimensions but the reference "
                          f"(--dense_ref_dir) has {reference.shape[1]}")
-    cache = {} if cache is None else cache
-    options = {"device": device, "block_mib": block_mib, "engine": engine}
+    inputs = MetricInputs(vectors, reference, tuple(ks), n_clusters,
+                          {"device": device, "block_mib": block_mib, "engine": engine},
+                          {} if cache is None else cache)
     results = OrderedDict()
     for name in names:
-        if name == "knn_distance":
-            for k, value in knn_distance(vectors, ks, **options).items():
-                results[f"knn_distance_{k}"] = value
-        elif name == "distsum_l2":
-            results[name] = distsum_l2(vectors, **options)
-        elif name == "vendi":
-            results[name] = vendi(vectors, **options)
-        elif name == "facility_location":
-            if "reference_unit" not in cache:
-                cache["reference_unit"] = reference_unit_rows(reference)
-            results[name] = facility_location(vectors, reference, **options,
-                                              ref_unit=cache["reference_unit"])
-        elif name == "radius":
-            results[name] = radius(vectors, block_mib=block_mib)
-        elif name == "cluster_inertia":
-            results[name] = cluster_inertia(vectors, n_clusters, **options)
-        elif name == "partition_entropy":
-            key = ("centroids", n_clusters)
-            if key not in cache:
-                cache[key] = kmeans_centroids(reference, n_clusters, device=device,
-                                              block_mib=block_mib, engine=engine)
-            results[name] = partition_entropy(vectors, reference, n_clusters, **options,
-                                              centroids=cache[key])
+        results.update(METRICS[name](inputs))
     return results

@@ -25,8 +25,8 @@ def _numba_kernel():
     # is fixed by hand instead (module docstring); each of its loops still vectorises.
     # (One function, no jitted helper: numba caches it on disk only without closures.)
     @numba.njit(parallel=True, cache=True)
-    def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_values, weighted_sums, values, t,
-                        coefficients, weights, active):
+    def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_values,
+                        weighted_sums, values, t, coefficients, weights, active):
         dim = unit.shape[1]
         half = 1  # the largest power of two below dim (the dot's first halving)
         while half * 2 < dim:
@@ -91,13 +91,13 @@ def _numba_rebuild_kernel():
     import numba
 
     # Rows start..stop of the rebuild (SelectionEngine.rebuild): each active candidate's values
-    # against every given pick (``targets``, their unit vectors; ``pick_density_factors``, their factors), with the step kernel's fixed-order dot written out the same
-    # way (bitwise the same values; a shared jitted helper, even inlined, made the step 2.4x
+    # against every given pick (``targets``, their unit vectors; ``pick_density_factors``,
+    # their density factors), with the step kernel's fixed-order dot written out the same way (bitwise the same values; a shared jitted helper, even inlined, made the step 2.4x
     # slower at 4,096 dimensions), sorted in place, then weighted and summed in float64 by
     # halving over the ranks, the order of ``halving_row_sums`` (module docstring).
     @numba.njit(parallel=True, cache=True)
-    def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_values, weighted_sums, weights, active,
-                     start, stop):
+    def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_values,
+                     weighted_sums, weights, active, start, stop):
         t = targets.shape[0]
         dim = unit.shape[1]
         half = 1  # half the row's width padded to a power of two
@@ -126,7 +126,8 @@ def _numba_rebuild_kernel():
                     width //= 2
                     for i in range(width):
                         products[i] += products[i + width]
-                row[j] = (np.float32(1.0) - products[0]) * (density_factors[u] + pick_density_factors[j])
+                row[j] = ((np.float32(1.0) - products[0])
+                          * (density_factors[u] + pick_density_factors[j]))
             row[:t].sort()
             if t == 1:
                 weighted_sums[u] = np.float64(row[0]) * weights[0]
@@ -166,9 +167,10 @@ class NumpyEngine(SelectionEngine):
     def _insert_vector(self, target, pick_density_factor, taken):
         if taken is not None:
             self.active[taken] = False
-        self.kernel(self.unit, self.density_factors, np.ascontiguousarray(target, dtype=np.float32),
-                    np.float32(pick_density_factor), self.sorted_values, self.weighted_sums, self.values,
-                    self.t, self.coefficients, self.weights, self.active)
+        self.kernel(self.unit, self.density_factors,
+                    np.ascontiguousarray(target, dtype=np.float32),
+                    np.float32(pick_density_factor), self.sorted_values, self.weighted_sums,
+                    self.values, self.t, self.coefficients, self.weights, self.active)
 
     def rebuild_bytes_per_row(self, t):
         return NUMBA_REBUILD_BYTES_PER_VALUE * t
@@ -179,8 +181,8 @@ class NumpyEngine(SelectionEngine):
         targets = np.ascontiguousarray(targets, dtype=np.float32)
         pick_density_factors = np.ascontiguousarray(pick_density_factors, dtype=np.float32)
         for start, stop in blocks:  # Ctrl-C is heard between blocks
-            kernel(self.unit, self.density_factors, targets, pick_density_factors, self.sorted_values,
-                   self.weighted_sums, self.weights, self.active, start, stop)
+            kernel(self.unit, self.density_factors, targets, pick_density_factors,
+                   self.sorted_values, self.weighted_sums, self.weights, self.active, start, stop)
 
     def weighted_sums_host(self):
         return self.weighted_sums

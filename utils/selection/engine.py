@@ -111,12 +111,13 @@ class SelectionEngine(abc.ABC):
     @abc.abstractmethod
     def _insert_vector(self, target, pick_density_factor, taken):
         """Insert every active candidate's value against the pick with unit vector ``target``
-        and factor ``pick_density_factor`` after the ``t`` it holds; mark row ``taken`` (if any) taken."""
+        and density factor ``pick_density_factor`` after the ``t`` it holds; mark row ``taken``
+        (if any) taken."""
 
     @abc.abstractmethod
     def _rebuild_vectors(self, targets, pick_density_factors, taken, blocks):
-        """Every candidate's values against the picks ``targets`` / ``pick_density_factors``, sorted and
-        summed, in ``blocks``; rows ``taken`` are marked taken."""
+        """Every candidate's values against the picks ``targets`` / ``pick_density_factors``,
+        sorted and summed, in ``blocks``; rows ``taken`` are marked taken."""
 
     @abc.abstractmethod
     def rebuild_bytes_per_row(self, t):

@@ -37,11 +37,12 @@ def check_engine(engine, n, k, alpha):
                          "for n={}, k={}, alpha={}".format(*built, *asked))
 
 
-def select(unit, density_factors, k, alpha, first, quality=None, engine=None, device="cpu", on_pick=None):
+def select(unit, density_factors, k, alpha, first, quality=None, engine=None, device="cpu",
+           on_pick=None):
     """Greedy NovelSelect: ``k`` global indices in pick order, starting from ``first``: the
     first pick, or a list of distinct picks to continue from (``SelectionEngine.run``).
 
-    ``unit``: (n, d) float32 unit rows; ``density_factors``: (n,) float32 density factors sigma^beta;
+    ``unit``: (n, d) float32 unit rows; ``density_factors``: (n,) float32 sigma^beta;
     ``quality``: optional (n,) non-negative scores multiplied into the novelty.
     Ties go to the lowest index. ``on_pick(index, novelty)`` is called after each pick.
     An ``engine`` given must have been built for the same rows, ``k`` and ``alpha``.

@@ -56,7 +56,8 @@ class TorchEngine(SelectionEngine):
         torch = self.torch = exact_torch()
         self.device = torch.device(device)
         self.unit = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32)).to(self.device)
-        self.density_factors = torch.from_numpy(np.ascontiguousarray(density_factors, dtype=np.float32)).to(self.device)
+        self.density_factors = torch.from_numpy(
+            np.ascontiguousarray(density_factors, dtype=np.float32)).to(self.device)
         self.weights_t = torch.from_numpy(self.weights).to(self.device)
         self.coefficients_t = torch.from_numpy(self.coefficients).to(self.device)
         self.sorted_values = torch.zeros((self.n, self.width), dtype=torch.float32,
@@ -76,13 +77,15 @@ class TorchEngine(SelectionEngine):
                                self.block_bytes))
 
     def on_device(self, values, dtype):
-        """``values`` (numpy, torch or a number) as a tensor of ``dtype`` on this engine's device."""
+        """``values`` (numpy, torch or a number) as a tensor of ``dtype`` on this engine's
+        device."""
         return self.torch.as_tensor(values, dtype=dtype).to(self.device)
 
     def take(self, target, pick_density_factor, taken=None):
         """Mark row ``taken`` (if any) as taken and return every candidate's value x(u, s)
-        against the pick s with unit vector ``target`` and factor ``pick_density_factor`` (docs/method.md
-        section 5), computed in the fixed order that makes duplicates tie exactly."""
+        against the pick s with unit vector ``target`` and density factor
+        ``pick_density_factor`` (docs/method.md section 5), computed in the fixed order that
+        makes duplicates tie exactly."""
         if taken is not None:
             self.active[taken] = 0
         target = self.on_device(target, self.torch.float32)
@@ -104,8 +107,8 @@ class TorchEngine(SelectionEngine):
         weights = self.weights_t[:t]
         for start, stop in blocks:
             dots = fixed_order_dots_many(self.unit[start:stop], targets)
-            values = torch.sort((1.0 - dots) * (self.density_factors[start:stop, None] + pick_density_factors),
-                                dim=1).values
+            factors = self.density_factors[start:stop, None] + pick_density_factors
+            values = torch.sort((1.0 - dots) * factors, dim=1).values
             self.sorted_values[start:stop, :t] = values
             self.weighted_sums[start:stop] = halving_row_sums(values.double() * weights)
 
@@ -160,7 +163,8 @@ class TritonEngine(TorchEngine):
     values come from the torch engine's ``take``, so both engines insert bitwise equal values.
     """
 
-    def __init__(self, unit, density_factors, k, alpha, device, block=None, block_mib=TORCH_BLOCK_MIB):
+    def __init__(self, unit, density_factors, k, alpha, device, block=None,
+                 block_mib=TORCH_BLOCK_MIB):
         super().__init__(unit, density_factors, k, alpha, device, block_mib)
         from . import triton_kernel
 

@@ -4,23 +4,20 @@ engine, the greedy picks; in one process or over ranks."""
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from ..density.factor import DensityReference
-from ..errors import InputError
-from ..runtime.distributed import SINGLE
-from ..density.sharded import ShardedDensityReference
-from .sharded import ShardedEngine
-from .gpu import TorchEngine
-from ..io.vectors import as_vectors
-from ..runtime.distributed import block_starts
-from .memory import check_memory
-from .inputs import check_pick_count
-from .inputs import check_quality_scores
-from .inputs import check_resume_picks
-from .engine import first_pick
-from .engines import make_engine
 from ..density.reference import pool_density
-from .engines import select
+from ..density.sharded import ShardedDensityReference
+from ..errors import InputError
+from ..io.vectors import as_vectors
 from ..numerics.rows import unit_rows
+from ..runtime.distributed import SINGLE, block_starts
+from .engine import first_pick
+from .engines import make_engine, select
+from .gpu import TorchEngine
+from .inputs import check_pick_count, check_quality_scores, check_resume_picks
+from .memory import check_memory
+from .sharded import ShardedEngine
 
 
 @dataclass
@@ -113,11 +110,12 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
                 raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
                                  f"pool has {vectors.shape[1]}")
     check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device)
-    density_factors = pool_density(vectors, neighbors, density_power, reference, device, density_progress,
-                       source or ("the reference" if reference is not None else "the pool"),
-                       ranks=ranks)
+    density_factors = pool_density(
+        vectors, neighbors, density_power, reference, device, density_progress,
+        source or ("the reference" if reference is not None else "the pool"), ranks=ranks)
     unit = unit_rows(vectors)
-    engine = selection_engine(ranks, unit, density_factors, k, distance_power, device, notify, start, n)
+    engine = selection_engine(ranks, unit, density_factors, k, distance_power, device, notify,
+                              start, n)
     novelty = []
 
     def record(index, value):
@@ -130,5 +128,6 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
         picks = engine.run(first, quality, on_pick=record)
         density_factors = ranks.gather_arrays(density_factors)
     else:
-        picks = select(unit, density_factors, k, distance_power, first, quality, engine, on_pick=record)
+        picks = select(unit, density_factors, k, distance_power, first, quality, engine,
+                       on_pick=record)
     return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), density_factors, quality)

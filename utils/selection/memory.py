@@ -40,7 +40,8 @@ def check_memory(n, k, dim, device, block_mib=TORCH_BLOCK_MIB, share=1):
         need += block_mib * MIB
     free = available_memory_bytes(device) // max(1, share)
     if need > free:
-        raise InputError(f"{setting('k', k)} on a pool of {n}: the selection needs {need / 2**30:.1f} GiB "
-                         f"({n} x {k - 1} values x {VALUE_BYTES} bytes, plus vectors) but "
-                         f"{device} has {free / 2**30:.1f} GiB free; lower {option('k')} or use a "
+        raise InputError(f"{setting('k', k)} on a pool of {n}: the selection needs "
+                         f"{need / 2**30:.1f} GiB ({n} x {k - 1} values x {VALUE_BYTES} bytes, "
+                         f"plus vectors) but {device} has {free / 2**30:.1f} GiB free; lower "
+                         f"{option('k')} or use a "
                          f"machine with more memory")
