@@ -92,7 +92,8 @@ def _numba_rebuild_kernel():
 
     # Rows start..stop of the rebuild (SelectionEngine.rebuild): each active candidate's values
     # against every given pick (``targets``, their unit vectors; ``pick_density_factors``,
-    # their density factors), with the step kernel's fixed-order dot written out the same way (bitwise the same values; a shared jitted helper, even inlined, made the step 2.4x
+    # their density factors), with the step kernel's fixed-order dot written out the same way
+    # (bitwise the same values; a shared jitted helper, even inlined, made the step 2.4x
     # slower at 4,096 dimensions), sorted in place, then weighted and summed in float64 by
     # halving over the ranks, the order of ``halving_row_sums`` (module docstring).
     @numba.njit(parallel=True, cache=True)
