@@ -1,5 +1,26 @@
 """The certified exact kNN: float32 candidates re-ranked exactly in float64, searched again
-until no row left out can be nearer (docs/method.md section 3)."""
+until no row left out can be nearer (docs/method.md section 3).
+
+sigma_k(x) = 1 / (mean of the k smallest squared L2 distances from x to the reference set R
++ 1e-9) ** beta, with R's exact duplicate rows kept once and x itself left out when x is a row
+of R. The published script always dropped the first neighbour, which is wrong for a query from
+elsewhere (docs/method.md section 7); here the left-out row is found by identity, not by position.
+
+Search backends, all exhaustive (squared L2, as a faiss ``IndexFlatL2``): faiss on the CPU;
+faiss-gpu when it is installed and a GPU is asked for; otherwise a blocked torch search on the
+GPU. They compute ||q||^2 + ||r||^2 - 2 q.r with float32 matrix products, whose rounding
+depends on the blocking, the threads, the device and, under torchrun, on how the reference is
+split (measured: up to 3e-4 on a squared distance of clustered 256-dimensional vectors). So
+the search only proposes candidates, twice as many as needed, and their distances are then
+computed again exactly (``rerank_exact``: float64 differences summed in a fixed order); a
+query whose candidates may miss a nearer row (its k-th exact distance not clearly below what
+the search's rounding allows the rows it did not propose) is searched again with twice as
+many (``nearest_certified``). A density factor then depends on the vectors alone, bitwise, on
+every backend, thread count and number of ranks (docs/method.md sections 3, 6 and 9).
+
+Exact duplicates get bitwise the same factor (docs/method.md section 6): each distinct query
+row is searched once and its duplicates share the result.
+"""
 
 import math
 

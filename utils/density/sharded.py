@@ -1,4 +1,17 @@
-"""The density reference split over ranks: each rank searches its block, the lists merge."""
+"""The density reference split over ranks: each rank searches its block, the lists merge.
+
+Both give what one process gives. The kNN search: the reference's exact duplicate rows are
+removed across ranks, keeping each value's first row, as ``dedup.unique_rows`` keeps it; the
+distinct queries are listed, ordered and searched in chunks exactly as ``DistinctQueries``
+lists them in one process; each rank searches its own block of the reference for every chunk,
+and the per-rank top-(k + 1) lists merge into the global one (the smallest distances, a
+stable merge). The selection: each rank keeps only its candidates' stored values; a step is a
+local best, one global argmax (ties to the lowest global index, the single-process rule), and
+the pick's owner sending its unit vector and density factor to every rank.
+
+Rows are identified across ranks by a 16-byte digest of their float32 bytes (-0.0 read as
+0.0), the digest one process uses to tell apart rows whose cheap keys collide.
+"""
 
 import numpy as np
 

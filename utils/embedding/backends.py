@@ -1,4 +1,16 @@
-"""Embedding backends (sentence-transformers, transformers, vLLM) and the choice among them."""
+"""Embedding backends (sentence-transformers, transformers, vLLM) and the choice among them.
+
+Records become text (``utils.io.text_items``, docs/method.md section 1), are cut to
+``max_length`` tokens by the model's own tokenizer (special tokens included, the head kept), and
+are embedded by one of three backends:
+
+- ``sentence-transformers``: a sentence-transformers folder, with the model's own pooling;
+- ``transformers``: a causal LM; the final layer's hidden state at the last token, L2-normalised;
+- ``vllm``: the same vectors from vLLM's embedding runner, on a GPU.
+
+The causal-LM backends are given the same token ids, so CPU and GPU users get comparable
+vectors. torch, transformers, sentence-transformers and vLLM are imported only when used.
+"""
 
 import json
 from pathlib import Path
@@ -56,8 +68,8 @@ def resolve_model_path(model_path):
         cached = cached_model_folder(str(model_path))
         if cached is None:
             raise InputError(f"{setting('model_path', model_path)}: no such folder, and no "
-                             f"model of that name in the local Hugging Face cache (models are never "
-                             f"downloaded here); download it with `hf download "
+                             f"model of that name in the local Hugging Face cache (models are "
+                             f"never downloaded here); download it with `hf download "
                              f"{model_path}` where there is network, or give a model folder")
         path = Path(cached)
     if not path.is_dir():

@@ -1,4 +1,20 @@
-"""The JSON vector reader: a shard's shape from its head, then its rows parsed in pieces."""
+"""The JSON vector reader: a shard's shape from its head, then its rows parsed in pieces.
+
+The reference format, a JSON list of vectors, is the slowest to read: the paper's pool (396k x
+4,096) is about 36 GB of text. It is read in two passes (docs/method.md section 1):
+
+1. ``json_shape``: one cheap pass per shard counts brackets, giving the rows and width the shard
+   has if it is well formed, so the caller can allocate the final float32 array once and give
+   each shard its slice.
+2. ``read_json_vectors_into``: parses a shard a few megabytes of whole rows at a time with
+   orjson, writing each piece straight into the shard's slice; memory stays at one piece.
+   Anything but a clean two-level list of numbers of the planned shape is declined, and
+   ``vectors_from_json`` (the ``json`` module, slow) then reads the shard and names the fault.
+
+``WorkerProcesses`` runs either pass over several shards in forked processes, which write into
+an array from ``shared_array`` (an anonymous shared mapping: no named segment can be left
+behind). A worker's InputError comes back as its message; a Ctrl-C stops the workers.
+"""
 
 import json
 import os

@@ -1,4 +1,10 @@
-"""The run record written beside every output: inputs and their hashes, options, versions."""
+"""The run record written beside every output: inputs and their hashes, options, versions.
+
+A record (``{stem}_run.json``) holds the tool and every parameter, the inputs (each shard's
+name, row count and a SHA-256 of its content), the code version, the versions of the packages
+that computed the numbers, the device and number of ranks, and the wall time of each stage.
+Two outputs are comparable when their records agree on parameters, inputs and model.
+"""
 
 import contextlib
 import importlib.metadata

@@ -1,5 +1,16 @@
 """Vector datasets: plan every shard's rows first, then read each shard into its slice of one
-array with global row indices."""
+array with global row indices.
+
+A dataset is a folder of shard files (or one file); docs/method.md section 1. Shards are read in
+natural order of their stem (ties broken by the plain name), concatenated, and from then on
+every row is spoken of by its *global index*, its position in that concatenation. Errors name
+the file and the row (global and within the shard).
+
+Vectors are read in two passes, as embedding-reader does: the shape of every shard first
+(cheap: .npy and Parquet headers, a bracket count for JSON), then one float32 array of the final
+size is allocated and every shard parsed straight into its slice. Several large JSON shards are
+parsed by forked worker processes (``utils.io.json_vectors``), which write into a shared array.
+"""
 
 import itertools
 from contextlib import nullcontext

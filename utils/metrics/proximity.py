@@ -1,4 +1,13 @@
-"""NovelSum's proximity-weighted means over a grid (SPEC sections 3 and 4)."""
+"""NovelSum's proximity-weighted means over a grid (SPEC sections 3 and 4).
+
+For a target X of n vectors, row i of the cosine-distance matrix (self-distance included) is
+sorted ascending and reduced to P_i(alpha) = sum_r r^-alpha d_(r) / sum_r r^-alpha. Because the
+density factor is constant along a row, one sort per row serves the whole (k, beta, alpha) grid:
+NovelSum(k, beta, alpha) = mean_i sigma_k(x_i)^beta * P_i(alpha).
+
+The matrix is never built: rows are processed in blocks sized from a memory budget. Values are
+float32; every sum is accumulated in float64 (docs/method.md section 6).
+"""
 
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple

@@ -1,5 +1,12 @@
 """Fixed-order float sums and dot products: the same bits for the same values, whatever the
-blocking, engine or device (docs/method.md section 6)."""
+blocking, engine or device (docs/method.md section 6).
+
+A dot product u . s is the float32 products p_j = u_j s_j summed by a halving tree: with h the
+largest power of two below d, p_j += p_{j+h} for j < d - h, then p_j += p_{j+h'} for j < h' =
+h/2, h/4, ..., 1, and p_0 is the dot (``halving_sums``). No step is fused or reordered (numba
+without fastmath, torch as elementwise operations), so exact duplicates get bitwise the same
+values on every engine and device (docs/method.md section 6).
+"""
 
 
 

@@ -1,4 +1,29 @@
-"""The baseline selectors: random, k-center, k-means and DEITA's representation filter."""
+"""The baseline selectors: random, k-center, k-means and DEITA's representation filter.
+
+- ``random``: ``numpy.random.RandomState(seed).choice(n, k, replace=False)``.
+- ``kcenter``: K-Center-Greedy (Sener and Savarese 2018, "Active Learning for Convolutional
+  Neural Networks: A Core-Set Approach"). The first pick is NovelSelect's
+  (``engine.first_pick(n, seed)``); then, repeatedly, the unpicked sample whose cosine
+  distance 1 - cos to its nearest pick is largest, ties to the lowest index. Each sample keeps
+  its running minimum distance, so a pick costs one (n, d) matrix-vector product.
+- ``kmeans``: faiss ``Kmeans(d, k, niter=20, seed=seed)`` on the pool (its torch twin on a
+  GPU, ``utils.numerics.kmeans.kmeans_torch``); then, for each centroid in order, the nearest pool
+  sample by L2 that is not yet picked (exhaustive search in blocks of centroids, ties to the
+  lowest index).
+- ``repr_filter``: DEITA's representation filter (Liu et al. 2024, "What Makes Good Data for
+  Alignment?"): visit the samples in descending quality order (a stable sort, so equal scores
+  keep index order) or, without scores, in ``RandomState(seed).permutation(n)`` order; keep a
+  sample when its largest cosine similarity to the samples kept so far is at most
+  ``max_similarity`` (DEITA's 0.9); stop at k. Candidates are compared with the kept set in
+  blocks (one matrix product per block; the block's own survivors are then settled in visit
+  order), which gives the same picks as one candidate at a time.
+
+Inputs: ``unit`` are rows scaled to unit length (``utils.proximity.unit_rows``), ``vectors``
+raw rows, float32. None of these methods uses a density reference (``--dense_ref_dir``); only
+``repr_filter`` uses quality scores (``--quality_scores``). Engines as in ``utils.metrics``:
+numpy on the CPU, torch on ``device="cuda:N"`` (``engine="torch"`` runs the torch code on the
+CPU, for the tests).
+"""
 
 import math
 
