@@ -28,6 +28,7 @@ from utils.density.dedup import (
 )
 from utils.density.factor import DensityReference
 from utils.errors import InputError
+from utils.io.hashing import sha256_of_bytes
 from utils.io.records import vector_inputs
 from utils.io.vectors import load_vector_block, load_vectors
 from utils.runtime.distributed import SINGLE, Ranks, owner_of, row_split
@@ -105,14 +106,14 @@ def test_rank_blocks_stack_to_the_whole_dataset_with_every_shard_hashed_once(tmp
     folder = write_json_shards(tmp_path / "emb", vectors, [20, 0, 3, 27])
     np.save(folder / "4.npy", clustered_vectors(5, 6, seed=3))
     whole = load_vectors(folder)
-    blocks = [load_vector_block(folder, lambda n, r=r: row_split(n, size)[r])
-              for r in range(size)]
+    blocks = [load_vector_block(folder, lambda n, r=r: row_split(n, size)[r],
+                                shard_digest=sha256_of_bytes) for r in range(size)]
     np.testing.assert_array_equal(np.concatenate([b.vectors for b in blocks]), whole.vectors)
     assert [b.start for b in blocks] == [start for start, _stop in row_split(55, size)]
-    hashed = [i for b in blocks for i in b.shard_sha256]
+    hashed = [i for b in blocks for i in b.shard_digests]
     assert sorted(hashed) == list(range(5))  # every shard once, the empty one included
     merged = blocks[0]
-    merged.shard_sha256 = {i: h for b in blocks for i, h in b.shard_sha256.items()}
+    merged.shard_digests = {i: h for b in blocks for i, h in b.shard_digests.items()}
     assert vector_inputs(merged) == vector_inputs(whole)
 
 

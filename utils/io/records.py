@@ -34,12 +34,13 @@ def vector_inputs(vector_set, ranks=None):
     (float32, C order), so JSON, .npy and Parquet copies of the same vectors hash alike.
 
     Shards are hashed in parallel threads: 6.5 GB of vectors take seconds, not a minute. A
-    rank's block (``shards.load_vector_block``) brings the hashes made while loading; with
-    ``ranks`` every rank's are gathered (collective), so the record lists every shard.
+    rank's block (``load_vector_block`` with ``shard_digest=sha256_of_bytes``) brings the
+    hashes made while loading; with ``ranks`` every rank's are gathered (collective), so the
+    record lists every shard.
     """
     spans = list(zip(vector_set.offsets, vector_set.offsets[1:]))
-    if vector_set.shard_sha256 is not None:
-        known = dict(vector_set.shard_sha256)
+    if vector_set.shard_digests is not None:
+        known = dict(vector_set.shard_digests)
         if ranks is not None:
             for part in ranks.gather_objects({str(i): h for i, h in known.items()}):
                 known.update({int(i): h for i, h in part.items()})

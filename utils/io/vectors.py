@@ -142,7 +142,7 @@ class VectorSet:
     source: Path = None
     workers: int = 0
     start: int = 0  # global index of ``vectors[0]``: not 0 when a rank loaded its block only
-    shard_sha256: dict = None  # shard number -> SHA-256 of its rows, hashed while loading
+    shard_digests: dict = None  # shard number -> digest of its rows, taken while loading
 
     @property
     def stop(self):
@@ -157,40 +157,44 @@ class VectorSet:
         return [self.paths[i].name for i in shard_of], indices - offsets[shard_of]
 
 
-def load_vector_block(path, block_of, progress=None, allow_zero=False, embedding_field=None):
+def _refuse_empty(path, files, shapes):
+    """As ``load_vectors`` says it: the first unreadable shard, else "empty"."""
+    for shape in shapes:
+        if isinstance(shape, InputError):
+            raise shape
+    raise InputError(f"{path}: the dataset is empty (no vectors in {len(files)} shard(s))")
+
+
+def load_vector_block(path, block_of, progress=None, allow_zero=False, embedding_field=None,
+                      shard_digest=None):
     """Load one rank's contiguous block of a dataset's rows (``torchrun``; ``load_vectors``
     loads them all).
 
     Every shard's shape is read first, which gives the row count n; ``block_of(n)`` gives the
     rows ``(start, stop)`` to keep. Only the shards holding some of them are read (whole, and
     validated, their errors naming global rows as ``load_vectors`` does), so a rank's memory
-    is its block plus one shard. Each shard whose first row (or, for an empty shard, whose
-    offset) falls in the block is hashed here for the run record (``shard_sha256``), so that
-    every shard is hashed by exactly one rank.
+    is its block plus one shard. ``shard_digest(rows)``, if given, is taken of each shard
+    whose first row (or, for an empty shard, whose offset) falls in the block
+    (``shard_digests``), so that every shard is digested by exactly one rank, while it is read.
     """
-    from .hashing import sha256_of_bytes
-
     path = Path(path)
     files = dataset_files(path, VECTOR_SUFFIXES)
     shapes = _plan_shapes(files, embedding_field, 0)
     offsets, width, width_from = plan_rows(shapes)
     total = offsets[-1]
-    if not total:  # as load_vectors: the first unreadable shard, else "empty"
-        for shape in shapes:
-            if isinstance(shape, InputError):
-                raise shape
-        raise InputError(f"{path}: the dataset is empty (no vectors in {len(files)} shard(s))")
+    if not total:
+        _refuse_empty(path, files, shapes)
     start, stop = block_of(total)
     out = np.empty((stop - start, width), np.float32)
-    hashes = {}
+    digests = {}
     for i, shard in enumerate(tracked(files, progress)):
         first, last = offsets[i], offsets[i + 1]
-        hashed_here = start <= min(first, total - 1) < stop
+        owned = shard_digest is not None and start <= min(first, total - 1) < stop
         if isinstance(shapes[i], InputError):
-            if first < stop and (last > start or hashed_here):
+            if first < stop and (last > start or owned):
                 raise shapes[i]
             continue
-        if not (first < stop and last > start) and not hashed_here:
+        if not (first < stop and last > start) and not owned:
             continue
         rows = np.empty((last - first, width), np.float32)
         _fill_shard(shard, rows, 0, last - first, files[width_from], allow_zero,
@@ -198,10 +202,28 @@ def load_vector_block(path, block_of, progress=None, allow_zero=False, embedding
         lo, hi = max(first, start), min(last, stop)
         if hi > lo:
             out[lo - start:hi - start] = rows[lo - first:hi - first]
-        if hashed_here:
-            hashes[i] = sha256_of_bytes(rows)
+        if owned:
+            digests[i] = shard_digest(rows)
     return VectorSet(out, files, offsets, path.stem if path.is_file() else path.resolve().name,
-                     source=path, start=start, shard_sha256=hashes)
+                     source=path, start=start,
+                     shard_digests=digests if shard_digest is not None else None)
+
+
+def _fill_in_order(tasks, shapes, in_workers, processes, progress):
+    """Fill every shard's slice, in shard order: the shards ``in_workers`` by forked workers
+    (their results awaited in turn), the others here; the first fault in order is raised."""
+    task_of = {i: task for task, i in enumerate(in_workers)}
+    with WorkerProcesses(_fill_shard, [tasks[i] for i in in_workers], processes) \
+            if in_workers else nullcontext() as parsers:
+        for i, _task in enumerate(tracked(tasks, progress)):
+            if isinstance(shapes[i], InputError):
+                raise shapes[i]
+            if i not in task_of:
+                _fill_shard(*tasks[i])
+                continue
+            ok, message = parsers.result(task_of[i])
+            if not ok:
+                raise InputError(message)
 
 
 def load_vectors(path, progress=None, allow_zero=False, embedding_field=None, workers=None):
@@ -224,18 +246,7 @@ def load_vectors(path, progress=None, allow_zero=False, embedding_field=None, wo
               embedding_field) for i, shard in enumerate(files)]
     in_workers = [i for i, shard in enumerate(files) if processes and shard.suffix == ".json"
                   and not isinstance(shapes[i], InputError)]
-    task_of = {i: task for task, i in enumerate(in_workers)}
-    with WorkerProcesses(_fill_shard, [tasks[i] for i in in_workers], processes) \
-            if in_workers else nullcontext() as parsers:
-        for i, _shard in enumerate(tracked(files, progress)):
-            if isinstance(shapes[i], InputError):
-                raise shapes[i]
-            if i not in task_of:
-                _fill_shard(*tasks[i])
-                continue
-            ok, message = parsers.result(task_of[i])
-            if not ok:
-                raise InputError(message)
+    _fill_in_order(tasks, shapes, in_workers, processes, progress)
     if not offsets[-1]:
         raise InputError(f"{path}: the dataset is empty (no vectors in {len(files)} shard(s))")
     return VectorSet(out, files, offsets, path.stem if path.is_file() else path.resolve().name,
