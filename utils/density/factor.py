@@ -89,6 +89,5 @@ class DensityReference:
         index = self.index()
         if self._max_sq_norm is None:
             self._max_sq_norm = max_sq_norm(self.rows)
-        return nearest_certified(index.search, getattr(index, "reference", self.rows),
-                                 queries, n_results, self.block_mib * MIB,
-                                 getattr(index, "device", "cpu"), self._max_sq_norm)
+        return nearest_certified(index.search, index.reference, queries, n_results,
+                                 self.block_mib * MIB, index.device, self._max_sq_norm)

@@ -1,5 +1,6 @@
 """Flat (brute-force) float32 indexes that propose nearest-neighbour candidates: faiss or torch."""
 
+import abc
 import math
 
 import numpy as np
@@ -8,7 +9,21 @@ from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks, rows_per_block
 from ..numerics.compute import exact_torch
 
 
-class FaissFlatIndex:
+class FlatIndex(abc.ABC):
+    """What the certified kNN asks of a search: ``search`` proposes candidates, and
+    ``reference`` holds the rows on ``device`` (numpy on the CPU, a tensor on a GPU) that the
+    exact re-ranking reads."""
+
+    def __init__(self, reference, device):
+        self.reference = reference
+        self.device = device
+
+    @abc.abstractmethod
+    def search(self, queries, n_results):
+        """(squared L2 distances, labels) of the ``n_results`` nearest rows, nearest first."""
+
+
+class FaissFlatIndex(FlatIndex):
     """An exact faiss ``IndexFlatL2`` over the reference rows, on the CPU or (faiss-gpu) a GPU."""
 
     def __init__(self, reference, device="cpu"):
@@ -16,9 +31,9 @@ class FaissFlatIndex:
 
         from ..runtime.device import cpu_threads
 
+        super().__init__(reference, device)
         faiss.omp_set_num_threads(cpu_threads())  # torchrun sets OMP_NUM_THREADS=1 per rank
         self.index = faiss.IndexFlatL2(reference.shape[1])
-        self.device = device
         if device != "cpu":
             # The exact re-ranking of the candidates runs on the GPU too, on its own copy.
             self.reference = exact_torch().from_numpy(reference).to(device)
@@ -52,7 +67,7 @@ PAIR_BYTES = 4 + 4
 MERGE_BYTES_PER_RESULT = 4 * (4 + 8)
 
 
-class TorchFlatIndex:
+class TorchFlatIndex(FlatIndex):
     """Exact squared-L2 kNN in query x reference blocks, as faiss's flat index computes it.
 
     Blocks are planned by ``utils.blocks`` from ``block_mib``, the whole working memory of one
@@ -64,8 +79,7 @@ class TorchFlatIndex:
 
     def __init__(self, reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB):
         torch = exact_torch()
-        self.device = device
-        self.reference = torch.from_numpy(reference).to(device)
+        super().__init__(torch.from_numpy(reference).to(device), device)
         self.reference_sq = (self.reference * self.reference).sum(dim=1)
         self.block_bytes = block_mib * MIB
 

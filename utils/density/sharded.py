@@ -98,8 +98,8 @@ class ShardedDensityReference:
         if index is not None:
             take = min(n_results, len(self.kept_rows))
             distances, labels = nearest_certified(
-                index.search, getattr(index, "reference", self.kept_rows), chunk, take,
-                self.block_mib * MIB, getattr(index, "device", "cpu"), self.max_sq_norm)
+                index.search, index.reference, chunk, take, self.block_mib * MIB, index.device,
+                self.max_sq_norm)
             local_d[:, :take] = distances
             local_i[:, :take] = self.kept_labels[labels]
         size = self.ranks.size
