@@ -1,5 +1,9 @@
 """Sizing: NovelSelect's memory per rank and estimated time on H100s (the README's table).
 
+The model itself (its figures and functions) is ``benchmarks/cost_model.py``, which
+``benchmarks/gpu_scale.py`` uses too; this script measures what it can on the CPU, checks the
+model's byte and op counts against counted ones, and prints the table.
+
 For each pool (n x d), budget k and number of GPUs G (one rank per GPU under ``torchrun``, 8
 per node; G = 1 is a plain run without it) the largest rank holds ``ceil(n / G)`` rows
 (``utils.distributed.row_split``) and sets the pace.
@@ -29,8 +33,7 @@ Time per pick: one step of the greedy loop on the largest rank, Triton engine:
 * Launches: a step issues ``dot_ops_per_chunk`` ops per row chunk of the dot (chunks of
   ``TORCH_BUDGET_MIB``, ``TorchEngine.distance_chunks``), take's 4, best's 5 and one Triton
   launch. The device time of a step is the larger of its bytes' time and its ops x OP_S,
-  OP_S = torch's CPU dispatch per op (MEASURED here) + 3 us of CUDA launch (ASSUMED), as
-  ``benchmarks/gpu_check.py`` models it.
+  OP_S = torch's CPU dispatch per op (MEASURED here) + 3 us of CUDA launch (ASSUMED).
 * Host round trips, each ``SYNC_S`` = 20 us (ASSUMED: a blocking copy while the GPU idles),
   counted in the code: ``best_scored`` reads 4 scalars (argmax, active, novelty, score); with
   ranks, ``ShardedEngine`` adds 8: ``Ranks.gather_fixed`` (the best to the device, all of them
@@ -47,8 +50,9 @@ Time per pick: one step of the greedy loop on the largest rank, Triton engine:
 
 Total = the sum over the k - 1 steps (t = 0 .. k - 2 values held) of each step's time.
 Not included: loading the shards, writing the outputs, and the density's exact kNN search
-(about 2 n^2 d / G float32 operations per rank: printed below the table at 50 TFLOP/s,
-ASSUMED, as ``benchmarks/gpu_check.py`` does).
+(``cost_model.knn_s``: 2 n^2 d / G float32 operations per rank at 50 TFLOP/s, ASSUMED, and with
+ranks every query vector received once by each rank, as each chunk is broadcast once by its
+owners, plus every rank's neighbours of it, over gloo: printed below the table).
 
 MEASURED on this CPU before the table, and printed: (1) the bytes per row of the dot + take
 and of best, and their ops and host reads, counted op by op with a ``TorchDispatchMode`` over
@@ -60,7 +64,7 @@ clustered pools (``utils.synthetic``, 50 clusters; real embeddings may give anot
 (``torchrun``): its collectives and other torch ops, and its time against the local engine's
 (the CPU's gloo, for scale; the GPU model uses the NCCL latencies above). Nothing here runs
 on a GPU: the bandwidth, launch, round-trip and NCCL figures are assumptions, which a run of
-``benchmarks/gpu_check.py`` (step c3: ms per pick at 396,000 x 4,096) on an H100 checks.
+``benchmarks/gpu_scale.py`` (step c3: ms per pick at 396,000 x 4,096) on an H100 checks.
 
     python benchmarks/sizing.py                         # measures (a minute or two), prints
     python benchmarks/sizing.py --bandwidth-fraction 0.9
@@ -76,118 +80,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import cost_model as model
 import numpy as np
 from common import BENCH_SPREAD, REPO
-
-from utils.numerics.blocks import MIB, rows_per_block
-from utils.numerics.fixed_order import fixed_order_bytes_per_row
-from utils.selection.memory import TORCH_BUDGET_MIB, selection_memory_bytes
+from cost_model import (BEST_BYTES, BEST_HOST_READS, BEST_OPS, GPUS_PER_NODE, HBM_USABLE_BYTES,
+                        KNN_FLOPS, LAUNCH_S, TAKE_BYTES, TAKE_OPS, dot_bytes_per_row,
+                        dot_ops_per_chunk, memory_per_rank)
 
 GB = 1e9
 CASES = [(1_000_000, 4096, 10_000), (5_000_000, 4096, 20_000)]  # (pool, dim, k)
 GPU_COUNTS = [1, 8, 64]
-GPUS_PER_NODE = 8
-
-# ASSUMED (module docstring)
-HBM_USABLE_BYTES = 81559 * MIB - 1024 * MIB
-PEAK_BANDWIDTH = 3.35e12  # H100 SXM HBM3, bytes/s
-LAUNCH_S = 3e-6  # CUDA kernel launch, on top of torch's measured CPU dispatch
-SYNC_S = 20e-6  # one blocking host <-> device copy
-NCCL_NODE_S = 30e-6  # one small NCCL collective inside a node
-NCCL_NET_S = 100e-6  # one small NCCL collective across nodes
-KNN_FLOPS = 5e13  # float32 matrix products without TF32
-
-# DERIVED from utils/selection.py and utils/triton_selection.py, per row (module docstring)
-SECTOR = 32  # bytes of one HBM access: a binary-search probe
-TAKE_BYTES = (4 + 4) + (4 + 4) + (4 + 4) + (8 + 4)  # dots[...] =; 1 - dots; rho + p; product
-BEST_BYTES = (8 + 8) + (1 + 1) + (9 + 8) + 8  # sums / t; active.bool(); where; argmax
-INSERT_FIXED_BYTES = 1 + 4 + (8 + 8) + 4  # active, value, sum read + written, value stored
-TAKE_OPS = 4  # mark the pick taken, 1 - dots, rho + rho_pick, the product
-BEST_OPS = 5  # divide, bool, the -inf scalar, where, argmax
-BEST_HOST_READS = 4  # int(argmax), bool(active[pick]), float(novelty), float(score)
-EXCHANGE_HOST_COPIES = 8  # ShardedEngine's own host <-> device copies per step (docstring)
 COLLECTIVE_OPS = ("allgather_", "broadcast_", "allreduce_", "allgather_into_tensor_coalesced_",
                   "_allgather_base_", "reduce_scatter_")
-
-
-# ---------------------------------------------------------------------------------------
-# the model
-
-
-def halving_widths(dim):
-    """Widths of ``halving_sums``'s steps: the first half h (the largest power of two below
-    ``dim``), then h/2, h/4, ..., 1."""
-    half = 1 << ((dim - 1).bit_length() - 1)
-    widths = [half]
-    while half > 1:
-        half //= 2
-        widths.append(half)
-    return widths
-
-
-def dot_bytes_per_row(dim):
-    """HBM bytes per row of ``fixed_order_dots``: the products (read 4d, write 4d), the clone
-    of the first half (4h + 4h), the add of the rest (read 2 x 4(d - h), write 4(d - h)),
-    each later halving to h' (read 8h', write 4h')."""
-    first, *later = halving_widths(dim)
-    return 8 * dim + 8 * first + 12 * (dim - first) + sum(12 * width for width in later)
-
-
-def dot_ops_per_chunk(dim):
-    """Ops per row chunk of the dot: the product, the clone, the add and its copy onto itself
-    (``a[..., :w] += b``: dispatched, ATen returns at once), each later halving, the copy
-    into ``dots``."""
-    return 4 + len(halving_widths(dim)) - 1 + 1
-
-
-def distance_chunks(rows, dim):
-    """Row chunks of one step's dot (``TorchEngine.distance_chunks``)."""
-    return math.ceil(rows / rows_per_block(fixed_order_bytes_per_row(dim), TORCH_BUDGET_MIB * MIB))
-
-
-def insert_bytes_per_row(t, tail_fraction):
-    """HBM bytes per active row of the Triton insertion with ``t`` values held."""
-    probes = math.ceil(math.log2(t + 1)) if t else 0
-    return INSERT_FIXED_BYTES + SECTOR * probes + 8 * tail_fraction * t
-
-
-def rank_rows(n, gpus):
-    return -(-n // gpus)
-
-
-def memory_per_rank(n, k, dim, gpus):
-    """Bytes on a rank's GPU: the engine's stored state plus its working budget."""
-    return selection_memory_bytes(rank_rows(n, gpus), k, dim) + TORCH_BUDGET_MIB * MIB
-
-
-def device_step_s(rows, dim, t, tail_fraction, bandwidth, op_s):
-    """GPU seconds of one step on ``rows`` rows holding ``t`` values: its bytes at
-    ``bandwidth`` or its launches, whichever is longer."""
-    per_row = (dot_bytes_per_row(dim) + TAKE_BYTES + BEST_BYTES
-               + insert_bytes_per_row(t, tail_fraction))
-    ops = distance_chunks(rows, dim) * dot_ops_per_chunk(dim) + TAKE_OPS + BEST_OPS + 1
-    return max(rows * per_row / bandwidth, ops * op_s)
-
-
-def host_step_s(gpus, op_s, exchange):
-    """Seconds of one step outside the kernels: host round trips, and with ranks the
-    collectives and the exchange's host ops (``exchange``: counted at 2 ranks)."""
-    seconds = BEST_HOST_READS * SYNC_S
-    if gpus == 1:
-        return seconds
-    latency = NCCL_NODE_S if gpus <= GPUS_PER_NODE else NCCL_NET_S
-    # Counted at 2 ranks, with one receive buffer per rank; plus NCCL's G copies out.
-    host_ops = exchange["other_ops"] - 2 + gpus + gpus
-    return (seconds + EXCHANGE_HOST_COPIES * SYNC_S + exchange["collectives"] * latency
-            + host_ops * op_s)
-
-
-def selection_estimate(n, dim, k, gpus, tail_fraction, bandwidth, op_s, exchange):
-    """(device seconds, host seconds) of the k - 1 steps on the largest rank."""
-    rows = rank_rows(n, gpus)
-    device = sum(device_step_s(rows, dim, t, tail_fraction, bandwidth, op_s)
-                 for t in range(k - 1))
-    return device, (k - 1) * host_step_s(gpus, op_s, exchange)
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,14 +300,14 @@ def main():
         return
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bandwidth-fraction", type=float, default=0.65,
+    parser.add_argument("--bandwidth-fraction", type=float, default=model.BANDWIDTH_FRACTION,
                         help="achieved share of the H100's 3.35 TB/s (assumed)")
     parser.add_argument("--tail-pools", type=int, nargs="+", default=[4000, 12000],
                         help="pool sizes of the numba runs that measure the tail fraction "
                              "(the last one's is used)")
     parser.add_argument("--tail-k", type=int, default=500)
     args = parser.parse_args()
-    bandwidth = args.bandwidth_fraction * PEAK_BANDWIDTH
+    bandwidth = model.bandwidth(args.bandwidth_fraction)
 
     tail, op_s, exchange = print_measurements(args)
     print()
@@ -416,17 +320,20 @@ def main():
     for (n, dim, k), gpus in ((case, gpus) for case in CASES for gpus in GPU_COUNTS):
         memory = memory_per_rank(n, k, dim, gpus)
         fits = memory <= HBM_USABLE_BYTES
-        device, host = selection_estimate(n, dim, k, gpus, tail, bandwidth, op_s, exchange)
+        device, host = model.selection_estimate(n, dim, k, gpus, tail, bandwidth, op_s,
+                                                exchange)
         steps = k - 1
         print(f"{n / 1e6:>5g}M {dim:>5,} {k:>6,} {gpus:>4} {memory / GB:>7.1f} "
               f"{'yes' if fits else 'no':>4} {device / steps * 1e3:>7.2f} "
               f"{host / steps * 1e3:>7.2f} {(device + host) / steps * 1e3:>7.2f} "
               f"{duration(device + host) if fits else '-':>10}")
-    knn = ", ".join(f"{n / 1e6:g}M on {gpus}: {duration(2 * n * n * dim / gpus / KNN_FLOPS)}"
+    knn = ", ".join(f"{n / 1e6:g}M on {gpus}: {duration(model.knn_s(n, n, dim, gpus))}"
                     for n, dim, _k in CASES for gpus in GPU_COUNTS)
     print(f"HBM ms: the kernels' bytes (or launches); host ms: round trips, collectives, "
           f"host ops; both per pick, averaged over the k - 1 steps. Not included: loading, "
-          f"writing, and the density's exact kNN at {KNN_FLOPS / 1e12:.0f} TFLOP/s ({knn}).")
+          f"writing, and the density's exact kNN (cost_model.knn_s: "
+          f"{KNN_FLOPS / 1e12:.0f} TFLOP/s, each rank receiving every query once and every "
+          f"rank's neighbours over gloo at {model.GLOO_BYTES_S / 1e9:g} GB/s: {knn}).")
 
 
 if __name__ == "__main__":

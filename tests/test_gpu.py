@@ -1,6 +1,8 @@
-"""The GPU paths against the CPU results. They need CUDA and are skipped, with a reason, without it.
+"""The GPU paths against the CPU results. Marked ``gpu``: they need CUDA and are skipped, with
+a reason naming the missing device, without it.
 
-Run them on a GPU machine with ``python -m pytest tests/test_gpu.py -rs``.
+Run them on a GPU machine with ``python -m pytest -m gpu -ra`` (``bash benchmarks/gpu_check.sh``
+does, and fails on a skip there).
 """
 
 import json
@@ -10,8 +12,9 @@ import pytest
 from conftest import GOLDEN, clustered_vectors
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="GPU path: needs a CUDA device (none on this machine)")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="no CUDA device: GPU path unchecked on this machine")]
 
 
 @pytest.mark.parametrize("engine_name", ["torch", "triton"])
