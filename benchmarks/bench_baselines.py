@@ -44,7 +44,7 @@ def main():
 
     vectors = clustered_vectors(args.n, args.dim, n_clusters=64, seed=0, spread=BENCH_SPREAD)
     unit = unit_rows(vectors)
-    options = {"device": args.device, "budget_mib": args.block_mib}
+    options = {"device": args.device, "block_mib": args.block_mib}
     print(f"{args.n} x {args.dim}, k = {args.k}, {args.n_clusters} clusters, {args.device}; "
           f"reference = the dataset itself")
     print(f"{'step':<28} {'seconds':>9} {'peak RSS MiB':>13}")

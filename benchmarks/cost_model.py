@@ -26,7 +26,7 @@ import common  # noqa: F401 (the repository on the import path, for utils)
 from utils.density.factor import QUERY_CHUNK_ROWS
 from utils.numerics.blocks import MIB, rows_per_block
 from utils.numerics.fixed_order import fixed_order_bytes_per_row
-from utils.selection.memory import TORCH_BUDGET_MIB, selection_memory_bytes
+from utils.selection.memory import TORCH_BLOCK_MIB, selection_memory_bytes
 
 GPUS_PER_NODE = 8
 
@@ -105,7 +105,7 @@ def dot_ops_per_chunk(dim):
 
 def distance_chunks(rows, dim):
     """Row chunks of one step's dot (``TorchEngine.distance_chunks``)."""
-    return math.ceil(rows / rows_per_block(fixed_order_bytes_per_row(dim), TORCH_BUDGET_MIB * MIB))
+    return math.ceil(rows / rows_per_block(fixed_order_bytes_per_row(dim), TORCH_BLOCK_MIB * MIB))
 
 
 def insert_bytes_per_row(t, tail_fraction, kernel="triton"):
@@ -119,7 +119,7 @@ def insert_bytes_per_row(t, tail_fraction, kernel="triton"):
 
 def memory_per_rank(n, k, dim, gpus):
     """Bytes on a rank's GPU: the engine's stored state plus its working budget."""
-    return selection_memory_bytes(rank_rows(n, gpus), k, dim) + TORCH_BUDGET_MIB * MIB
+    return selection_memory_bytes(rank_rows(n, gpus), k, dim) + TORCH_BLOCK_MIB * MIB
 
 
 def device_step_s(rows, dim, t, tail_fraction=TAIL_FRACTION, bandwidth_bytes_s=None,

@@ -64,7 +64,7 @@ class Context:
     device: str
     budget: Budget
     pool: np.ndarray = None
-    rho: np.ndarray = None
+    density_factors: np.ndarray = None
     unit: np.ndarray = None
     picks: dict = field(default_factory=dict)  # kernel name -> picks made
 
@@ -158,15 +158,15 @@ def phase_seconds(phases, name):
 
 
 def step_novelsum(ctx, row):
-    from utils.api import novelsum
+    from utils.metrics.novelsum import novelsum_grid
 
     rng = np.random.default_rng(1)
     rows = np.sort(rng.choice(len(ctx.pool), ctx.args.novelsum_size, replace=False))
     phases = {}
     reference = density_reference_for(ctx, ctx.pool, "the pool")
-    result = novelsum(ctx.pool[rows], reference=reference, device=ctx.device,
-                      density_progress=timed_progress(ctx, phases, "kNN"),
-                      distance_progress=timed_progress(ctx, phases, "distances"))
+    result = novelsum_grid(ctx.pool[rows], reference=reference, device=ctx.device,
+                           density_progress=timed_progress(ctx, phases, "kNN"),
+                           distance_progress=timed_progress(ctx, phases, "distances"))
     synchronize(ctx.device)
     values = np.array(list(result.values.values()))
     if len(values) != 18 or not np.isfinite(values).all() or (values < 0).any():
@@ -177,17 +177,19 @@ def step_novelsum(ctx, row):
 
 
 def step_density(ctx, row):
-    from utils.api import pool_density
+    from utils.density.reference import pool_density
 
     phases = {}
     reference = density_reference_for(ctx, ctx.pool, "the pool")
-    ctx.rho = pool_density(ctx.pool, ctx.args.neighbors, DENSITY_POWER, reference=reference,
-                           device=ctx.device, progress=timed_progress(ctx, phases, "kNN"))
+    ctx.density_factors = pool_density(ctx.pool, ctx.args.neighbors, DENSITY_POWER,
+                                       reference=reference, device=ctx.device,
+                                       progress=timed_progress(ctx, phases, "kNN"))
     synchronize(ctx.device)
-    if not np.isfinite(ctx.rho).all() or (ctx.rho <= 0).any():
+    if not np.isfinite(ctx.density_factors).all() or (ctx.density_factors <= 0).any():
         raise CheckFailed("density factors not all finite and positive")
     row.result = (f"pass: kNN ({knn_backend_name(ctx)}) {phase_seconds(phases, 'kNN'):.1f} s; "
-                  f"rho from {ctx.rho.min():.3g} to {ctx.rho.max():.3g}")
+                  f"density factors from {ctx.density_factors.min():.3g} to "
+                  f"{ctx.density_factors.max():.3g}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,10 +205,10 @@ def build_engine(ctx, kernel, k):
 
     if not ctx.on_gpu:
         engine_type = TritonEngine if kernel == "triton" else TorchEngine
-        return engine_type(ctx.unit, ctx.rho, k, SELECTION_ALPHA, "cpu")
+        return engine_type(ctx.unit, ctx.density_factors, k, SELECTION_ALPHA, "cpu")
     notices = []
     with kernel_variable("torch" if kernel == "torch" else None):
-        engine = make_engine(ctx.unit, ctx.rho, k, SELECTION_ALPHA, ctx.device, notices.append)
+        engine = make_engine(ctx.unit, ctx.density_factors, k, SELECTION_ALPHA, ctx.device, notices.append)
     chosen = type(engine).__name__
     wanted = {"triton": "TritonEngine", "torch": "TorchEngine"}[kernel]
     if chosen != wanted:
@@ -262,7 +264,7 @@ def run_selection(ctx, kernel, k):
     build_s = time.perf_counter() - started
     clock = PickClock(ctx.budget, k)
     try:
-        picks = select(ctx.unit, ctx.rho, k, SELECTION_ALPHA, first_pick(n, ctx.args.seed),
+        picks = select(ctx.unit, ctx.density_factors, k, SELECTION_ALPHA, first_pick(n, ctx.args.seed),
                        engine=engine, on_pick=clock)
     except OutOfTime as stop:
         ctx.picks[kernel] = clock.picks
@@ -314,7 +316,7 @@ def needs_pool(ctx):
 
 
 def needs_rho(ctx):
-    return None if ctx.rho is not None else "skipped: needs the density (c1)"
+    return None if ctx.density_factors is not None else "skipped: needs the density (c1)"
 
 
 def needs_both_picks(ctx):

@@ -33,8 +33,8 @@ TORCH_KNN_LAUNCHER = (
     "import utils.density.flat_index as density\n"
     "chosen = density.flat_index\n"
     "def torch_search(reference, device='cpu', backend=None, "
-    "budget_mib=density.DEFAULT_BUDGET_MIB):\n"
-    "    return chosen(reference, device, backend or 'torch', budget_mib)\n"
+    "block_mib=density.DEFAULT_BLOCK_MIB):\n"
+    "    return chosen(reference, device, backend or 'torch', block_mib)\n"
     "density.flat_index = torch_search\n"
     "sys.argv = sys.argv[1:]\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n")
@@ -210,18 +210,18 @@ def run_torchrun(ctx, ranks):
                           torchrun_select_args(ctx, texts, embeddings, output_dir), ranks)
         run_s = time.perf_counter() - started
         check_triton_notice(ctx, text)
-        picks, pick_rho = read_torchrun_outputs(output_dir, ctx.args.k, ranks)
-    return picks, pick_rho, text, write_s, run_s
+        picks, pick_density_factors = read_torchrun_outputs(output_dir, ctx.args.k, ranks)
+    return picks, pick_density_factors, text, write_s, run_s
 
 
 def step_torchrun(ctx, row):
     ranks, k, single = torchrun_ranks(ctx), ctx.args.k, ctx.picks["triton"]
-    picks, pick_rho, text, write_s, run_s = run_torchrun(ctx, ranks)
+    picks, pick_density_factors, text, write_s, run_s = run_torchrun(ctx, ranks)
     row.peak_gib = peak_of_output(text)
     # Which part differs, if the picks do: the density factors of its picks against c1's.
-    rho = largest_relative_difference(pick_rho, ctx.rho[picks])
-    rho_note = ("density factors of its picks bitwise c1's" if rho == 0 else
-                f"density factors of its picks within {rho:.1e} (relative) of c1's")
+    difference = largest_relative_difference(pick_density_factors, ctx.density_factors[picks])
+    rho_note = ("density factors of its picks bitwise c1's" if difference == 0 else
+                f"density factors of its picks within {difference:.1e} (relative) of c1's")
     length = min(len(picks), len(single))
     first = first_difference(picks[:length], single[:length])
     if first is not None:

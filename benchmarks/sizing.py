@@ -10,7 +10,7 @@ per node; G = 1 is a plain run without it) the largest rank holds ``ceil(n / G)`
 
 Memory per rank (the engine's own accounting): ``utils.selection.selection_memory_bytes`` for
 the rank's rows (rows x (k - 1) float32 values, the unit vectors, the float64 sums) plus
-``TORCH_BUDGET_MIB``, the GPU engine's working memory, as ``check_memory`` adds it on a GPU.
+``TORCH_BLOCK_MIB``, the GPU engine's working memory, as ``check_memory`` adds it on a GPU.
 It fits when that is at most the usable HBM: 81,559 MiB (``nvidia-smi`` on an H100 80GB HBM3)
 less 1 GiB ASSUMED for the CUDA context, NCCL and the caching allocator's slack. GB = 10^9 B.
 
@@ -31,7 +31,7 @@ Time per pick: one step of the greedy loop on the largest rank, Triton engine:
   copy reached about 3.0 TB/s, 90%, on this workplace's H100; the halving tree's later,
   small kernels and the Triton tail loop reach less).
 * Launches: a step issues ``dot_ops_per_chunk`` ops per row chunk of the dot (chunks of
-  ``TORCH_BUDGET_MIB``, ``TorchEngine.distance_chunks``), take's 4, best's 5 and one Triton
+  ``TORCH_BLOCK_MIB``, ``TorchEngine.distance_chunks``), take's 4, best's 5 and one Triton
   launch. The device time of a step is the larger of its bytes' time and its ops x OP_S,
   OP_S = torch's CPU dispatch per op (MEASURED here) + 3 us of CUDA launch (ASSUMED).
 * Host round trips, each ``SYNC_S`` = 20 us (ASSUMED: a blocking copy while the GPU idles),
@@ -158,7 +158,7 @@ def count_step_traffic(rows, dim, k=8):
     with counter() as best:
         pick, _novelty, _score = engine.best_scored()
     with counter() as take:
-        engine.take(engine.unit[pick], engine.rho[pick], pick)
+        engine.take(engine.unit[pick], engine.density_factors[pick], pick)
     reads = [op for op in best.ops if op[0] == "_local_scalar_dense"]
     work = [op for op in best.ops if op[0] != "_local_scalar_dense"]
     return dict(take=sum(r + w for _n, r, w in take.ops) / rows, take_ops=len(take.ops),
@@ -170,7 +170,7 @@ def measure_tail_fraction(rows, dim, k, every):
     """Run the numba engine on a clustered pool and, after every ``every``-th insertion,
     count each active candidate's tail: its stored values greater than the value just
     inserted (those that moved one place). Returns sum(tail) / sum(t) over those steps."""
-    from utils.api import pool_density
+    from utils.density.reference import pool_density
     from utils.numerics.rows import unit_rows
     from utils.selection.cpu import NumpyEngine
     from utils.synthetic import clustered_vectors

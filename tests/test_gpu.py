@@ -91,7 +91,7 @@ def test_gpu_novelsum_profile_and_knn_equal_cpu():
 
     vectors = clustered_vectors(3000, 64, seed=21)
     cpu_means, cpu_total = proximity_profile(vectors, [0, 1, 2])
-    gpu_means, gpu_total = proximity_profile(vectors, [0, 1, 2], device="cuda:0", budget_mib=64)
+    gpu_means, gpu_total = proximity_profile(vectors, [0, 1, 2], device="cuda:0", block_mib=64)
     np.testing.assert_allclose(gpu_means.mean(axis=0), cpu_means.mean(axis=0), rtol=1e-6)
     assert gpu_total == pytest.approx(cpu_total, rel=1e-6)
     # the CPU side uses the torch search too (tests/test_density.py checks it against faiss),

@@ -97,7 +97,7 @@ def smoke_context(total_s=60.0):
     args = gpu_scale.parse_args(["--smoke"])
     ctx = gpu_scale.Context(args, "cpu", check_table.Budget(total_s))
     ctx.pool = gpu_scale.clustered_pool(args.pool, args.dim, "cpu")
-    ctx.rho = np.ones(args.pool, dtype=np.float32)
+    ctx.density_factors = np.ones(args.pool, dtype=np.float32)
     return ctx
 
 
