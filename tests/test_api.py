@@ -5,11 +5,15 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import GOLDEN
 
-from utils.api import embed_texts, novelselect, novelsum
+import utils
+from utils.api import embed_texts, novelselect, novelsum, novelsum_score
+from utils.cli.novelsum import main as novelsum_main
 from utils.errors import InputError
 from utils.io.vectors import load_vectors
+from utils.metrics.novelsum import novelsum_grid
 
 
 def golden_csv(case):
@@ -26,13 +30,40 @@ def test_novelsum_of_arrays_reproduces_the_golden_values(case, grid):
     reference = load_vectors(GOLDEN / case / "reference").vectors
     expected = golden_csv(case)
     for path in sorted((GOLDEN / case / "targets").glob("*.json")):
-        result = novelsum(load_vectors(path).vectors, reference, **grid)
+        result = novelsum_grid(load_vectors(path).vectors, reference, **grid)
         assert list(result.values) + ["cos_distance"] == list(expected[path.stem])
         for column, value in result.values.items():
             assert value == pytest.approx(float(expected[path.stem][column]), rel=1e-6)
             assert np.mean(result.per_sample[column]) == value  # per-sample shares average to it
         assert result.cos_distance == pytest.approx(
             float(expected[path.stem]["cos_distance"]), rel=1e-6)
+
+
+def test_novelsum_score_is_the_number_the_script_writes(tmp_path):
+    case = GOLDEN / "novelsum_default_grid"
+    result = CliRunner().invoke(novelsum_main, [
+        "--multi_datasets_dir", str(case / "targets"), "--dense_ref_dir", str(case / "reference"),
+        "--output_csv", str(tmp_path / "out.csv"), "--gpu_id", "-1"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "out.csv", newline="") as handle:
+        written = {row["Dataset Name"]: row for row in csv.DictReader(handle)}
+    reference = utils.density_reference(load_vectors(case / "reference").vectors)
+    for path in sorted((case / "targets").glob("*.json")):
+        vectors = load_vectors(path).vectors
+        assert novelsum_score(vectors, reference) == float(
+            written[path.stem]["neighbor_10_density_0.5_distance_1"])
+        assert novelsum_score(vectors, reference, neighbors=5, density_power=0.25,
+                              distance_power=2.0) == float(
+            written[path.stem]["neighbor_5_density_0.25_distance_2"])
+        assert novelsum_score(vectors, density_power=0) == float(
+            written[path.stem]["neighbor_10_density_0_distance_1"])
+
+
+def test_the_package_top_names_the_public_api_only():
+    assert sorted(dir(utils)) == sorted(utils.__all__)
+    assert utils.novelsum is novelsum and utils.InputError is InputError
+    with pytest.raises(AttributeError):
+        utils.api_internals  # noqa: B018
 
 
 def test_novelselect_of_arrays_reproduces_the_golden_picks():
