@@ -66,6 +66,15 @@ def test_the_package_top_names_the_public_api_only():
         utils.api_internals  # noqa: B018
 
 
+def test_density_factors_that_would_overflow_float32_are_refused_naming_the_power():
+    """Vectors of norm ~1e-3 and beta = 8: sigma^8 is about 1e48 (issue 14)."""
+    vectors = np.random.default_rng(0).normal(size=(40, 8)) * 1e-3
+    with pytest.raises(InputError, match=r"^density_power=8: density factors reach .* more than "
+                                         r"float32 holds"):
+        novelselect(vectors, 5, density_power=8)
+    assert len(novelselect(vectors, 5, density_power=0.5).picks) == 5
+
+
 def test_novelselect_of_arrays_reproduces_the_golden_picks():
     vectors = load_vectors(GOLDEN / "novelselect" / "embeddings").vectors
     for run in json.loads((GOLDEN / "novelselect" / "expected.json").read_text()):

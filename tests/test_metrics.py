@@ -2,6 +2,7 @@
 vendi-score package, and the partition-entropy golden case."""
 
 import json
+import math
 from pathlib import Path
 
 import faiss
@@ -209,6 +210,7 @@ def test_partition_entropy_golden(golden_reference, case, engine):
 def test_entropy_bits():
     assert entropy_bits([0, 0, 1, 1], 4) == pytest.approx(1.0)
     assert entropy_bits([2, 2, 2], 4) == 0.0
+    assert math.copysign(1.0, entropy_bits([2, 2, 2], 4)) == 1.0  # never -0.0 (issue 14)
     assert entropy_bits([0, 1, 2, 3], 4) == pytest.approx(2.0)
 
 

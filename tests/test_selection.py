@@ -7,7 +7,7 @@ import pytest
 from conftest import GOLDEN, clustered_vectors, write_json_shards
 
 from utils.density.factor import DensityReference, density_factor
-from utils.errors import InputError
+from utils.errors import InputError, options_named
 from utils.io.vectors import load_vectors
 from utils.numerics.fixed_order import (
     fixed_order_bytes_per_row,
@@ -158,8 +158,11 @@ def test_bad_quality_scores(scores, message):
 
 def test_memory_need_is_pool_times_budget_times_four_bytes():
     assert selection_memory_bytes(396_000, 10_000, 0) == 396_000 * 9_999 * 4 + 396_000 * 24
-    with pytest.raises(InputError, match=r"--k 1000000 on a pool of 10000000: the selection "
-                                         r"needs .* GiB .* free; lower --k"):
+    with pytest.raises(InputError, match=r"^k=1000000 on a pool of 10000000: the selection "
+                                         r"needs .* GiB .* free; lower k or"):
+        check_memory(10_000_000, 1_000_000, 4096, "cpu")
+    with options_named({"k": "--k"}), pytest.raises(
+            InputError, match=r"^--k 1000000 on a pool of 10000000: .* lower --k or"):
         check_memory(10_000_000, 1_000_000, 4096, "cpu")
 
 

@@ -3,6 +3,10 @@ pool's density factors."""
 
 import numpy as np
 
+from ..errors import InputError, setting
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 from ..io.vectors import as_vectors
 from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..runtime.distributed import SINGLE, block_starts
@@ -36,11 +40,25 @@ def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, devic
     ``reference`` are this rank's blocks, and the factors of this rank's rows are returned."""
     if density_power == 0:
         return np.ones(len(vectors), dtype=np.float32)
-    index = build_density_reference(vectors if reference is None else reference, device, block_mib,
-                              source, ranks)
+    index = build_density_reference(vectors if reference is None else reference, device,
+                                    block_mib, source, ranks)
     index.check_neighbors([neighbors])
     mean_sq = index.mean_sq_distances(vectors, [neighbors], progress)[neighbors]
     if ranks.grouped:
         start = int(block_starts(ranks, len(vectors))[ranks.rank])
         mean_sq = mean_sq[start:start + len(vectors)]
-    return density_factor(mean_sq, density_power).astype(np.float32)
+    factors = density_factor(mean_sq, density_power)
+    with ranks.phase():  # a rank whose factors overflow stops every rank
+        check_float32_factors(factors, density_power)
+    return factors.astype(np.float32)
+
+
+def check_float32_factors(factors, density_power):
+    """The selection stores rho(u) + rho(s) in float32: refuse factors that would overflow it
+    rather than select on infinities (issue 14)."""
+    largest = float(np.max(factors, initial=0.0))
+    if not largest * 2 <= FLOAT32_MAX:
+        raise InputError(f"{setting('density_power', density_power)}: density factors reach "
+                         f"{largest:.3g}, more than float32 holds (the nearest-neighbour "
+                         f"distances are tiny for this power); use a smaller power, or vectors "
+                         f"of a larger scale")

@@ -33,7 +33,7 @@ def entropy_bits(labels, n_clusters):
     """-sum_c p_c log2 p_c of the shares p_c of each label among ``labels`` (empty c: 0)."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_clusters)
     shares = counts[counts > 0] / len(labels)
-    return float(-(shares * np.log2(shares)).sum())
+    return float(-(shares * np.log2(shares)).sum()) + 0.0  # one cluster: 0.0, never -0.0
 
 
 def partition_entropy(vectors, reference, n_clusters=DEFAULT_N_CLUSTERS, device="cpu",
