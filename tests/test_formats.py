@@ -8,6 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import REPO
+
 from utils.errors import InputError
 from utils.io.text_items import item_text, preview
 from utils.io.texts import check_pairing, load_items, read_text_shard
@@ -35,6 +37,29 @@ OPENAI = [{"role": "system", "content": "Be brief."}, {"role": "user", "content"
 ])
 def test_each_record_format_gives_its_text(item, text_field, text):
     assert item_text(item, WHERE, text_field) == text
+
+
+def mtbench_records():
+    """The 80 MT-Bench questions in their own format, rebuilt from the shipped example pool
+    (whose first shard holds them as ShareGPT conversations of the two user turns)."""
+    conversations = json.loads((REPO / "examples" / "pool" / "text" / "0.json").read_text())
+    return conversations, [{"question_id": 81 + i, "category": "writing",
+                            "turns": [turn["value"] for turn in conversation]}
+                           for i, conversation in enumerate(conversations)]
+
+
+@pytest.mark.parametrize("text_field", [None, "turns"])
+def test_mtbench_records_are_conversations_of_user_turns(tmp_path, text_field):
+    """MT-Bench's "turns", a list of strings, is a conversation (issue 14), with or without
+    --text_field turns, and gives the text of the same questions as ShareGPT turns."""
+    conversations, records = mtbench_records()
+    assert len(records) == 80 and all(len(r["turns"]) == 2 for r in records)
+    (tmp_path / "0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    items, _paths, counts = load_items(tmp_path / "0.jsonl")
+    assert counts == [80]
+    texts = [item_text(record, WHERE, text_field) for record in items]
+    assert texts == [item_text(conversation, WHERE) for conversation in conversations]
+    assert texts[0] == "\n".join(records[0]["turns"])
 
 
 @pytest.mark.parametrize("item, text_field, message", [

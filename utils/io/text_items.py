@@ -1,11 +1,35 @@
-"""The text of one item: plain text, a conversation (ShareGPT, OpenAI chat) or an Alpaca record."""
+"""The text of one item: plain text, a conversation (ShareGPT, OpenAI chat, MT-Bench) or an
+Alpaca record (docs/method.md section 1).
+
+A record becomes one string by the first of these rules that applies:
+
+1. A string is the text itself.
+2. A conversation is its turns' texts joined with "\\n": a non-empty list of turns (objects),
+   a turn's text being its "value" (ShareGPT: {"from": ..., "value": ...}), or its "content"
+   when it has no "value" (OpenAI chat: {"role": ..., "content": ...}); or a non-empty list of
+   strings, the user turns (MT-Bench's "turns").
+3. An object with a "conversations" list (ShareGPT), a "messages" list (OpenAI chat) or a
+   "turns" list of strings (MT-Bench) is that conversation, by rule 2; its other fields (an
+   "id", a "system" prompt, a "category") are not embedded.
+4. An object with "instruction" and "output" (Alpaca) is its "instruction", "input" and
+   "output", in that order, joined with "\\n"; empty or missing ones are left out, other fields
+   are not embedded.
+5. An object with exactly one field is that field's value, by these same rules
+   ({"text": "..."}, a Parquet row of one column).
+6. Anything else is refused, naming the record: an object with several fields that matches
+   none of the above (choose the field to embed with --text_field), a number, true/false,
+   null, an empty list or object.
+
+With --text_field NAME, every record must be an object holding the field NAME, and the text is
+that field's value by the same rules (so NAME may hold a string or a conversation).
+"""
 
 import json
 
 from ..errors import InputError
 
 
-CONVERSATION_KEYS = ("conversations", "messages")  # ShareGPT, OpenAI chat
+CONVERSATION_KEYS = ("conversations", "messages", "turns")  # ShareGPT, OpenAI chat, MT-Bench
 
 
 ALPACA_KEYS = ("instruction", "input", "output")
@@ -48,12 +72,16 @@ def field_value(record, where, text_field):
 
 
 def is_conversation(value):
-    """A non-empty list of objects (turns)."""
-    return isinstance(value, list) and bool(value) and all(isinstance(t, dict) for t in value)
+    """A non-empty list of turns: all objects, or all strings (rule 2)."""
+    return isinstance(value, list) and bool(value) and (
+        all(isinstance(t, dict) for t in value) or all(isinstance(t, str) for t in value))
 
 
 def conversation_text(turns, where):
-    """Each turn's text ("value", else "content") joined with newlines (rule 2)."""
+    """Each turn's text ("value", else "content", or the turn itself when it is a string)
+    joined with newlines (rule 2)."""
+    if isinstance(turns[0], str):
+        return "\n".join(turns)
     texts = []
     for j, turn in enumerate(turns):
         key = "value" if "value" in turn else "content"
