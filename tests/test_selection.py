@@ -22,7 +22,7 @@ from utils.selection.engine import REBUILD_SUM_RTOL, first_pick
 from utils.selection.engines import select
 from utils.selection.gpu import INSERT_BYTES_PER_VALUE, TorchEngine
 from utils.selection.inputs import check_quality_scores
-from utils.selection.memory import check_memory, selection_memory_bytes
+from utils.selection.memory import check_memory, density_memory_bytes, selection_memory_bytes
 from utils.synthetic import with_duplicates
 
 SMALL_BLOCK_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
@@ -164,6 +164,16 @@ def test_memory_need_is_pool_times_budget_times_four_bytes():
     with options_named({"k": "--k"}), pytest.raises(
             InputError, match=r"^--k 1000000 on a pool of 10000000: .* lower --k or"):
         check_memory(10_000_000, 1_000_000, 4096, "cpu")
+
+
+def test_the_memory_check_counts_the_density_stage():
+    """A small selection against a reference of 50M x 256 rows: the selection fits, the
+    density's copies of the reference (two of 51 GB) do not (issue 14)."""
+    check_memory(1_000, 10, 256, "cpu")
+    assert density_memory_bytes(50_000_000, 256) == 50_000_000 * (2 * 256 * 4 + 16)
+    with pytest.raises(InputError, match=r"^the density stage over 50,000,000 reference rows "
+                                         r"needs 96\.1 GiB .* free; use a smaller reference"):
+        check_memory(1_000, 10, 256, "cpu", reference_rows=50_000_000)
 
 
 def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():

@@ -35,13 +35,20 @@ class SelectionResult:
     quality: np.ndarray = field(default=None)
 
 
-def check_rank_memory(ranks, n_local, n, k, dim, device):
+def reference_row_count(reference):
+    """Rows of a reference given as vectors, or 0 for a reference already built (its copies
+    exist, and were checked when it was)."""
+    built = isinstance(reference, (DensityReference, ShardedDensityReference))
+    return 0 if built else len(reference)
+
+
+def check_rank_memory(ranks, n_local, n, k, dim, device, reference_rows):
     """``check_memory`` on every rank for its block, agreed: a rank short of memory stops all."""
     with ranks.phase():
         try:
             # CPU ranks on one node share its memory; each GPU rank has its own device.
-            check_memory(n_local, k, dim, device, share=ranks.local_size if device == "cpu"
-                         else 1)
+            check_memory(n_local, k, dim, device, reference_rows=reference_rows,
+                         share=ranks.local_size if device == "cpu" else 1)
         except InputError as err:
             if not ranks.grouped:
                 raise
@@ -109,7 +116,9 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
             if reference.shape[1] != vectors.shape[1]:
                 raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
                                  f"pool has {vectors.shape[1]}")
-    check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device)
+    reference_rows = (0 if density_power == 0 else
+                      len(vectors) if reference is None else reference_row_count(reference))
+    check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device, reference_rows)
     density_factors = pool_density(
         vectors, neighbors, density_power, reference, device, density_progress,
         source or ("the reference" if reference is not None else "the pool"), ranks=ranks)

@@ -15,6 +15,12 @@ def selection_memory_bytes(n, k, dim):
     return n * max(k - 1, 1) * VALUE_BYTES + n * dim * 4 + n * 8 * 3
 
 
+def density_memory_bytes(reference_rows, dim):
+    """Bytes the density stage adds for its reference rows: the distinct rows' copy, the
+    search's own copy (faiss's index, or torch's on a GPU), and a 16-byte key per row."""
+    return reference_rows * (2 * dim * 4 + 16)
+
+
 def available_memory_bytes(device):
     """Memory free for the selection on ``device`` (GPU: free device memory; CPU: MemAvailable)."""
     if device != "cpu":
@@ -29,19 +35,24 @@ def available_memory_bytes(device):
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def check_memory(n, k, dim, device, block_mib=TORCH_BLOCK_MIB, share=1):
-    """Refuse, before any work, a selection that cannot fit in memory.
+def check_memory(n, k, dim, device, block_mib=TORCH_BLOCK_MIB, share=1, reference_rows=0):
+    """Refuse, before any work, a selection that cannot fit in memory: its density stage (over
+    ``reference_rows`` rows; 0 when no density factor is computed), then the selection itself.
 
-    On a GPU the torch engine also needs its per-chunk working memory, ``block_mib``.
+    On a GPU the torch kernels also need their per-chunk working memory, ``block_mib``.
     ``share``: how many processes share the free memory alike (CPU ranks on one node).
     """
-    need = selection_memory_bytes(n, k, dim)
-    if device != "cpu":
-        need += block_mib * MIB
+    working = block_mib * MIB if device != "cpu" else 0
     free = available_memory_bytes(device) // max(1, share)
+    need = density_memory_bytes(reference_rows, dim) + working
+    if reference_rows and need > free:
+        raise InputError(f"the density stage over {reference_rows:,} reference rows needs "
+                         f"{need / 2**30:.1f} GiB (two copies of the rows for the exact kNN) "
+                         f"but {device} has {free / 2**30:.1f} GiB free; use a smaller "
+                         f"reference set or a machine with more memory")
+    need = selection_memory_bytes(n, k, dim) + working
     if need > free:
         raise InputError(f"{setting('k', k)} on a pool of {n}: the selection needs "
                          f"{need / 2**30:.1f} GiB ({n} x {k - 1} values x {VALUE_BYTES} bytes, "
                          f"plus vectors) but {device} has {free / 2**30:.1f} GiB free; lower "
-                         f"{option('k')} or use a "
-                         f"machine with more memory")
+                         f"{option('k')} or use a machine with more memory")
