@@ -156,7 +156,7 @@ def count_step_traffic(rows, dim, k=8):
     counter = traffic_counter()
     engine.add_pick(0)
     with counter() as best:
-        pick, _novelty, _score = engine.best_scored()
+        pick, _novelty, _score, _largest = engine.best_scored()
     with counter() as take:
         engine.take(engine.unit[pick], engine.density_factors[pick], pick)
     reads = [op for op in best.ops if op[0] == "_local_scalar_dense"]

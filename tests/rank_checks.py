@@ -105,6 +105,25 @@ def uneven(ranks, n, k, quality=False, engine_class=NumpyEngine):
     return picks == expected and np.array_equal(seen_one, seen_all, equal_nan=True)
 
 
+def exact_ties_resume(ranks):
+    """Three-hot binary pools (exact ties between distinct vectors): every prefix resumed on
+    sharded numba engines picks what one uninterrupted engine picks (SPEC section 6)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_resume import three_hot_pool
+
+    failed = []
+    for seed in range(3):
+        pool = three_hot_pool(seed)
+        unit, factors, k = unit_rows(pool), np.ones(len(pool), dtype=np.float32), 20
+        full = NumpyEngine(unit, factors, k, 1.0).run(seed)
+        start, stop = ranks.block(len(pool))
+        for t in range(1, k):
+            local = NumpyEngine(unit[start:stop], factors[start:stop], k, 1.0)
+            if ShardedEngine(ranks, local, start, len(pool)).run(full[:t]) != full:
+                failed.append((seed, t))
+    return failed
+
+
 def density_bitwise(ranks, reference, queries):
     """Sharded mean kNN distances equal one process's bit for bit (duplicates included)."""
     ks = [3, 10]
@@ -147,6 +166,7 @@ def main():
                    for engine_class in (NumpyEngine, TorchEngine) for n, k, quality in
                    [(2, 2, False), (4, 4, False), (4, 3, True), (7, 7, True), (9, 5, False)]],
         "density_bitwise": density_bitwise(ranks, reference, queries) and crowd_bitwise(ranks),
+        "exact_ties_failures": exact_ties_resume(ranks),
         "triton_golden": triton_golden(ranks, pool),
     }
     stop_ranks(ranks)

@@ -150,7 +150,7 @@ def test_library_checks_on_several_ranks(ranks):
     checks.pop("triton_golden")  # its own test, below
     assert checks == {"golden_selections": [True, True, True], "prefix_failures_numba": [],
                       "prefix_failures_torch": [], "uneven": [True] * 10,
-                      "density_bitwise": True}
+                      "density_bitwise": True, "exact_ties_failures": []}
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])

@@ -41,6 +41,31 @@ def golden_quality(n):
     return np.random.default_rng(31).uniform(0.2, 1.0, n)
 
 
+def three_hot_pool(seed, n=48, dim=10):
+    """Binary vectors with three ones: distinct vectors whose values tie exactly in exact
+    arithmetic, but not in float sums built in another order (issue 14)."""
+    rng = np.random.default_rng(seed)
+    pool = np.zeros((n, dim), dtype=np.float32)
+    for row in pool:
+        row[rng.choice(dim, 3, replace=False)] = 1.0
+    return pool
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_ties_between_distinct_vectors_resume_to_the_same_picks(engine, seed):
+    """SPEC section 6: within a relative 1e-12 of the largest score, the lowest index wins, so
+    a rebuilt (resumed) state picks what the incremental one picked."""
+    pool = three_hot_pool(seed)
+    unit, factors, k = unit_rows(pool), np.ones(len(pool), dtype=np.float32), 20
+    full = select(unit, factors, k, 1.0, seed % len(pool), engine=ENGINES[engine](
+        unit, factors, k, 1.0))
+    for t in range(2, k):
+        resumed = select(unit, factors, k, 1.0, full[:t], engine=ENGINES[engine](
+            unit, factors, k, 1.0))
+        assert resumed == full, (t, resumed, full)
+
+
 @pytest.mark.parametrize("run", RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize("with_quality", [False, True])
 def test_every_prefix_resumes_to_the_same_picks_through_the_api(golden_vectors, run,

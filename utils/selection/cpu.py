@@ -5,7 +5,7 @@ import functools
 import numpy as np
 
 from ..numerics.blocks import MIB
-from .engine import SelectionEngine
+from .engine import SelectionEngine, tie_floor
 from .memory import TORCH_BLOCK_MIB
 
 # Working bytes per value of one row block of the numba rebuild: the float64 products of one
@@ -199,11 +199,15 @@ class NumpyEngine(SelectionEngine):
         """``values`` as float64 where this engine keeps its sums (quality scores)."""
         return np.asarray(values, dtype=np.float64)
 
-    def best_scored(self, quality=None):
+    def best_scored(self, quality=None, floor=None):
         if not self.active.any():
-            return -1, float("nan"), -np.inf
+            return -1, float("nan"), -np.inf, -np.inf
         novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty.copy()
         score[~self.active] = -np.inf
-        pick = int(np.argmax(score))
-        return pick, float(novelty[pick]), float(score[pick])
+        largest = float(score.max())
+        tied = score >= (tie_floor(largest) if floor is None else floor)
+        pick = int(np.argmax(tied))  # the first True: the lowest index
+        if not tied[pick]:
+            return -1, float("nan"), -np.inf, largest
+        return pick, float(novelty[pick]), float(score[pick]), largest

@@ -55,6 +55,14 @@ VALUE_BYTES = 4  # float32 per stored value
 
 
 REBUILD_SUM_RTOL = 1e-12  # rebuilt sums vs the incremental ones (module docstring)
+# Scores within this relative distance of the largest are a tie, won by the lowest index
+# (SPEC section 6): sums built in another order (a resumed run) then pick what one run picks.
+TIE_RTOL = 1e-12
+
+
+def tie_floor(best):
+    """The lowest score that ties with the largest score ``best``."""
+    return best - TIE_RTOL * abs(best)
 
 
 def first_pick(n, seed):
@@ -146,9 +154,10 @@ class SelectionEngine(abc.ABC):
         self._rebuild_vectors(self.unit[picks], self.density_factors[picks], picks, blocks)
 
     def best(self, quality=None):
-        """The unpicked candidate with the largest novelty (times quality), the lowest index on
-        ties, and its novelty, after the ``t`` picks added so far."""
-        pick, novelty, _score = self.best_scored(quality)
+        """The unpicked candidate with the largest novelty (times quality), the lowest index
+        among those within ``TIE_RTOL`` of it, and its novelty, after the ``t`` picks added
+        so far."""
+        pick, novelty, _score, _largest = self.best_scored(quality)
         return pick, novelty
 
     @abc.abstractmethod
@@ -171,10 +180,11 @@ class SelectionEngine(abc.ABC):
         """``values`` as float64 where this engine keeps its sums (quality scores)."""
 
     @abc.abstractmethod
-    def best_scored(self, quality=None):
-        """``best``, with the winning score (novelty times quality): ``(pick, novelty,
-        score)``; ``(-1, nan, -inf)`` when no candidate is left (a rank whose rows are all
-        picked)."""
+    def best_scored(self, quality=None, floor=None):
+        """``best``, with the winning score (novelty times quality) and the largest score:
+        ``(pick, novelty, score, largest)``, the pick being the lowest index whose score
+        reaches ``floor`` (by default ``tie_floor(largest)``); ``(-1, nan, -inf, largest)``
+        when no candidate does (a rank whose rows are all picked, or all below ``floor``)."""
 
     def run(self, first, quality=None, on_pick=None):
         """The greedy loop, to ``k`` picks: ``first`` is the first pick (an index) or the picks

@@ -11,7 +11,7 @@ from ..numerics.fixed_order import (
     fixed_order_dots_many,
     halving_row_sums,
 )
-from .engine import SelectionEngine
+from .engine import SelectionEngine, tie_floor
 from .memory import TORCH_BLOCK_MIB
 
 GPU_KERNEL_VARIABLE = "NOVELSELECT_GPU_KERNEL"  # "torch": skip the fused Triton kernel
@@ -142,18 +142,20 @@ class TorchEngine(SelectionEngine):
     def device_array(self, values):
         return self.torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
 
-    def best_scored(self, quality=None):
+    def best_scored(self, quality=None, floor=None):
         """As ``NumpyEngine.best_scored``, on the device: only the pick, its novelty and score
         cross to the host, not the pool's sums (3 MB a step at 396,000 candidates)."""
         if self.n == 0:  # a rank with no rows (fewer rows than ranks)
-            return -1, float("nan"), -np.inf
+            return -1, float("nan"), -np.inf, -np.inf
         novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty
         score = self.torch.where(self.active.bool(), score, -float("inf"))
-        pick = int(self.torch.argmax(score))  # the first of equal maxima: the lowest index
-        if not bool(self.active[pick]):
-            return -1, float("nan"), -np.inf
-        return pick, float(novelty[pick]), float(score[pick])
+        largest = score.max()
+        tied = score >= (tie_floor(largest) if floor is None else floor)
+        pick = int(self.torch.argmax(tied.to(self.torch.uint8)))  # the first: the lowest index
+        if not bool(tied[pick]):
+            return -1, float("nan"), -np.inf, float(largest)
+        return pick, float(novelty[pick]), float(score[pick]), float(largest)
 
 
 class TritonEngine(TorchEngine):

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..runtime.distributed import block_starts, owner_of
-from .engine import SelectionEngine
+from .engine import SelectionEngine, tie_floor
 
 
 class ShardedEngine(SelectionEngine):
@@ -84,17 +84,28 @@ class ShardedEngine(SelectionEngine):
         """This rank's share of per-sample ``values`` (quality scores), on its device."""
         return self.local.device_array(np.asarray(values)[self.start:self.stop])
 
-    def best_scored(self, quality=None):
-        """Each rank's best, then the global best: the largest score, the lowest global index
-        among equal scores (ranks hold increasing rows, and each gives its lowest index)."""
-        local_pick, novelty, score = self.local.best_scored(quality)
-        mine = np.asarray([score, novelty, self.start + local_pick if local_pick >= 0 else -1],
-                          dtype=np.float64)
-        candidates = self.ranks.gather_fixed(mine, self.comm_device)
-        scores = candidates[:, 0]
-        winner = int(np.flatnonzero(scores == scores.max())[0])
-        score, novelty, pick = candidates[winner]
-        return int(pick), float(novelty), float(score)
+    def best_scored(self, quality=None, floor=None):
+        """The one process's pick: the lowest global index among the scores within
+        ``TIE_RTOL`` of the largest. Each rank offers its largest score and its own tie winner;
+        ranks hold increasing rows, so the first rank whose winner ties globally has the pick,
+        unless a rank's winner misses the global floor while its largest score reaches it
+        (then every rank looks again against the global floor: a second message, rarely)."""
+        local_pick, novelty, score, largest = self.local.best_scored(quality)
+        offers = self.ranks.gather_fixed(self._offer(largest, score, novelty, local_pick),
+                                         self.comm_device)
+        floor = tie_floor(offers[:, 0].max()) if floor is None else floor
+        unsure = (offers[:, 1] < floor) & (offers[:, 0] >= floor)
+        if unsure.any():
+            local_pick, novelty, score, _largest = self.local.best_scored(quality, floor=floor)
+            offers = self.ranks.gather_fixed(self._offer(largest, score, novelty, local_pick),
+                                             self.comm_device)
+        winner = int(np.flatnonzero(offers[:, 1] >= floor)[0])
+        _largest, score, novelty, pick = offers[winner]
+        return int(pick), float(novelty), float(score), float(offers[:, 0].max())
+
+    def _offer(self, largest, score, novelty, local_pick):
+        pick = self.start + local_pick if local_pick >= 0 else -1
+        return np.asarray([largest, score, novelty, pick], dtype=np.float64)
 
     def weighted_sums_host(self):
         """Every candidate's weighted sum, gathered from the ranks (for tests)."""
