@@ -16,6 +16,7 @@ from utils.metrics.pairwise import distsum_l2, facility_location, knn_distance, 
 from utils.metrics.registry import (
     METRIC_NAMES,
     compute_metrics,
+    fitting_cluster_count,
     metric_columns,
     needs_reference,
     parse_metrics,
@@ -273,3 +274,18 @@ def test_compute_metrics_errors(data, reference, names, kwargs, message):
     with pytest.raises(InputError) as error:
         compute_metrics(names, data, ref, **kwargs)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("names, sizes, n_reference, expected", [
+    (METRIC_NAMES, [80, 120], 500, 80),  # the smallest dataset bounds cluster_inertia
+    (("partition_entropy",), [80], 60, 60),  # the reference bounds partition_entropy
+    (("vendi",), [5], None, 100),  # no cluster metric: nothing to lower
+    (METRIC_NAMES, [300, 400], 1000, 100),  # room for the default
+])
+def test_a_default_cluster_count_is_lowered_to_what_small_data_allows(names, sizes, n_reference,
+                                                                      expected, data, reference):
+    fitted = fitting_cluster_count(names, 100, sizes, n_reference)
+    assert fitted == expected
+    if names == METRIC_NAMES and sizes[0] == 80:  # and then every metric computes (issue 14)
+        got = compute_metrics(names, data[:80], reference, n_clusters=fitted)
+        assert all(np.isfinite(value) for value in got.values())

@@ -189,6 +189,18 @@ def check_metric_inputs(names, n_samples, n_reference=None, ks=DEFAULT_KS,
                          f"lower --n_clusters")
 
 
+def fitting_cluster_count(names, n_clusters, dataset_sizes, n_reference=None):
+    """The largest cluster count up to ``n_clusters`` that the cluster metrics of ``names``
+    allow on every dataset (``dataset_sizes``) and the reference: what a default count is
+    lowered to on small data."""
+    limit = n_clusters
+    if "cluster_inertia" in names:
+        limit = min(limit, *dataset_sizes)
+    if "partition_entropy" in names and n_reference is not None:
+        limit = min(limit, n_reference)
+    return max(limit, 1)
+
+
 def compute_metrics(names, vectors, reference=None, ks=DEFAULT_KS, n_clusters=DEFAULT_N_CLUSTERS,
                     device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine=None, cache=None):
     """Every metric of ``names`` on one dataset: an OrderedDict column -> float.
