@@ -7,3 +7,7 @@ class InputError(Exception):
     The message is one line and names the file, row, shape or option at fault; the command-line
     scripts print it as ``Error: <message>`` and exit with status 1.
     """
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what the run has kept: its message replaces the default one."""

@@ -7,17 +7,8 @@ import time
 
 import click
 
-from ..errors import InputError
-
-
-class Interrupted(Exception):
-    """Ctrl-C, with what the command has kept: its message replaces the default one."""
-
-
-def is_main_rank():
-    """Whether this process speaks for the run: always without ``torchrun``; under it, rank 0
-    (the others run silently, so that each message and error is printed once)."""
-    return os.environ.get("RANK", "0") == "0"
+from ..errors import InputError, Interrupted
+from ..runtime.reporting import is_main_rank
 
 
 def clean_errors(command_body):
