@@ -44,13 +44,13 @@ class EmbeddingOptions:
 
     input_dirs: list
     model_path: str
-    gpu_id: int
+    gpu_id: int | None
     max_length: int
     output_dir: Path
     backend: str
     batch_size: int
     output_format: str
-    text_field: str
+    text_field: str | None
     overwrite: bool
     quiet: bool
 

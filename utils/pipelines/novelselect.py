@@ -35,19 +35,19 @@ class NovelselectOptions:
     figure_dir: str
     output_dir: Path
     k: int
-    gpu_id: int
+    gpu_id: int | None
     neighbors: int
     density_power: float
     distance_power: float
     seed: int
-    dense_ref_dir: str
-    quality_scores: str
-    embedding_field: str
+    dense_ref_dir: str | None
+    quality_scores: str | None
+    embedding_field: str | None
     plot: bool
     method: str
     max_similarity: float
-    resume_from: Path
-    checkpoint_every: int
+    resume_from: Path | None
+    checkpoint_every: int | None
     quiet: bool
 
     def parameters(self):

@@ -31,19 +31,19 @@ from .session import Session
 class NovelsumOptions:
     """A run's options, checked and resolved by the command (``utils/cli/novelsum.py``)."""
 
-    single_dataset_path: str
-    multi_datasets_dir: str
-    dense_ref_dir: str
+    single_dataset_path: str | None
+    multi_datasets_dir: str | None
+    dense_ref_dir: str | None
     output_csv: Path
-    per_sample_csv: str
+    per_sample_csv: str | None
     plot: bool
-    gpu_id: int
+    gpu_id: int | None
     neighbors: list
     density_powers: list
     distance_powers: list
     given: tuple  # whether each power list came from the command line: it names the columns
     block_mib: int
-    embedding_field: str
+    embedding_field: str | None
     neighbor_density: bool
     exclude_self: bool
     metrics: tuple
