@@ -36,7 +36,7 @@ def example_commands():
 def test_example_commands_run_as_written(tmp_path):
     commands = example_commands()
     assert len(commands) == 3
-    for name in ["novelsum.py", "novelselect.py", "embedding.py", "cli_common.py", "utils",
+    for name in ["novelsum.py", "novelselect.py", "embedding.py", "utils",
                  "examples"]:
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)

@@ -35,3 +35,7 @@ def options_named(names):
     finally:
         _option_names.clear()
         _option_names.update(saved)
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what the run has kept: its message replaces the default one."""

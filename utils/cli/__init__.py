@@ -1,1 +1,2 @@
-"""The click commands (options and one pipeline call each) and the translation of errors."""
+"""The three commands: their click options, checks of option combinations, one error
+translation."""

@@ -7,17 +7,8 @@ import time
 
 import click
 
-from ..errors import InputError
-
-
-class Interrupted(Exception):
-    """Ctrl-C, with what the command has kept: its message replaces the default one."""
-
-
-def is_main_rank():
-    """Whether this process speaks for the run: always without ``torchrun``; under it, rank 0
-    (the others run silently, so that each message and error is printed once)."""
-    return os.environ.get("RANK", "0") == "0"
+from ..errors import InputError, Interrupted
+from ..runtime.reporting import is_main_rank
 
 
 def clean_errors(command_body):
@@ -26,9 +17,9 @@ def clean_errors(command_body):
     Ctrl-C stops with exit status 130 and a line saying what was kept: by default that no
     output was written (outputs are renamed into place only when complete); a command that
     keeps finished parts raises ``Interrupted`` with its own message. Under ``torchrun`` a
-    failure the ranks agreed on (``utils.distributed``) is printed by rank 0; any other is
-    printed once, by the first rank to meet it; a rank whose peer went away exits in silence
-    (the peer says why); every rank exits non-zero.
+    failure the ranks agreed on (``utils.runtime.distributed``) is printed by rank 0; any
+    other is printed once, by the first rank to meet it; a rank whose peer went away exits in
+    silence (the peer says why); every rank exits non-zero.
     """
 
     @functools.wraps(command_body)
@@ -68,7 +59,7 @@ def clean_errors(command_body):
 
 
 def agreed(err):
-    """Whether every rank raised ``err`` (``utils.distributed.Ranks.agree``)."""
+    """Whether every rank raised ``err`` (``utils.runtime.distributed.Ranks.agree``)."""
     from ..runtime.distributed import RankError
 
     return isinstance(err, RankError)

@@ -1,31 +1,12 @@
 """The ``novelselect`` command: its options, then one pipeline call."""
 
-import json
 import os
 from pathlib import Path
 
 import click
 
-from ..errors import InputError
-from ..io.records import RunRecord, text_inputs, vector_inputs
-from ..io.texts import check_pairing, load_items
-from ..pipelines.loading import load_embeddings
-from ..pipelines.novelselect import (
-    Checkpoints,
-    baseline_picks,
-    check_kmeans_seed,
-    check_output_folder,
-    output_stem,
-    read_quality_scores,
-    read_resume_picks,
-    run_selection,
-    write_outputs,
-    write_selection,
-)
-from ..runtime.device import peak_memory_note
-from ..runtime.distributed import start_ranks, stop_ranks
+from ..pipelines.novelselect import NovelselectOptions, run_novelselect
 from ..selection import baselines
-from ..selection.inputs import check_resume_picks
 from .errors import clean_errors
 from .options import (
     FINITE_FLOAT,
@@ -34,7 +15,6 @@ from .options import (
     gpu_option,
     quiet_option,
 )
-from .reporting import Reporter, device_summary
 
 
 def refuse_unused_options(ctx, method):
@@ -131,94 +111,16 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
     if method != "novelselect" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise click.UsageError(f"--method {method} runs in one process: start it without "
                                f"torchrun (only NovelSelect is split over ranks)")
-    report = Reporter(quiet)
-    ranks, device = start_ranks(gpu_id, report.notice)
-    record = RunRecord("novelselect", dict(
-        text_dir=text_dir, figure_dir=figure_dir, k=k, neighbors=neighbors,
-        density_power=density_power, distance_power=distance_power, seed=seed,
-        dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
-        embedding_field=embedding_field, method=method, max_similarity=max_similarity,
-        resume_from=resume_from and str(resume_from), checkpoint_every=checkpoint_every))
-    with ranks.phase():
-        resume = read_resume_picks(resume_from) if resume_from else None
-        check_output_folder(output_dir)  # before the long work, not when writing its results
-    with record.stage("loading"):
-        # Under torchrun each rank loads its block of the pool's rows (and of the reference's);
-        # rank 0 alone reads the texts, which only it writes out. Each phase ends with the
-        # ranks agreeing on any fault, in the order one process would meet them.
-        with ranks.phase():
-            pool = load_embeddings(figure_dir, ranks, report.progress("loading embeddings", "shard"),
-                             embedding_field=embedding_field)
-        items = text_paths = counts = None
-        with ranks.phase(patient=True):  # rank 0 alone reads the texts
-            if ranks.is_main:
-                items, text_paths, counts = load_items(
-                    text_dir, report.progress("loading texts", "shard"))
-                check_pairing(text_paths, counts, pool, text_source=text_dir)
-            n = pool.offsets[-1]
-            if not 1 <= k <= n:
-                raise InputError(f"--k {k}: must be between 1 and the pool size ({n})")
-            quality = read_quality_scores(quality_scores, n) if quality_scores else None
-            if resume is not None:
-                resume = check_resume_picks(resume, n, k, resume_from)
-        reference = None
-        if dense_ref_dir and density_power != 0 and method == "novelselect":
-            with ranks.phase():
-                reference = load_embeddings(dense_ref_dir, ranks,
-                                      report.progress("loading reference", "shard"),
-                                      allow_zero=True, embedding_field=embedding_field)
-                if reference.vectors.shape[1] != pool.vectors.shape[1]:
-                    raise InputError(f"{dense_ref_dir}: vectors have "
-                                     f"{reference.vectors.shape[1]} dimensions but the pool "
-                                     f"has {pool.vectors.shape[1]}")
-            record.add_input("reference", vector_inputs(reference, ranks))
-        elif dense_ref_dir:
-            report.notice("--dense_ref_dir is not used with --density_power 0")
-    record.add_input("embeddings", vector_inputs(pool, ranks))
-    if ranks.is_main:
-        record.add_input("texts", text_inputs(text_dir, text_paths, counts))
+    summary = run_novelselect(NovelselectOptions(
+        text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
+        seed, dense_ref_dir, quality_scores, embedding_field, plot, method, max_similarity,
+        resume_from, checkpoint_every, quiet))
+    if summary is not None:
+        click.echo(summary)
 
-    if method != "novelselect":
-        with record.stage("selection"):
-            picks = baseline_picks(method, pool.vectors, k, seed, quality, max_similarity,
-                                   device, report)
-        stem = baselines.output_stem(method, k)
-        writers = {
-            f"{stem}.json": lambda path: path.write_text(json.dumps(
-                [items[i] for i in picks], indent=2, ensure_ascii=False), encoding="utf-8"),
-            f"{stem}_indices.json": lambda path: path.write_text(json.dumps(picks, indent=2))}
-        writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
-            record.finish(device, [output_dir / name for name in writers],
-                          summary={"picked": k, "pool": n}), indent=2))
-        write_outputs(output_dir, writers)
-        stop_ranks(ranks)
-        click.echo(f"picked {k} of {n} samples with {method} on "
-                   f"{device_summary(device, gpu_id, ranks)}; wrote {output_dir / f'{stem}.json'} and "
-                   f"{', '.join(list(writers)[1:])}")
-        return
 
-    stem = output_stem(k, density_power, distance_power)
-    checkpoints = Checkpoints(output_dir / f"{stem}_checkpoint.json",
-                              checkpoint_every if ranks.is_main else None,
-                              len(resume) if resume is not None else 0, k)
-    try:
-        selection = run_selection(pool, k, neighbors, density_power, distance_power, seed,
-                                  reference, quality, device, report, record, resume,
-                                  resume_from, checkpoints, dense_ref_dir or figure_dir, ranks)
-        names = None
-        with ranks.phase(patient=True):  # rank 0 writes; the others wait to hear that it did
-            if ranks.is_main:
-                names = write_selection(output_dir, stem, k, n, pool, items, selection, record,
-                                        device, plot, (neighbors, density_power,
-                                                       distance_power), checkpoints.given,
-                                        ranks)
-    except KeyboardInterrupt:
-        if checkpoints.saved:
-            raise checkpoints.interrupted() from None
-        raise
-    checkpoints.finish()
-    stop_ranks(ranks)
-    if ranks.is_main:
-        click.echo(f"picked {k} of {n} samples on {device_summary(device, gpu_id, ranks)}; "
-                   f"wrote {output_dir / names[0]} and {', '.join(names[1:])}"
-                   f"{peak_memory_note(device)}")
+def check_kmeans_seed(method, seed):
+    """faiss's k-means takes a 32-bit signed seed."""
+    if method == "kmeans" and seed >= 2**31:
+        raise click.UsageError(f"--seed {seed}: --method kmeans takes a seed below 2^31 "
+                               f"({2**31}), faiss's limit")

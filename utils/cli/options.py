@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .errors import is_main_rank
+from ..runtime.reporting import is_main_rank
 
 _NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 

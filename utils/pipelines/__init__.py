@@ -1,1 +1,1 @@
-"""What each command does, from its options to its files: load, compute, write, report."""
+"""What each command does, in named steps: run_novelsum, run_novelselect, run_embedding."""

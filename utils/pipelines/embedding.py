@@ -1,23 +1,34 @@
-"""What ``embedding.py`` does: plan the shards, share them out over ranks, embed, write."""
+"""The embedding run (``embedding.py``): plan the shards, share them out over ranks, embed,
+write."""
 
 import json
 import os
 import signal
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 
-from ..embedding.backends import resolve_model_path
+from ..embedding.backends import choose_backend, make_backend, may_use_vllm, resolve_model_path
 from ..embedding.outputs import output_path, shard_done
-from ..errors import InputError
+from ..errors import InputError, Interrupted
 from ..io.atomic import atomic_path, write_text_atomic
 from ..io.hashing import sha256_of_file
 from ..io.listing import TEXT_SUFFIXES, natural_key
+from ..io.records import RunRecord
 from ..io.text_items import item_text
 from ..io.texts import read_text_shard
-from ..runtime.device import pin_visible_gpu
-from ..runtime.distributed import launched_by_torchrun, mixed_devices_error, start_ranks
+from ..runtime.device import nvidia_driver_present, pin_visible_gpu
+from ..runtime.distributed import (
+    RankError,
+    launched_by_torchrun,
+    mixed_devices_error,
+    start_ranks,
+    stop_ranks,
+)
+from ..runtime.reporting import Reporter
+from .session import Session
 
 CHUNK_TEXTS = 512  # texts per backend call: the progress bar moves at least this often
 
@@ -25,6 +36,126 @@ CHUNK_TEXTS = 512  # texts per backend call: the progress bar moves at least thi
 # The run record sits in the output folder under a hidden name, so that the folder stays a
 # clean folder of embedding shards for novelsum.py and novelselect.py (they skip hidden files).
 RUN_RECORD = ".embedding_run.json"
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    """A run's options, as the command (``utils/cli/embed.py``) parsed them."""
+
+    input_dirs: list
+    model_path: str
+    gpu_id: int | None
+    max_length: int
+    output_dir: Path
+    backend: str
+    batch_size: int
+    output_format: str
+    text_field: str | None
+    overwrite: bool
+    quiet: bool
+
+    def parameters(self):
+        """The options as the run record lists them."""
+        return dict(input_dir=self.input_dirs, model_path=self.model_path,
+                    max_length=self.max_length, backend=self.backend,
+                    batch_size=self.batch_size, output_format=self.output_format,
+                    text_field=self.text_field, overwrite=self.overwrite)
+
+
+def run_embedding(options):
+    """Embed every shard not yet embedded, each rank its share; return the text for stdout
+    (None on ranks other than 0)."""
+    report = Reporter(options.quiet)
+    record = RunRecord("embedding", options.parameters())
+    model_path, model_error = model_folder_or_error(options.model_path)
+    ranks, device = join_ranks(options.gpu_id, model_error is None and may_use_vllm(
+        options.backend, model_path, nvidia_driver_present()), report.notice)
+    session = Session(report, ranks, device, record)
+    plan, pending, backend = read_plan(options, session, model_path, model_error)
+    check_one_view(ranks, pending, options.output_dir)
+    skipped = len(plan) - len(pending)
+    if skipped:
+        report.notice(f"skipping {skipped} shard(s) already embedded in {options.output_dir} "
+                      f"(--overwrite to redo them)")
+    if not pending:
+        stop_ranks(ranks)
+        return f"nothing to do: all {len(plan)} shard(s) are embedded" if ranks.is_main else None
+    report.notice(f"embedding with {backend} on {device}")
+    if report.quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its weight-loading bar
+    record.parameters.update(resolved_model_path=str(model_path), resolved_backend=backend)
+    shares = embed_shards(options, session, (backend, model_path), own_shards(pending, ranks),
+                          (skipped, len(plan)))
+    stop_ranks(ranks)
+    if not ranks.is_main:
+        return None
+    return write_summary(record, shares, pending, skipped, device, ranks, options.output_dir,
+                         f"with {backend} on {session.where(options.gpu_id)}")
+
+
+def read_plan(options, session, model_path, model_error):
+    """Every shard and its output, the shards still to embed with their texts, and the backend
+    for them; a bad input stops every rank, and is reported once."""
+    devices = session.ranks.gather_objects(session.device)
+    backend = options.backend
+    with session.ranks.phase():
+        if model_error is not None:
+            raise model_error
+        check_one_device_kind(devices, options.gpu_id)
+        plan, pending = read_pending(options.input_dirs, options.output_dir,
+                                     options.output_format, options.text_field,
+                                     options.overwrite, session.record)
+        if pending:
+            backend = choose_backend(backend, model_path, session.device)
+    return plan, pending, backend
+
+
+def check_one_view(ranks, pending, output_dir):
+    """Refuse ranks that see different shards left to do.
+
+    Which shards are done is read from the file system by every rank: on several nodes a
+    cached view could differ, and the ranks would then share out different lists.
+    """
+    views = ranks.gather_objects([[str(target), len(texts)] for _, target, texts in pending])
+    if any(view != views[0] for view in views):
+        odd = next(rank for rank, view in enumerate(views) if view != views[0])
+        raise RankError(f"{output_dir}: rank {odd} sees other shards already embedded than "
+                        f"rank 0 ({len(views[odd])} vs {len(views[0])} left to do); the ranks "
+                        f"need one view of --output_dir (a shared file system, up to date)")
+
+
+def own_shards(pending, ranks):
+    """This rank's share of the pending shards (``balanced_owners``)."""
+    owners = balanced_owners([len(texts) for _, _, texts in pending], ranks.size)
+    return [shard for shard, owner in zip(pending, owners) if owner == ranks.rank]
+
+
+def embed_shards(options, session, model, mine, progress):
+    """Embed and write this rank's shards; every rank's device, shards, texts and seconds, in
+    rank order. ``model``: (backend, model folder); ``progress``: (shards skipped, planned),
+    for the message of a Ctrl-C."""
+    ranks, record = session.ranks, session.record
+    texts_here = sum(len(texts) for _, _, texts in mine)
+    written, embedder = 0, None
+    try:
+        with ranks.phase(patient=True):  # a shard that cannot be written stops every rank
+            if texts_here:  # a rank with no texts (more ranks than shards): no model
+                with record.stage("loading model"):
+                    embedder = make_backend(*model, session.device, options.max_length,
+                                            options.batch_size)
+            start = time.perf_counter()
+            with session.report.bar("embedding", total=texts_here, unit="text") as bar:
+                for _, target, texts in mine:
+                    write_vectors(target, embed_in_chunks(embedder, texts, bar))
+                    written += 1
+            seconds = time.perf_counter() - start
+        return ranks.gather_objects({"device": session.device, "shards": written,
+                                     "texts": texts_here, "seconds": seconds}, patient=True)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(written, *progress, options.output_dir,
+                                              ranks)) from None
 
 
 def text_shards(folder):
@@ -175,7 +306,7 @@ def write_vectors(path, vectors):
             tmp.write_text(json.dumps(vectors.tolist()))
 
 
-def embed_texts(embedder, texts, bar):
+def embed_in_chunks(embedder, texts, bar):
     """One shard's vectors, ``CHUNK_TEXTS`` texts per backend call."""
     parts = []
     for i in range(0, len(texts), CHUNK_TEXTS):
@@ -202,8 +333,8 @@ def interrupted_message(written, skipped, planned, output_dir, ranks=None):
 
 
 def write_summary(record, shares, pending, skipped, device, ranks, output_dir, used):
-    """Rank 0's end of a run: the run record (every rank's shards counted) and the summary
-    line. ``shares``: each rank's device, shards, texts and seconds, in rank order."""
+    """Rank 0's end of a run: write the run record (every rank's shards counted); return the
+    summary line. ``shares``: each rank's device, shards, texts and seconds, in rank order."""
     total = sum(share["texts"] for share in shares)
     embedded = sum(share["shards"] for share in shares)
     seconds = max(share["seconds"] for share in shares)  # the slowest rank ends the run
@@ -216,5 +347,5 @@ def write_summary(record, shares, pending, skipped, device, ranks, output_dir, u
     write_text_atomic(output_dir / RUN_RECORD, json.dumps(record.finish(
         device, [target for _, target, _ in pending], ranks=ranks.size, summary=summary),
         indent=2))
-    click.echo(f"embedded {total} texts in {embedded} shard(s) {used}: {seconds:.1f} s, "
-               f"{total / seconds:.1f} texts/s; output in {output_dir}")
+    return (f"embedded {total} texts in {embedded} shard(s) {used}: {seconds:.1f} s, "
+            f"{total / seconds:.1f} texts/s; output in {output_dir}")

@@ -1,31 +1,94 @@
-"""What ``novelselect.py`` does: select, checkpoint, write the picks, log and record."""
+"""The ``novelselect`` run: load the pool, its texts and reference, select (NovelSelect or a
+baseline), write the outputs."""
 
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 
 from ..api import novelselect
-from ..cli.errors import Interrupted
 from ..errors import InputError
-from ..io.atomic import write_text_atomic, write_together
 from ..io.formats import read_npy
-from ..runtime.distributed import SINGLE
+from ..io.records import RunRecord, text_inputs, vector_inputs
+from ..io.texts import check_pairing, load_items
+from ..runtime.device import peak_memory_note
+from ..runtime.distributed import start_ranks, stop_ranks
+from ..runtime.reporting import Reporter
 from ..selection import baselines
-from ..selection.inputs import check_quality_scores
+from ..selection.inputs import check_quality_scores, check_resume_picks
+from .novelselect_outputs import (
+    Checkpoints,
+    check_output_folder,
+    output_stem,
+    write_baseline,
+    write_selection,
+)
+from .session import Session
 
 
-def output_stem(k, density_power, distance_power):
-    """The reference's output stem, numbers written as Python floats (``0.5``, ``1.0``)."""
-    return f"novelselect_{k}_dense_{float(density_power)}_dist_{float(distance_power)}"
+@dataclass(frozen=True)
+class NovelselectOptions:
+    """A run's options, checked by the command (``utils/cli/novelselect.py``)."""
+
+    text_dir: str
+    figure_dir: str
+    output_dir: Path
+    k: int
+    gpu_id: int | None
+    neighbors: int
+    density_power: float
+    distance_power: float
+    seed: int
+    dense_ref_dir: str | None
+    quality_scores: str | None
+    embedding_field: str | None
+    plot: bool
+    method: str
+    max_similarity: float
+    resume_from: Path | None
+    checkpoint_every: int | None
+    quiet: bool
+
+    def parameters(self):
+        """The options as the run record lists them."""
+        return dict(
+            text_dir=self.text_dir, figure_dir=self.figure_dir, k=self.k,
+            neighbors=self.neighbors, density_power=self.density_power,
+            distance_power=self.distance_power, seed=self.seed,
+            dense_ref_dir=self.dense_ref_dir, quality_scores=self.quality_scores,
+            embedding_field=self.embedding_field, method=self.method,
+            max_similarity=self.max_similarity,
+            resume_from=self.resume_from and str(self.resume_from),
+            checkpoint_every=self.checkpoint_every)
 
 
-def output_names(k, density_power, distance_power):
-    """The reference's two output names."""
-    stem = output_stem(k, density_power, distance_power)
-    return f"{stem}.json", f"{stem}_indices.json"
+@dataclass
+class Inputs:
+    """What a run selects from: the pool (this rank's block under torchrun), its texts (rank
+    0's only), its size, the quality scores, the picks to resume from, the density reference."""
+
+    pool: object
+    items: list
+    n: int
+    quality: object
+    resume: list
+    reference: object
+
+
+def run_novelselect(options):
+    """Select ``options.k`` samples of the pool and write them; return the text for stdout
+    (None on ranks other than 0)."""
+    report = Reporter(options.quiet)
+    ranks, device = start_ranks(options.gpu_id, report.notice)
+    session = Session(report, ranks, device, RunRecord("novelselect", options.parameters()))
+    with ranks.phase():
+        resume = read_resume_picks(options.resume_from) if options.resume_from else None
+        check_output_folder(options.output_dir)  # before the long work, not at its end
+    inputs = load_inputs(options, session, resume)
+    if options.method != "novelselect":
+        return select_baseline(options, session, inputs)
+    return select_novel(options, session, inputs)
 
 
 def read_quality_scores(path, n):
@@ -60,64 +123,69 @@ def read_resume_picks(path):
         raise InputError(f"{path}: not JSON ({err})") from None
 
 
-class Checkpoints:
-    """``on_pick`` for the selection: counts the picks and, every ``every`` picks after the
-    ``given`` ones, writes them all atomically to ``path`` (nothing when ``every`` is None)."""
+def load_inputs(options, session, resume):
+    """Load the pool, its texts and the reference, and check the other inputs against the
+    pool's size.
 
-    def __init__(self, path, every, given, k):
-        self.path, self.every, self.given, self.k = path, every, given, k
-        self.picks, self.written = [], False
-
-    def __call__(self, index):
-        self.picks.append(index)
-        count = len(self.picks)
-        if self.every and self.given < count < self.k and count % self.every == 0:
-            self.written = True  # before the write: a Ctrl-C may land just after it
-            write_text_atomic(self.path, json.dumps(self.picks))
-
-    @property
-    def saved(self):
-        """How many picks the checkpoint holds (0 before this run wrote one). Read from the
-        file itself: a Ctrl-C between the rename and any bookkeeping cannot make it wrong."""
-        if not self.written:
-            return 0
-        try:
-            return len(json.loads(self.path.read_text()))
-        except (OSError, ValueError):
-            return 0
-
-    def interrupted(self):
-        """What a Ctrl-C keeps: the last checkpoint this run wrote, and how to go on from it."""
-        return Interrupted(f"stopped cleanly after {len(self.picks)} picks; {self.path} holds "
-                           f"the first {self.saved}: continue with --resume_from {self.path}")
-
-    def finish(self):
-        """The run is complete and its outputs are written: the checkpoint is not needed."""
-        if self.every:
-            self.path.unlink(missing_ok=True)
-
-
-def pick_log(selection, pool):
-    """The pick log: one row per pick, in order, with where it is and what it was worth.
-
-    Columns: order, index, shard, row, novelty (empty for the first, random pick),
-    density_factor, and quality and score (quality x novelty) when scores were given.
+    Under torchrun each rank loads its block of the pool's rows (and of the reference's);
+    rank 0 alone reads the texts, which only it writes out. Each phase ends with the ranks
+    agreeing on any fault, in the order one process would meet them.
     """
-    import pandas as pd
+    report, ranks, record = session.report, session.ranks, session.record
+    with record.stage("loading"):
+        with ranks.phase():
+            pool = session.load_embeddings(options.figure_dir,
+                                           report.progress("loading embeddings", "shard"),
+                                           embedding_field=options.embedding_field)
+        with ranks.phase(patient=True):  # rank 0 alone reads the texts
+            items, text_paths, counts = load_texts(options, session, pool)
+            n = pool.offsets[-1]
+            if not 1 <= options.k <= n:
+                raise InputError(f"--k {options.k}: must be between 1 and the pool size ({n})")
+            quality = read_quality_scores(options.quality_scores, n) \
+                if options.quality_scores else None
+            if resume is not None:
+                resume = check_resume_picks(resume, n, options.k, options.resume_from)
+        reference = load_reference(options, session, pool)
+    record.add_input("embeddings", vector_inputs(pool, ranks))
+    if ranks.is_main:
+        record.add_input("texts", text_inputs(options.text_dir, text_paths, counts))
+    return Inputs(pool, items, n, quality, resume, reference)
 
-    picks = np.asarray(selection.picks)
-    shards, rows = pool.locate(picks)
-    columns = {"order": np.arange(len(picks)), "index": picks, "shard": shards, "row": rows,
-               "novelty": selection.novelty,
-               "density_factor": selection.density_factor[picks].astype(np.float64)}
-    if selection.quality is not None:
-        columns["quality"] = selection.quality[picks]
-        columns["score"] = columns["quality"] * selection.novelty
-    return pd.DataFrame(columns)
+
+def load_texts(options, session, pool):
+    """The pool's items, text shards and their counts, paired with the embedding shards; on
+    rank 0 alone (``None`` each elsewhere)."""
+    if not session.ranks.is_main:
+        return None, None, None
+    items, text_paths, counts = load_items(
+        options.text_dir, session.report.progress("loading texts", "shard"))
+    check_pairing(text_paths, counts, pool, text_source=options.text_dir)
+    return items, text_paths, counts
+
+
+def load_reference(options, session, pool):
+    """The density reference of --dense_ref_dir, when NovelSelect's density power uses it."""
+    if not options.dense_ref_dir:
+        return None
+    if options.density_power == 0 or options.method != "novelselect":
+        session.report.notice("--dense_ref_dir is not used with --density_power 0")
+        return None
+    with session.ranks.phase():
+        reference = session.load_embeddings(
+            options.dense_ref_dir, session.report.progress("loading reference", "shard"),
+            allow_zero=True, embedding_field=options.embedding_field)
+        if reference.vectors.shape[1] != pool.vectors.shape[1]:
+            raise InputError(f"{options.dense_ref_dir}: vectors have "
+                             f"{reference.vectors.shape[1]} dimensions but the pool "
+                             f"has {pool.vectors.shape[1]}")
+    session.record.add_input("reference", vector_inputs(reference, session.ranks))
+    return reference
 
 
 def baseline_picks(method, vectors, k, seed, quality, max_similarity, device, report):
-    """The picks of a baseline selection method (utils/baselines.py), in pick order."""
+    """The picks of a baseline selection method (``utils/selection/baselines.py``), in pick
+    order."""
     from ..numerics.rows import unit_rows
     from ..selection.engine import first_pick
 
@@ -134,41 +202,51 @@ def baseline_picks(method, vectors, k, seed, quality, max_similarity, device, re
                                            device, progress=progress)
 
 
-def check_kmeans_seed(method, seed):
-    """faiss's k-means takes a 32-bit signed seed."""
-    if method == "kmeans" and seed >= 2**31:
-        raise click.UsageError(f"--seed {seed}: --method kmeans takes a seed below 2^31 "
-                               f"({2**31}), faiss's limit")
+def select_baseline(options, session, inputs):
+    """A baseline's selection, written; the summary line."""
+    with session.record.stage("selection"):
+        picks = baseline_picks(options.method, inputs.pool.vectors, options.k, options.seed,
+                               inputs.quality, options.max_similarity, session.device,
+                               session.report)
+    names = write_baseline(options, session, inputs, picks)
+    stop_ranks(session.ranks)
+    return (f"picked {options.k} of {inputs.n} samples with {options.method} on "
+            f"{session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and "
+            f"{', '.join(names[1:])}")
 
 
-def check_output_folder(output_dir):
-    """``--output_dir`` must be a folder, or creatable: its nearest existing folder writable."""
-    for folder in [output_dir, *output_dir.absolute().parents]:
-        if not folder.exists():
-            continue
-        if not folder.is_dir():
-            raise InputError(f"{output_dir}: --output_dir is a file; give a folder"
-                             if folder == output_dir else
-                             f"{output_dir}: cannot write there: {folder} is a file")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise InputError(f"{output_dir}: cannot write there: {folder} is not writable")
-        return
+def select_novel(options, session, inputs):
+    """NovelSelect, checkpointed, written by rank 0; its summary line (None on other ranks).
+    A Ctrl-C after a checkpoint says how to resume from it."""
+    ranks = session.ranks
+    stem = output_stem(options.k, options.density_power, options.distance_power)
+    checkpoints = Checkpoints(options.output_dir / f"{stem}_checkpoint.json",
+                              options.checkpoint_every if ranks.is_main else None,
+                              len(inputs.resume) if inputs.resume is not None else 0, options.k)
+    try:
+        selection = run_selection(options, session, inputs, checkpoints)
+        names = None
+        with ranks.phase(patient=True):  # rank 0 writes; the others wait to hear that it did
+            if ranks.is_main:
+                names = write_selection(options, session, inputs, selection, checkpoints.given)
+    except KeyboardInterrupt:
+        if checkpoints.saved:
+            raise checkpoints.interrupted() from None
+        raise
+    checkpoints.finish()
+    stop_ranks(ranks)
+    if not ranks.is_main:
+        return None
+    return (f"picked {options.k} of {inputs.n} samples on {session.where(options.gpu_id)}; "
+            f"wrote {options.output_dir / names[0]} and {', '.join(names[1:])}"
+            f"{peak_memory_note(session.device)}")
 
 
-def write_outputs(output_dir, writers):
-    """Write every output under a temporary name, then rename them all into place
-    (``utils.atomic.write_together``). ``writers`` maps a file name in ``output_dir`` to a
-    function that writes it at a path."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise InputError(f"{output_dir}: --output_dir is a file; give a folder")
-    write_together({output_dir / name: write for name, write in writers.items()})
-
-
-def run_selection(pool, k, neighbors, density_power, distance_power, seed, reference, quality,
-                  device, report, record, resume, resume_from, checkpoints, source,
-                  ranks=SINGLE):
+def run_selection(options, session, inputs, checkpoints):
     """NovelSelect on the loaded pool, with a progress bar and ``checkpoints``."""
-    with record.stage("selection"), report.bar("selecting", total=k, unit="pick") as bar:
+    report = session.report
+    with session.record.stage("selection"), \
+            report.bar("selecting", total=options.k, unit="pick") as bar:
         def on_pick(index, novelty):
             if np.isfinite(novelty):
                 bar.set_postfix_str(f"novelty {novelty:.4g}", refresh=False)
@@ -176,36 +254,11 @@ def run_selection(pool, k, neighbors, density_power, distance_power, seed, refer
             checkpoints(index)
 
         return novelselect(
-            pool.vectors, k, neighbors, density_power, distance_power, seed,
-            reference=None if reference is None else reference.vectors, quality=quality,
-            device=device, notify=report.notice, on_pick=on_pick,
-            density_progress=report.progress("density", "chunk"), source=str(source),
-            resume_from=resume, resume_source=str(resume_from), ranks=ranks)
-
-
-def write_selection(output_dir, stem, k, n, pool, items, selection, record, device, plot,
-                    parameters, given, ranks=SINGLE):
-    """Write the picks, the pick log, the plot and the run record (``given``: the picks the
-    run was resumed from, 0 for none); return the names written."""
-    neighbors, density_power, distance_power = parameters
-    names, picks = output_names(k, density_power, distance_power), selection.picks
-    writers = {
-        names[0]: lambda path: path.write_text(json.dumps([items[i] for i in picks], indent=2,
-                                                          ensure_ascii=False), encoding="utf-8"),
-        names[1]: lambda path: path.write_text(json.dumps(picks, indent=2)),
-        f"{stem}_picks.csv": lambda path: pick_log(selection, pool).to_csv(
-            path, index=False, lineterminator="\n")}
-    if plot:
-        from ..io.plots import plot_pick_novelty
-
-        writers[f"{stem}_novelty.png"] = lambda path: plot_pick_novelty(
-            selection.novelty, path, f"NovelSelect: {k:,} of {n:,} (k={neighbors}, "
-                                     f"beta={density_power:g}, alpha={distance_power:g})")
-    last = float(selection.novelty[-1])
-    summary = {"picked": k, "pool": n, "last_novelty": last if np.isfinite(last) else None,
-               "resumed_from_picks": given}
-    writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
-        record.finish(device, [output_dir / name for name in writers], ranks=ranks.size,
-                      summary=summary), indent=2))
-    write_outputs(output_dir, writers)
-    return list(writers)
+            inputs.pool.vectors, options.k, options.neighbors, options.density_power,
+            options.distance_power, options.seed,
+            reference=None if inputs.reference is None else inputs.reference.vectors,
+            quality=inputs.quality, device=session.device, notify=report.notice,
+            on_pick=on_pick, density_progress=report.progress("density", "chunk"),
+            source=str(options.dense_ref_dir or options.figure_dir),
+            resume_from=inputs.resume, resume_source=str(options.resume_from),
+            ranks=session.ranks)

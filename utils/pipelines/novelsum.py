@@ -1,14 +1,107 @@
-"""What ``novelsum.py`` does: measure each dataset, write the tables and the record."""
+"""The ``novelsum`` run: load the reference and each dataset, measure, write the tables and the
+record."""
 
-import csv
-import io
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from ..api import density_reference, novelsum
 from ..errors import InputError
+from ..io.atomic import write_together
 from ..io.listing import VECTOR_SUFFIXES, shard_order_key
-from ..metrics.proximity import column_name, format_number
+from ..io.records import RunRecord, vector_inputs
+from ..io.vectors import load_vectors
+from ..metrics.proximity import column_name
+from ..metrics.registry import check_metric_inputs, compute_metrics, metric_columns, needs_reference
+from ..runtime.distributed import start_ranks, stop_ranks
+from ..runtime.reporting import Reporter
+from .novelsum_tables import (
+    metrics_table,
+    nearest_grid_point,
+    per_sample_frame,
+    results_csv,
+    results_table,
+    write_table,
+)
+from .session import Session
+
+
+@dataclass(frozen=True)
+class NovelsumOptions:
+    """A run's options, checked and resolved by the command (``utils/cli/novelsum.py``)."""
+
+    single_dataset_path: str | None
+    multi_datasets_dir: str | None
+    dense_ref_dir: str | None
+    output_csv: Path
+    per_sample_csv: str | None
+    plot: bool
+    gpu_id: int | None
+    neighbors: list
+    density_powers: list
+    distance_powers: list
+    given: tuple  # whether each power list came from the command line: it names the columns
+    block_mib: int
+    embedding_field: str | None
+    neighbor_density: bool
+    exclude_self: bool
+    metrics: tuple
+    n_clusters: int
+    quiet: bool
+
+    @property
+    def uses_density(self):
+        return any(beta != 0 for beta in self.density_powers)
+
+    @property
+    def shown(self):
+        """The column of the plot and the summary: the grid point nearest the recommended."""
+        return column_name(*nearest_grid_point(self.neighbors, self.density_powers,
+                                               self.distance_powers), self.given)
+
+    def parameters(self):
+        """The options as the run record lists them."""
+        return dict(
+            single_dataset_path=self.single_dataset_path,
+            multi_datasets_dir=self.multi_datasets_dir, dense_ref_dir=self.dense_ref_dir,
+            neighbors=self.neighbors, density_powers=self.density_powers,
+            distance_powers=self.distance_powers, neighbor_density=self.neighbor_density,
+            exclude_self=self.exclude_self, block_mib=self.block_mib,
+            embedding_field=self.embedding_field, metrics=list(self.metrics),
+            n_clusters=self.n_clusters)
+
+
+@dataclass
+class Measured:
+    """One dataset's results: its CSV row, its per-sample novelty at the shown grid point and,
+    with --per_sample_csv, its per-sample frame."""
+
+    row: dict
+    spread: object
+    frame: object
+
+
+def run_novelsum(options):
+    """Measure every dataset and write the CSV, the optional per-sample table and plot, and the
+    run record; return the text for stdout (None on ranks other than 0)."""
+    report = Reporter(options.quiet)
+    ranks, device = start_ranks(options.gpu_id, report.notice)
+    session = Session(report, ranks, device, RunRecord("novelsum", options.parameters()))
+    paths = dataset_paths(options.single_dataset_path, options.multi_datasets_dir)
+    ref, metric_ref = load_references(options, session)
+    reference = density_search(options, session, ref)
+    metric_cache = {}  # the reference's unit rows and centroids, made once for every dataset
+    results = [measure_dataset(path, options, session, (ref, reference, metric_ref),
+                               metric_cache) for path in paths]
+    writers = output_writers(options, session, results)
+    with session.record.stage("writing"), ranks.phase(patient=True):  # rank 0 writes
+        if ranks.is_main:
+            write_together(writers)
+    stop_ranks(ranks)
+    if ranks.is_main:
+        return summary_text(options, session, [r.row for r in results], writers)
+    return None
 
 
 def dataset_name(path):
@@ -20,18 +113,28 @@ def dataset_paths(single_dataset_path, multi_datasets_dir):
     """The datasets to measure: the single path, then each file or shard folder of the dir."""
     paths = [Path(single_dataset_path)] if single_dataset_path else []
     if multi_datasets_dir:
-        folder = Path(multi_datasets_dir)
-        if not folder.is_dir():
-            raise InputError(f"{folder}: --multi_datasets_dir must be a folder of datasets")
-        found = [p for p in folder.iterdir() if not p.name.startswith(".")
-                 and (p.is_dir() or (p.is_file() and p.suffix in VECTOR_SUFFIXES))]
-        if not found:
-            raise InputError(f"{folder}: no datasets (.json, .npy or .parquet files, or shard "
-                             f"folders)")
-        paths += sorted(found, key=shard_order_key)
+        paths += datasets_in(Path(multi_datasets_dir))
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
+    check_distinct(paths)
+    return paths
+
+
+def datasets_in(folder):
+    """Each embedding file or shard folder of ``folder``, in shard order."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: --multi_datasets_dir must be a folder of datasets")
+    found = [p for p in folder.iterdir() if not p.name.startswith(".")
+             and (p.is_dir() or (p.is_file() and p.suffix in VECTOR_SUFFIXES))]
+    if not found:
+        raise InputError(f"{folder}: no datasets (.json, .npy or .parquet files, or shard "
+                         f"folders)")
+    return sorted(found, key=shard_order_key)
+
+
+def check_distinct(paths):
+    """Each dataset once, and under a name of its own: the CSV tells datasets apart by name."""
     seen = {}
     for path in paths:
         if path.resolve() in seen:
@@ -39,82 +142,128 @@ def dataset_paths(single_dataset_path, multi_datasets_dir):
                              f"measure each dataset once")
         seen[path.resolve()] = path
     names = {}
-    for path in paths:  # the CSV tells datasets apart by name only
+    for path in paths:
         name = dataset_name(path)
         if name in names:
             raise InputError(f"{names[name]} and {path} would both be the dataset '{name}' in "
                              f"the CSV; rename one of them")
         names[name] = path
-    return paths
 
 
-def results_csv(rows):
-    """The CSV text of the result rows (dicts with the same keys, in column order)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+def load_references(options, session):
+    """The reference for the density search and for the baseline metrics (None where unused).
+
+    Under torchrun each rank holds a block of the reference's rows for the density search;
+    rank 0 alone computes the baseline metrics, on the whole reference.
+    """
+    uses_metrics = needs_reference(options.metrics)
+    if not options.dense_ref_dir or not (options.uses_density or uses_metrics):
+        return None, None
+    ranks, record = session.ranks, session.record
+    with record.stage("loading"), ranks.phase():
+        ref = session.load_embeddings(options.dense_ref_dir,
+                                      session.report.progress("loading reference", "shard"),
+                                      allow_zero=True, embedding_field=options.embedding_field)
+    record.add_input("reference", vector_inputs(ref, ranks))
+    if not (ranks.grouped and uses_metrics):
+        return ref, ref
+    with record.stage("loading"), ranks.phase(patient=True):
+        metric_ref = load_vectors(options.dense_ref_dir, allow_zero=True,
+                                  embedding_field=options.embedding_field) \
+            if ranks.is_main else None
+    return ref, metric_ref
 
 
-def metrics_table(rows, columns):
-    """The baseline metrics as a text table: one line per dataset, one column per metric."""
-    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
-    widths = [max(12, len(c)) for c in columns]
-    lines = [f"{'dataset':<{name_width}}  " + "  ".join(f"{c:>{w}}" for c, w in
-                                                         zip(columns, widths))]
-    lines.append("-" * len(lines[0]))
-    lines += [f"{row['Dataset Name']:<{name_width}}  " + "  ".join(
-        f"{row[c]:>{w}.6g}" for c, w in zip(columns, widths)) for row in rows]
+def density_search(options, session, ref):
+    """The reference's kNN index for the density factor, when a density power is not 0."""
+    if ref is None or not options.uses_density:
+        return None
+    reference = density_reference(ref.vectors, session.device, options.block_mib,
+                                  str(options.dense_ref_dir), session.ranks)
+    reference.check_neighbors(options.neighbors)
+    return reference
+
+
+@contextmanager
+def errors_named(path):
+    """An ``InputError`` met while measuring a dataset names the dataset's path first."""
+    try:
+        yield
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+def measure_dataset(path, options, session, references, metric_cache):
+    """Load one dataset, compute NovelSum over the grid and the baseline metrics."""
+    ref, reference, metric_ref = references
+    report, ranks, record = session.report, session.ranks, session.record
+    with record.stage("loading"), ranks.phase():
+        dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"),
+                               embedding_field=options.embedding_field)
+    record.add_input(f"dataset {dataset.name}", vector_inputs(dataset))
+    if options.metrics:  # sizes checked before any long work
+        with errors_named(path):
+            check_metric_inputs(options.metrics, len(dataset.vectors),
+                                None if ref is None else ref.offsets[-1], options.neighbors,
+                                options.n_clusters)
+    with record.stage("novelsum"), errors_named(path):
+        result = novelsum(
+            dataset.vectors, reference, options.neighbors, options.density_powers,
+            options.distance_powers, device=session.device, block_mib=options.block_mib,
+            neighbor_density=options.neighbor_density, exclude_self=options.exclude_self,
+            given=options.given,
+            density_progress=report.progress(f"density {dataset.name}", "chunk"),
+            distance_progress=report.progress(f"distances {dataset.name}", "block"),
+            ranks=ranks)
+    row = {"Dataset Name": dataset.name, **result.values, "cos_distance": result.cos_distance}
+    if options.metrics:
+        with record.stage("metrics"), ranks.phase(patient=True):
+            if ranks.is_main:
+                with errors_named(path):
+                    row.update(compute_metrics(
+                        options.metrics, dataset.vectors,
+                        None if metric_ref is None else metric_ref.vectors, options.neighbors,
+                        options.n_clusters, session.device, options.block_mib,
+                        cache=metric_cache))
+    frame = per_sample_frame(dataset, result) if options.per_sample_csv else None
+    return Measured(row, result.per_sample[options.shown], frame)
+
+
+def output_writers(options, session, results):
+    """Each output path and the function that writes it there: the CSV, the per-sample table
+    and the plot when asked for, and last the run record, which lists them all."""
+    rows, shown = [r.row for r in results], options.shown
+    output_csv = options.output_csv
+    writers = {output_csv: lambda path: path.write_text(results_csv(rows), encoding="utf-8")}
+    if options.per_sample_csv:
+        import pandas as pd
+
+        writers[Path(options.per_sample_csv)] = lambda path: write_table(
+            path, pd.concat([r.frame for r in results], ignore_index=True),
+            Path(options.per_sample_csv).suffix)
+    if options.plot:
+        from ..io.plots import plot_novelsum
+
+        writers[output_csv.with_suffix(".png")] = lambda path: plot_novelsum(
+            [row["Dataset Name"] for row in rows], [row[shown] for row in rows],
+            [r.spread for r in results],
+            shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
+            .replace("_distance_", ", alpha="), path)
+    summary = {r.row["Dataset Name"]: {"samples": len(r.spread), shown: r.row[shown]}
+               for r in results}
+    writers[output_csv.with_name(f"{output_csv.stem}_run.json")] = \
+        lambda path: path.write_text(json.dumps(session.record.finish(
+            session.device, list(writers), ranks=session.ranks.size, summary=summary),
+            indent=2))
+    return writers
+
+
+def summary_text(options, session, rows, writers):
+    """What rank 0 prints: the results table, the metrics table, and what was written."""
+    lines = [results_table(rows, options.neighbors, options.density_powers,
+                           options.distance_powers, options.given)]
+    if options.metrics:
+        lines.append(metrics_table(rows, metric_columns(options.metrics, options.neighbors)))
+    lines.append(f"wrote {', '.join(str(p) for p in writers)}: {len(rows)} dataset(s), "
+                 f"computed on {session.where(options.gpu_id)}")
     return "\n".join(lines)
-
-
-def results_table(rows, neighbors, density_powers, distance_powers, given):
-    """A compact text table: one line per dataset, k and beta; one column per alpha."""
-    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
-    header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
-              + "  ".join(f"{'alpha=' + format_number(a):>10}" for a in distance_powers)
-              + f"  {'cos_distance':>12}")
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        for beta in density_powers:
-            for k in neighbors:
-                values = "  ".join(f"{row[column_name(k, beta, a, given)]:>10.6g}"
-                                   for a in distance_powers)
-                lines.append(f"{row['Dataset Name']:<{name_width}}  {k:>4}  "
-                             f"{format_number(beta):>5}  {values}  "
-                             f"{row['cos_distance']:>12.6g}")
-    return "\n".join(lines)
-
-
-RECOMMENDED = (10, 0.5, 1.0)  # k, beta, alpha: the paper's recommended setting
-
-
-def nearest_grid_point(neighbors, density_powers, distance_powers, target=RECOMMENDED):
-    """The grid point closest to ``target`` in each coordinate (ties: the smaller value)."""
-    return tuple(min(values, key=lambda v, t=t: (abs(v - t), v))
-                 for values, t in zip((neighbors, density_powers, distance_powers), target))
-
-
-def per_sample_frame(dataset, result):
-    """One row per sample of a dataset: where it is, its novelty at every grid point, its
-    density factors and its nearest other sample."""
-    import pandas as pd
-
-    n = len(dataset.vectors)
-    shards, rows = dataset.locate(np.arange(n))
-    columns = {"dataset": [dataset.name] * n, "shard": shards, "row": rows,
-               "index": np.arange(n)}
-    columns.update({f"novelty_{name}": values for name, values in result.per_sample.items()})
-    columns.update({f"density_factor_{name}": values
-                    for name, values in result.density_factors.items()})
-    columns.update(nearest_index=result.nearest_index, nearest_distance=result.nearest_distance)
-    return pd.DataFrame(columns)
-
-
-def write_table(path, frame, suffix):
-    """A table at ``path``: Parquet when ``suffix`` is ``.parquet``, else CSV."""
-    if suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False, lineterminator="\n")

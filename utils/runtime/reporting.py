@@ -1,12 +1,18 @@
-"""Progress and stage lines on stderr: tqdm on a terminal, a line every 30 s in logs."""
+"""Progress and stage lines on stderr (tqdm on a terminal, one line per stage in logs), and
+which rank speaks for a run."""
 
+import os
 import sys
 import time
 
 import click
 from tqdm import tqdm
 
-from .errors import is_main_rank
+
+def is_main_rank():
+    """Whether this process speaks for the run: always without ``torchrun``; under it, rank 0
+    (the others run silently, so that each message and error is printed once)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 class StageLine:

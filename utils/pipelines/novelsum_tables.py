@@ -1,0 +1,81 @@
+"""The tables of a novelsum run: the results CSV, the text tables on stdout, the per-sample
+frame, and which grid point the plot and summary show."""
+
+import csv
+import io
+
+import numpy as np
+
+from ..metrics.proximity import column_name, format_number
+
+
+def results_csv(rows):
+    """The CSV text of the result rows (dicts with the same keys, in column order)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def metrics_table(rows, columns):
+    """The baseline metrics as a text table: one line per dataset, one column per metric."""
+    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
+    widths = [max(12, len(c)) for c in columns]
+    lines = [f"{'dataset':<{name_width}}  " + "  ".join(f"{c:>{w}}" for c, w in
+                                                         zip(columns, widths))]
+    lines.append("-" * len(lines[0]))
+    lines += [f"{row['Dataset Name']:<{name_width}}  " + "  ".join(
+        f"{row[c]:>{w}.6g}" for c, w in zip(columns, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(rows, neighbors, density_powers, distance_powers, given):
+    """A compact text table: one line per dataset, k and beta; one column per alpha."""
+    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
+    header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
+              + "  ".join(f"{'alpha=' + format_number(a):>10}" for a in distance_powers)
+              + f"  {'cos_distance':>12}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        for beta in density_powers:
+            for k in neighbors:
+                values = "  ".join(f"{row[column_name(k, beta, a, given)]:>10.6g}"
+                                   for a in distance_powers)
+                lines.append(f"{row['Dataset Name']:<{name_width}}  {k:>4}  "
+                             f"{format_number(beta):>5}  {values}  "
+                             f"{row['cos_distance']:>12.6g}")
+    return "\n".join(lines)
+
+
+RECOMMENDED = (10, 0.5, 1.0)  # k, beta, alpha: the paper's recommended setting
+
+
+def nearest_grid_point(neighbors, density_powers, distance_powers, target=RECOMMENDED):
+    """The grid point closest to ``target`` in each coordinate (ties: the smaller value)."""
+    return tuple(min(values, key=lambda v, t=t: (abs(v - t), v))
+                 for values, t in zip((neighbors, density_powers, distance_powers), target))
+
+
+def per_sample_frame(dataset, result):
+    """One row per sample of a dataset: where it is, its novelty at every grid point, its
+    density factors and its nearest other sample."""
+    import pandas as pd
+
+    n = len(dataset.vectors)
+    shards, rows = dataset.locate(np.arange(n))
+    columns = {"dataset": [dataset.name] * n, "shard": shards, "row": rows,
+               "index": np.arange(n)}
+    columns.update({f"novelty_{name}": values for name, values in result.per_sample.items()})
+    columns.update({f"density_factor_{name}": values
+                    for name, values in result.density_factors.items()})
+    columns.update(nearest_index=result.nearest_index, nearest_distance=result.nearest_distance)
+    return pd.DataFrame(columns)
+
+
+def write_table(path, frame, suffix):
+    """A table at ``path``: Parquet when ``suffix`` is ``.parquet``, else CSV."""
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False, lineterminator="\n")
