@@ -42,11 +42,28 @@ from pathlib import Path
 
 import cost_model as model
 import numpy as np
-from check_table import (ALWAYS, Budget, CheckFailed, OutOfTime, Step, log, release, run_plan,
-                         synchronize, table)
+from check_table import (
+    ALWAYS,
+    Budget,
+    CheckFailed,
+    OutOfTime,
+    Step,
+    log,
+    release,
+    run_plan,
+    synchronize,
+    table,
+)
 from common import BENCH_SPREAD, REPO
-from scale_torchrun import (DENSITY_POWER, KERNEL_VARIABLE, SELECTION_ALPHA, first_difference,
-                            needs_ranks, step_torchrun, torchrun_ranks)
+from scale_torchrun import (
+    DENSITY_POWER,
+    KERNEL_VARIABLE,
+    SELECTION_ALPHA,
+    first_difference,
+    needs_ranks,
+    step_torchrun,
+    torchrun_ranks,
+)
 
 from utils.io.atomic import write_text_atomic
 

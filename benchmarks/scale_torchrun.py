@@ -139,8 +139,10 @@ def write_pool_shards(pool, folder, shards):
 
 
 def selection_stem(k, density_power, distance_power):
-    """The stem of novelselect.py's outputs (its ``output_stem``: numbers as Python floats)."""
-    return f"novelselect_{k}_dense_{float(density_power)}_dist_{float(distance_power)}"
+    """The stem of novelselect.py's outputs."""
+    from utils.pipelines.novelselect_outputs import output_stem
+
+    return output_stem("novelselect", k, density_power, distance_power)
 
 
 def torchrun_select_args(ctx, texts, embeddings, output_dir):

@@ -83,9 +83,20 @@ from pathlib import Path
 import cost_model as model
 import numpy as np
 from common import BENCH_SPREAD, REPO
-from cost_model import (BEST_BYTES, BEST_HOST_READS, BEST_OPS, GPUS_PER_NODE, HBM_USABLE_BYTES,
-                        KNN_FLOPS, LAUNCH_S, TAKE_BYTES, TAKE_OPS, dot_bytes_per_row,
-                        dot_ops_per_chunk, memory_per_rank)
+from cost_model import (
+    BEST_BYTES,
+    BEST_HOST_READS,
+    BEST_OPS,
+    GPUS_PER_NODE,
+    HBM_USABLE_BYTES,
+    KNN_FLOPS,
+    LAUNCH_S,
+    TAKE_BYTES,
+    TAKE_OPS,
+    dot_bytes_per_row,
+    dot_ops_per_chunk,
+    memory_per_rank,
+)
 
 GB = 1e9
 CASES = [(1_000_000, 4096, 10_000), (5_000_000, 4096, 20_000)]  # (pool, dim, k)

@@ -6,6 +6,7 @@ import pytest
 
 from utils.errors import InputError, options_named
 from utils.numerics.rows import unit_rows
+from utils.pipelines.novelselect_outputs import output_stem
 from utils.selection import baselines
 from utils.selection.engine import first_pick
 from utils.synthetic import clustered_vectors, with_duplicates
@@ -189,7 +190,8 @@ def test_pick_count_errors(call):
 
 def test_method_registry():
     assert baselines.METHOD_NAMES[0] == "novelselect"
-    assert baselines.output_stem("kcenter", 80) == "kcenter_80"
+    assert output_stem("kcenter", 80, 0.5, 1.0) == "kcenter_80"
+    assert output_stem("novelselect", 80, 0.5, 1) == "novelselect_80_dense_0.5_dist_1.0"
     assert baselines.USES_QUALITY_SCORES == {"novelselect", "repr_filter"}
     assert baselines.USES_DENSITY_REFERENCE == {"novelselect"}
 

@@ -7,8 +7,9 @@ import time
 
 import click
 
-from ..errors import InputError, Interrupted
+from ..errors import InputError, Interrupted, options_named
 from ..runtime.reporting import is_main_rank
+from .options import OPTION_NAMES
 
 
 def clean_errors(command_body):
@@ -26,7 +27,8 @@ def clean_errors(command_body):
     def wrapper(*args, **kwargs):
         speaks = is_main_rank()
         try:
-            return command_body(*args, **kwargs)
+            with options_named(OPTION_NAMES):
+                return command_body(*args, **kwargs)
         except InputError as err:
             if "RANK" not in os.environ:
                 raise click.ClickException(str(err)) from None

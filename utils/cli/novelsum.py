@@ -7,7 +7,7 @@ import click
 from ..api import DEFAULT_DENSITY_POWERS, DEFAULT_DISTANCE_POWERS, DEFAULT_NEIGHBORS
 from ..errors import InputError
 from ..metrics.clusters import DEFAULT_N_CLUSTERS
-from ..metrics.proximity import DEFAULT_BLOCK_MIB, format_number
+from ..metrics.proximity import format_number
 from ..metrics.registry import (
     CLUSTER_METRICS,
     METRIC_NAMES,
@@ -15,6 +15,7 @@ from ..metrics.registry import (
     needs_reference,
     parse_metrics,
 )
+from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..pipelines.novelsum import NovelsumOptions, run_novelsum
 from .errors import clean_errors
 from .options import (

@@ -28,7 +28,6 @@ import json
 
 from ..errors import InputError
 
-
 CONVERSATION_KEYS = ("conversations", "messages", "turns")  # ShareGPT, OpenAI chat, MT-Bench
 
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding.backends import choose_backend, make_backend, may_use_vllm, resolve_model_path
+from ..embedding.backends import (
+    choose_backend,
+    make_backend,
+    may_use_vllm,
+    resolve_model_path,
+)
 from ..embedding.outputs import output_path, shard_done
 from ..errors import InputError, Interrupted
 from ..io.atomic import atomic_path, write_text_atomic

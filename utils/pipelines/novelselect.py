@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import novelselect
 from ..errors import InputError
 from ..io.formats import read_npy
 from ..io.records import RunRecord, text_inputs, vector_inputs
@@ -16,7 +15,12 @@ from ..runtime.device import peak_memory_note
 from ..runtime.distributed import start_ranks, stop_ranks
 from ..runtime.reporting import Reporter
 from ..selection import baselines
-from ..selection.inputs import check_quality_scores, check_resume_picks
+from ..selection.greedy import greedy_selection
+from ..selection.inputs import (
+    check_pick_count,
+    check_quality_scores,
+    check_resume_picks,
+)
 from .novelselect_outputs import (
     Checkpoints,
     check_output_folder,
@@ -140,8 +144,7 @@ def load_inputs(options, session, resume):
         with ranks.phase(patient=True):  # rank 0 alone reads the texts
             items, text_paths, counts = load_texts(options, session, pool)
             n = pool.offsets[-1]
-            if not 1 <= options.k <= n:
-                raise InputError(f"--k {options.k}: must be between 1 and the pool size ({n})")
+            check_pick_count(options.k, n)
             quality = read_quality_scores(options.quality_scores, n) \
                 if options.quality_scores else None
             if resume is not None:
@@ -219,7 +222,8 @@ def select_novel(options, session, inputs):
     """NovelSelect, checkpointed, written by rank 0; its summary line (None on other ranks).
     A Ctrl-C after a checkpoint says how to resume from it."""
     ranks = session.ranks
-    stem = output_stem(options.k, options.density_power, options.distance_power)
+    stem = output_stem("novelselect", options.k, options.density_power,
+                       options.distance_power)
     checkpoints = Checkpoints(options.output_dir / f"{stem}_checkpoint.json",
                               options.checkpoint_every if ranks.is_main else None,
                               len(inputs.resume) if inputs.resume is not None else 0, options.k)
@@ -253,7 +257,7 @@ def run_selection(options, session, inputs, checkpoints):
             bar.update(1)
             checkpoints(index)
 
-        return novelselect(
+        return greedy_selection(
             inputs.pool.vectors, options.k, options.neighbors, options.density_power,
             options.distance_power, options.seed,
             reference=None if inputs.reference is None else inputs.reference.vectors,

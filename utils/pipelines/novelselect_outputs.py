@@ -8,18 +8,14 @@ import numpy as np
 
 from ..errors import InputError, Interrupted
 from ..io.atomic import write_text_atomic, write_together
-from ..selection import baselines
 
 
-def output_stem(k, density_power, distance_power):
-    """The reference's output stem, numbers written as Python floats (``0.5``, ``1.0``)."""
+def output_stem(method, k, density_power, distance_power):
+    """The stem of a run's outputs: NovelSelect's as the reference names it, numbers written
+    as Python floats (``novelselect_80_dense_0.5_dist_1.0``); a baseline's ``{method}_{k}``."""
+    if method != "novelselect":
+        return f"{method}_{k}"
     return f"novelselect_{k}_dense_{float(density_power)}_dist_{float(distance_power)}"
-
-
-def output_names(k, density_power, distance_power):
-    """The reference's two output names."""
-    stem = output_stem(k, density_power, distance_power)
-    return f"{stem}.json", f"{stem}_indices.json"
 
 
 class Checkpoints:
@@ -110,7 +106,8 @@ def picked_items_writer(items, picks):
 def write_baseline(options, session, inputs, picks):
     """Write a baseline's picks, their indices and the run record; return the names written."""
     output_dir = options.output_dir
-    stem = baselines.output_stem(options.method, options.k)
+    stem = output_stem(options.method, options.k, options.density_power,
+                       options.distance_power)
     writers = {
         f"{stem}.json": picked_items_writer(inputs.items, picks),
         f"{stem}_indices.json": lambda path: path.write_text(json.dumps(picks, indent=2))}
@@ -125,8 +122,8 @@ def write_selection(options, session, inputs, selection, given):
     """Write the picks, the pick log, the plot and the run record (``given``: the picks the
     run was resumed from, 0 for none); return the names written."""
     k, n, output_dir = options.k, inputs.n, options.output_dir
-    stem = output_stem(k, options.density_power, options.distance_power)
-    names = output_names(k, options.density_power, options.distance_power)
+    stem = output_stem("novelselect", k, options.density_power, options.distance_power)
+    names = f"{stem}.json", f"{stem}_indices.json"
     writers = {
         names[0]: picked_items_writer(inputs.items, selection.picks),
         names[1]: lambda path: path.write_text(json.dumps(selection.picks, indent=2)),

@@ -6,14 +6,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..api import density_reference, novelsum
+from ..density.reference import build_density_reference
 from ..errors import InputError
 from ..io.atomic import write_together
 from ..io.listing import VECTOR_SUFFIXES, shard_order_key
 from ..io.records import RunRecord, vector_inputs
 from ..io.vectors import load_vectors
+from ..metrics.novelsum import novelsum_grid
 from ..metrics.proximity import column_name
-from ..metrics.registry import check_metric_inputs, compute_metrics, metric_columns, needs_reference
+from ..metrics.registry import (
+    check_metric_inputs,
+    compute_metrics,
+    metric_columns,
+    needs_reference,
+)
 from ..runtime.distributed import start_ranks, stop_ranks
 from ..runtime.reporting import Reporter
 from .novelsum_tables import (
@@ -178,8 +184,8 @@ def density_search(options, session, ref):
     """The reference's kNN index for the density factor, when a density power is not 0."""
     if ref is None or not options.uses_density:
         return None
-    reference = density_reference(ref.vectors, session.device, options.block_mib,
-                                  str(options.dense_ref_dir), session.ranks)
+    reference = build_density_reference(ref.vectors, session.device, options.block_mib,
+                                        str(options.dense_ref_dir), session.ranks)
     reference.check_neighbors(options.neighbors)
     return reference
 
@@ -207,7 +213,7 @@ def measure_dataset(path, options, session, references, metric_cache):
                                 None if ref is None else ref.offsets[-1], options.neighbors,
                                 options.n_clusters)
     with record.stage("novelsum"), errors_named(path):
-        result = novelsum(
+        result = novelsum_grid(
             dataset.vectors, reference, options.neighbors, options.density_powers,
             options.distance_powers, device=session.device, block_mib=options.block_mib,
             neighbor_density=options.neighbor_density, exclude_self=options.exclude_self,

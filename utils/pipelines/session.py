@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from ..io.hashing import sha256_of_bytes
 from ..io.records import RunRecord
 from ..io.vectors import load_vector_block, load_vectors
 from ..runtime.distributed import Ranks
@@ -26,6 +27,7 @@ class Session:
         ``torchrun`` this rank's block of rows (``ranks.block``), with global offsets."""
         if self.ranks.grouped:
             return load_vector_block(path, self.ranks.block, progress, allow_zero=allow_zero,
-                                     embedding_field=embedding_field)
+                                     embedding_field=embedding_field,
+                                     shard_digest=sha256_of_bytes)
         return load_vectors(path, progress, allow_zero=allow_zero,
                             embedding_field=embedding_field)

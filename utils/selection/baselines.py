@@ -56,11 +56,6 @@ USES_DENSITY_REFERENCE = frozenset({"novelselect"})  # --dense_ref_dir
 USES_QUALITY_SCORES = frozenset({"novelselect", "repr_filter"})  # --quality_scores
 
 
-def output_stem(method, k):
-    """File stem of a baseline's outputs: ``{method}_{k}`` (``.json``, ``_indices.json``)."""
-    return f"{method}_{k}"
-
-
 def random_selection(n, k, seed=42):
     """``numpy.random.RandomState(seed).choice(n, k, replace=False)`` as a list of ints."""
     check_pick_count(k, n)

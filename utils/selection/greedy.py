@@ -79,10 +79,24 @@ def selection_engine(ranks, unit, density_factors, k, alpha, device, notify, sta
     return ShardedEngine(ranks, engine, start, n)
 
 
-def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42, *,
-                reference=None, quality=None, device="cpu", notify=None, on_pick=None,
-                density_progress=None, source=None, resume_from=None,
-                resume_source="resume_from", ranks=SINGLE):
+def checked_reference(reference, dim, ranks):
+    """Reference vectors as float32 rows of the pool's width (a rank may hold none), or a
+    reference already built, as it is."""
+    if reference is None or isinstance(reference, (DensityReference, ShardedDensityReference)):
+        return reference
+    reference = (np.ascontiguousarray(reference, dtype=np.float32)
+                 if ranks.grouped and not len(reference)
+                 else as_vectors(reference, "the reference", allow_zero=True))
+    if reference.shape[1] != dim:
+        raise InputError(f"the reference has {reference.shape[1]} dimensions but the pool has "
+                         f"{dim}")
+    return reference
+
+
+def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42,
+                     *, reference=None, quality=None, device="cpu", notify=None, on_pick=None,
+                     density_progress=None, source=None, resume_from=None,
+                     resume_source="resume_from", ranks=SINGLE):
     """Greedy NovelSelect (docs/method.md section 5): ``k`` picks from the pool ``vectors``.
 
     ``quality``: optional (n,) scores >= 0 multiplied into the novelty; ``reference``: density
@@ -108,14 +122,7 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
             resume_from = check_resume_picks(resume_from, n, k, resume_source)
         if quality is not None:
             quality = check_quality_scores(quality, n, "quality scores")
-        if reference is not None and not isinstance(reference, (DensityReference,
-                                                                ShardedDensityReference)):
-            reference = (np.ascontiguousarray(reference, dtype=np.float32)
-                         if ranks.grouped and not len(reference)
-                         else as_vectors(reference, "the reference", allow_zero=True))
-            if reference.shape[1] != vectors.shape[1]:
-                raise InputError(f"the reference has {reference.shape[1]} dimensions but the "
-                                 f"pool has {vectors.shape[1]}")
+        reference = checked_reference(reference, vectors.shape[1], ranks)
     reference_rows = (0 if density_power == 0 else
                       len(vectors) if reference is None else reference_row_count(reference))
     check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device, reference_rows)
@@ -139,4 +146,5 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
     else:
         picks = select(unit, density_factors, k, distance_power, first, quality, engine,
                        on_pick=record)
-    return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), density_factors, quality)
+    return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), density_factors,
+                           quality)
