@@ -62,6 +62,23 @@ def test_too_many_clusters_names_the_option(runner, tmp_path):
     assert "lower --n_clusters" in result.output and not (tmp_path / "o.csv").exists()
 
 
+def test_metrics_all_with_defaults_works_on_80_samples(runner, tmp_path):
+    """The shipped 80-sample MT-Bench embeddings against the example pool (320 rows): the
+    default --n_clusters 100 is lowered to 80, said, and recorded (issue 14)."""
+    examples = GOLDEN.parent.parent / "examples"
+    output = tmp_path / "o.csv"
+    result = runner.invoke(novelsum_main, [
+        "--single_dataset_path", str(examples / "subsets" / "mtbench_80.npy"), "--output_csv",
+        str(output), "--metrics", "all", "--dense_ref_dir", str(examples / "pool" / "embeddings")])
+    assert result.exit_code == 0, result.output
+    assert "--n_clusters lowered from its default 100 to 80" in result.output
+    row = next(csv.DictReader(output.open()))
+    assert np.isfinite(float(row["cluster_inertia"])) and float(row["partition_entropy"]) > 0
+    record = json.loads((tmp_path / "o_run.json").read_text())
+    assert record["parameters"]["n_clusters"] == 80
+    assert record["parameters"]["n_clusters_lowered_from"] == 100
+
+
 @pytest.mark.parametrize("method", ["random", "kcenter", "kmeans", "repr_filter"])
 def test_baseline_methods_write_what_their_functions_pick(runner, tmp_path, method):
     out = tmp_path / "out"

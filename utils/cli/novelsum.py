@@ -108,7 +108,9 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     summary = run_novelsum(NovelsumOptions(
         single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, per_sample_csv,
         plot, gpu_id, neighbors, density_powers, distance_powers, given, block_mib,
-        embedding_field, neighbor_density, exclude_self, metrics, n_clusters, quiet))
+        embedding_field, neighbor_density, exclude_self, metrics, n_clusters, quiet,
+        n_clusters_given=click.get_current_context().get_parameter_source("n_clusters")
+        != click.core.ParameterSource.DEFAULT))
     if summary is not None:
         click.echo(summary)
 

@@ -110,6 +110,16 @@ def _plan_shapes(files, embedding_field, processes):
     return shapes
 
 
+def dataset_rows(path, embedding_field=None):
+    """The number of vectors of a dataset, from its shards' shapes alone (nothing parsed)."""
+    files = dataset_files(Path(path), VECTOR_SUFFIXES)
+    shapes = _plan_shapes(files, embedding_field, 0)
+    for shape in shapes:
+        if isinstance(shape, InputError):
+            raise shape
+    return plan_rows(shapes)[0][-1]
+
+
 def plan_rows(shapes):
     """Global offsets of the shards' rows and the dataset's width, from their shapes.
 

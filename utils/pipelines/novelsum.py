@@ -3,7 +3,7 @@ record."""
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..density.reference import build_density_reference
@@ -11,12 +11,14 @@ from ..errors import InputError
 from ..io.atomic import write_together
 from ..io.listing import VECTOR_SUFFIXES, shard_order_key
 from ..io.records import RunRecord, vector_inputs
-from ..io.vectors import load_vectors
+from ..io.vectors import dataset_rows, load_vectors
 from ..metrics.novelsum import novelsum_grid
 from ..metrics.proximity import column_name
 from ..metrics.registry import (
+    CLUSTER_METRICS,
     check_metric_inputs,
     compute_metrics,
+    fitting_cluster_count,
     metric_columns,
     needs_reference,
 )
@@ -55,6 +57,7 @@ class NovelsumOptions:
     metrics: tuple
     n_clusters: int
     quiet: bool
+    n_clusters_given: bool = True  # False: the default, lowered to what small data allows
 
     @property
     def uses_density(self):
@@ -96,6 +99,7 @@ def run_novelsum(options):
     session = Session(report, ranks, device, RunRecord("novelsum", options.parameters()))
     paths = dataset_paths(options.single_dataset_path, options.multi_datasets_dir)
     ref, metric_ref = load_references(options, session)
+    options = fit_cluster_count(options, session, paths, ref)
     reference = density_search(options, session, ref)
     metric_cache = {}  # the reference's unit rows and centroids, made once for every dataset
     results = [measure_dataset(path, options, session, (ref, reference, metric_ref),
@@ -108,6 +112,23 @@ def run_novelsum(options):
     if ranks.is_main:
         return summary_text(options, session, [r.row for r in results], writers)
     return None
+
+
+def fit_cluster_count(options, session, paths, ref):
+    """Lower a default ``--n_clusters`` to what every dataset and the reference allow (the
+    cluster metrics need as many rows as clusters), with a notice and a note in the record."""
+    if options.n_clusters_given or not CLUSTER_METRICS & set(options.metrics):
+        return options
+    sizes = [dataset_rows(path, options.embedding_field) for path in paths]
+    fitted = fitting_cluster_count(options.metrics, options.n_clusters, sizes,
+                                   None if ref is None else ref.offsets[-1])
+    if fitted < options.n_clusters:
+        session.report.notice(f"--n_clusters lowered from its default {options.n_clusters} to "
+                              f"{fitted}: the cluster metrics need as many rows as clusters")
+        session.record.parameters.update(n_clusters=fitted,
+                                         n_clusters_lowered_from=options.n_clusters)
+        return replace(options, n_clusters=fitted)
+    return options
 
 
 def dataset_name(path):
