@@ -1,8 +1,12 @@
 """What the three scripts share: help texts whose examples paste into a shell as they stand."""
 
+import os
 import shlex
+import subprocess
+import sys
 
 import pytest
+from conftest import REPO
 
 
 @pytest.mark.parametrize("script", ["novelsum", "novelselect", "embedding"])
@@ -17,6 +21,26 @@ def test_help_example_pastes_into_a_shell(runner, script):
     words = shlex.split(example.replace("\\\n", " "))
     assert words[:2] == ["python", f"{script}.py"]
     main.make_context(f"{script}.py", words[2:])  # parses: no usage error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["novelsum", "novelselect", "embedding"])
+def test_help_example_runs_from_the_repository_root(runner, tmp_path, script):
+    """The example's paths are the shipped examples/ (issue 14): run as shown from a folder
+    laid out as the repository root, with MODEL_DIR the shipped MiniLM model."""
+    from test_embedding import MINILM
+
+    main = __import__(script).main
+    example = runner.invoke(main, ["--help"]).output.split("Example:")[1].split("Options:")[0]
+    words = shlex.split(example.replace("\\\n", " ").replace("MODEL_DIR", MINILM))
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    result = subprocess.run([sys.executable, str(REPO / words[1]), *words[2:]], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != "examples")
+    assert written == {"novelsum": ["novelsum.csv", "novelsum_run.json"],
+                       "novelselect": ["picked"], "embedding": ["pool_embeddings"]}[script]
 
 
 def test_user_formats_end_to_end(runner, tmp_path):

