@@ -14,6 +14,7 @@ from .options import (
     embedding_field_option,
     gpu_option,
     quiet_option,
+    replace_option,
 )
 
 
@@ -84,12 +85,13 @@ def refuse_unused_options(ctx, method):
               help="Every N picks, write the picks so far to {stem}_checkpoint.json in "
                    "--output_dir (atomically), for --resume_from after a killed run; removed "
                    "when the run completes.")
+@replace_option
 @quiet_option
 @click.pass_context
 @clean_errors
 def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
          distance_power, seed, dense_ref_dir, quality_scores, embedding_field, plot, method,
-         max_similarity, resume_from, checkpoint_every, quiet):
+         max_similarity, resume_from, checkpoint_every, overwrite, quiet):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
@@ -115,7 +117,7 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
     summary = run_novelselect(NovelselectOptions(
         text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
         seed, dense_ref_dir, quality_scores, embedding_field, plot, method, max_similarity,
-        resume_from, checkpoint_every, quiet))
+        resume_from, checkpoint_every, quiet, overwrite))
     if summary is not None:
         click.echo(summary)
 

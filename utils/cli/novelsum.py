@@ -24,6 +24,7 @@ from .options import (
     embedding_field_option,
     gpu_option,
     quiet_option,
+    replace_option,
 )
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
@@ -80,11 +81,12 @@ def spaced(numbers):
 @click.option("--n_clusters", "--n-clusters", type=int, default=DEFAULT_N_CLUSTERS,
               show_default=True, help="Clusters of the cluster_inertia and partition_entropy "
                                       "metrics.")
+@replace_option
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu_id, neighbors,
          density_powers, distance_powers, block_mib, embedding_field, neighbor_density,
-         exclude_self, per_sample_csv, plot, metrics, n_clusters, quiet):
+         exclude_self, per_sample_csv, plot, metrics, n_clusters, overwrite, quiet):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
     Lists may be space- or comma-separated. Next to the CSV, {csv stem}_run.json records how
@@ -111,7 +113,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         plot, gpu_id, neighbors, density_powers, distance_powers, given, block_mib,
         embedding_field, neighbor_density, exclude_self, metrics, n_clusters, quiet,
         n_clusters_given=click.get_current_context().get_parameter_source("n_clusters")
-        != click.core.ParameterSource.DEFAULT))
+        != click.core.ParameterSource.DEFAULT, overwrite=overwrite))
     if summary is not None:
         click.echo(summary)
 

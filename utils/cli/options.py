@@ -115,4 +115,7 @@ embedding_field_option = click.option(
          "several).")
 
 
+replace_option = click.option(
+    "--overwrite", is_flag=True,
+    help="Replace outputs that another run (other parameters) wrote under the same names.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or notices on stderr.")

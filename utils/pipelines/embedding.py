@@ -163,13 +163,18 @@ def embed_shards(options, session, model, mine, progress):
                                               ranks)) from None
 
 
-def text_shards(folder):
-    """Text shards under ``folder`` (subfolders included), in natural order of their paths."""
+def text_shards(folder, output_dir=None):
+    """Text shards under ``folder`` (subfolders included, the output folder left out: its
+    vectors are no input), in natural order of their paths."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--input_dir {folder}: no such folder")
+    outputs = Path(output_dir).resolve() if output_dir is not None else None
+    if outputs == folder.resolve():
+        outputs = None  # the same folder: its shards are the input (never written over)
     shards = [p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
-              and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+              and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+              and (outputs is None or outputs not in p.resolve().parents)]
     if not shards:
         raise InputError(f"--input_dir {folder}: no text shards (.json, .jsonl or .parquet) in it")
     # natural order of the path's parts; ties (01.json, 1.json) broken by the plain path
@@ -185,10 +190,16 @@ def plan_shards(input_dirs, output_dir, output_format):
         raise InputError("--input_dir folders must have different names: their outputs go "
                          "to subfolders of --output_dir named after them")
     plan, sources = [], {}
+    shards = {folder: text_shards(folder, output_dir) for folder in input_dirs}
+    inputs = {shard.resolve(): shard for found in shards.values() for shard in found}
     for folder, name in zip(input_dirs, names):
         root = Path(output_dir) / name if len(input_dirs) > 1 else Path(output_dir)
-        for shard in text_shards(folder):
+        for shard in shards[folder]:
             target = output_path(shard, folder, root, output_format)
+            if target.resolve() in inputs:  # never write over an input
+                raise InputError(f"{target}: --output_dir {output_dir} would write {shard.name}'s "
+                                 f"vectors over the input shard {inputs[target.resolve()]}; "
+                                 f"write them elsewhere")
             if target in sources:  # 3.json and 3.jsonl would overwrite each other
                 raise InputError(f"{sources[target]} and {shard} would both be embedded into "
                                  f"{target}; rename one of them")

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.formats import read_npy
+from ..io.outputs import check_output_plan, check_previous_run
 from ..io.records import RunRecord, text_inputs, vector_inputs
 from ..io.texts import check_pairing, load_items
 from ..runtime.device import peak_memory_note
@@ -53,6 +54,7 @@ class NovelselectOptions:
     resume_from: Path | None
     checkpoint_every: int | None
     quiet: bool
+    overwrite: bool = False
 
     def parameters(self):
         """The options as the run record lists them."""
@@ -89,10 +91,28 @@ def run_novelselect(options):
     with ranks.phase():
         resume = read_resume_picks(options.resume_from) if options.resume_from else None
         check_output_folder(options.output_dir)  # before the long work, not at its end
+        plan_outputs(options)
     inputs = load_inputs(options, session, resume)
     if options.method != "novelselect":
         return select_baseline(options, session, inputs)
     return select_novel(options, session, inputs)
+
+
+def plan_outputs(options):
+    """Before any work: no output on an input or inside an input folder, none replacing
+    another run's (issue 14). The checkpoint may be the file resumed from: it is read first."""
+    stem = output_stem(options.method, options.k, options.density_power, options.distance_power)
+    names = [f"{stem}.json", f"{stem}_indices.json", f"{stem}_run.json"]
+    if options.method == "novelselect":
+        names += [f"{stem}_picks.csv"] + ([f"{stem}_novelty.png"] if options.plot else [])
+    outputs = [("--output_dir", options.output_dir / name) for name in names]
+    check_output_plan(outputs, [("--text_dir", options.text_dir),
+                                ("--figure_dir", options.figure_dir),
+                                ("--dense_ref_dir", options.dense_ref_dir),
+                                ("--quality_scores", options.quality_scores),
+                                ("--resume_from", options.resume_from)])
+    check_previous_run(options.output_dir / f"{stem}_run.json", [p for _w, p in outputs],
+                       options.parameters(), options.overwrite)
 
 
 def read_quality_scores(path, n):

@@ -10,6 +10,7 @@ from ..density.reference import build_density_reference
 from ..errors import InputError
 from ..io.atomic import write_together
 from ..io.listing import VECTOR_SUFFIXES, shard_order_key
+from ..io.outputs import check_output_plan, check_previous_run
 from ..io.records import RunRecord, vector_inputs
 from ..io.vectors import dataset_rows, load_vectors
 from ..metrics.novelsum import novelsum_grid
@@ -58,6 +59,7 @@ class NovelsumOptions:
     n_clusters: int
     quiet: bool
     n_clusters_given: bool = True  # False: the default, lowered to what small data allows
+    overwrite: bool = False
 
     @property
     def uses_density(self):
@@ -94,6 +96,7 @@ class Measured:
 def run_novelsum(options):
     """Measure every dataset and write the CSV, the optional per-sample table and plot, and the
     run record; return the text for stdout (None on ranks other than 0)."""
+    plan_outputs(options)
     report = Reporter(options.quiet)
     ranks, device = start_ranks(options.gpu_id, report.notice)
     session = Session(report, ranks, device, RunRecord("novelsum", options.parameters()))
@@ -112,6 +115,21 @@ def run_novelsum(options):
     if ranks.is_main:
         return summary_text(options, session, [r.row for r in results], writers)
     return None
+
+
+def plan_outputs(options):
+    """Before any work: the outputs on distinct paths, none on an input, none replacing
+    another run's (issue 14)."""
+    csv = options.output_csv
+    record = csv.with_name(f"{csv.stem}_run.json")
+    outputs = [("--output_csv", csv), ("--per_sample_csv", options.per_sample_csv),
+               ("--plot", csv.with_suffix(".png") if options.plot else None),
+               ("the run record", record)]
+    check_output_plan(outputs, [("--single_dataset_path", options.single_dataset_path),
+                                ("--multi_datasets_dir", options.multi_datasets_dir),
+                                ("--dense_ref_dir", options.dense_ref_dir)])
+    check_previous_run(record, [path for _what, path in outputs if path],
+                       options.parameters(), options.overwrite)
 
 
 def fit_cluster_count(options, session, paths, ref):
