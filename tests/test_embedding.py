@@ -157,13 +157,36 @@ def test_resume_redoes_a_json_shard_whose_input_changed(runner, tmp_path):
     assert "nothing to do: all 2 shard(s) are embedded" in result.output
 
 
+def test_vectors_made_otherwise_are_embedded_again_and_never_mixed(runner, tmp_path):
+    """Each shard records what made its vectors (issue 14): another --max_length re-embeds
+    every shard, and says why; the same command again skips them."""
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        (tmp_path / "in" / f"{i}.json").write_text(json.dumps(QUESTIONS[i:i + 3]))
+    embed(runner, [tmp_path / "in"], tmp_path / "out", "--output_format", "npy")
+    source = json.loads((tmp_path / "out" / ".0.npy.source.json").read_text())
+    assert source["max_length"] == 256 and source["backend"] == "sentence-transformers"
+    before = np.load(tmp_path / "out" / "0.npy")
+    args = ["--input_dir", str(tmp_path / "in"), "--model_path", MINILM, "--output_dir",
+            str(tmp_path / "out"), "--output_format", "npy"]
+    result = runner.invoke(embed_main, args + ["--max_length", "4"])
+    assert result.exit_code == 0, result.output
+    assert ("embedding 2 shard(s) again, made before by another run (0.npy: max_length 256 "
+            "there, 4 now)") in result.output
+    assert "embedded 6 texts in 2 shard(s)" in result.output
+    assert not np.allclose(np.load(tmp_path / "out" / "0.npy"), before)  # 4 tokens differ
+    again = runner.invoke(embed_main, args + ["--max_length", "4"])
+    assert "nothing to do: all 2 shard(s) are embedded" in again.output
+
+
 def test_output_mirrors_nested_tree(runner, tmp_path):
     (tmp_path / "in" / "part_b").mkdir(parents=True)
     (tmp_path / "in" / "10.json").write_text(json.dumps(QUESTIONS[:1]))
     (tmp_path / "in" / "part_b" / "2.jsonl").write_text(json.dumps(QUESTIONS[1]) + "\n")
     embed(runner, [tmp_path / "in"], tmp_path / "out")
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.json")
-                  ) == [".embedding_run.json", "10.json", "part_b/2.json"]
+                  ) == [".10.json.source.json", ".embedding_run.json", "10.json",
+                        "part_b/.2.json.source.json", "part_b/2.json"]  # sources: hidden
 
 
 def test_pipeline_embedding_then_novelsum_and_novelselect(runner, tmp_path):
@@ -281,8 +304,10 @@ def test_ctrl_c_keeps_the_finished_shards_and_says_so(tmp_path):
     assert process.returncode == 130
     assert "Traceback" not in stderr
     kept = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert kept and "3.json" not in kept and not [p for p in out.iterdir()
-                                                  if p.name.startswith(".")]
+    assert kept and "3.json" not in kept
+    # no temporary file left: the hidden files are the kept shards' sources
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [
+        f".{name}.source.json" for name in kept]
     assert (f"Interrupted: stopped cleanly; {len(kept)} of 4 shard(s) are embedded in {out} "
             f"({len(kept)} by this run) and kept; the shard in progress was not written.") \
         in stderr

@@ -1,14 +1,56 @@
-"""Where each input shard's vectors go, and whether they are already there."""
+"""Where each input shard's vectors go, what made them, and whether they are already there."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
+
+# Files of a model folder whose content decides the vectors beside its weights' names.
+MODEL_CONFIG_FILES = ("config.json", "modules.json", "sentence_bert_config.json",
+                      "tokenizer_config.json", "1_Pooling/config.json")
 
 
 def output_path(shard, input_root, output_root, output_format):
     """Where a shard's vectors go: the same relative path and stem, the chosen format."""
     relative = Path(shard).relative_to(input_root)
     return Path(output_root) / relative.with_suffix(f".{output_format}")
+
+
+def source_path(path):
+    """The hidden file beside a shard's vectors that records what made them."""
+    return path.with_name(f".{path.name}.source.json")
+
+
+def model_fingerprint(model_path):
+    """SHA-256 over a model folder's configuration files (those it has), in a fixed order."""
+    digest = hashlib.sha256()
+    for name in MODEL_CONFIG_FILES:
+        config = Path(model_path) / name
+        if config.is_file():
+            digest.update(name.encode() + b"\0" + config.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def shard_source(model_path, backend, max_length, text_field, input_sha256):
+    """What makes a shard's vectors: the model (folder and configuration), backend, token
+    limit, text field, and the input shard's content."""
+    return {"model": str(Path(model_path).resolve()),
+            "model_config_sha256": model_fingerprint(model_path), "backend": backend,
+            "max_length": max_length, "text_field": text_field, "input_sha256": input_sha256}
+
+
+def source_change(path, source):
+    """Why the vectors at ``path`` do not come from ``source`` (``"max_length 128 there, 256
+    now"``), or None when they do."""
+    try:
+        recorded = json.loads(source_path(path).read_text())
+    except (OSError, ValueError):
+        return "no record of what made them"
+    for key, value in source.items():
+        if recorded.get(key) != value:
+            return f"{key} {recorded.get(key)!r} there, {value!r} now"
+    return None
 
 
 def shard_done(path, n_items):

@@ -16,9 +16,9 @@ from ..embedding.backends import (
     may_use_vllm,
     resolve_model_path,
 )
-from ..embedding.outputs import output_path, shard_done
+from ..embedding.outputs import output_path, shard_done, shard_source, source_change, source_path
 from ..errors import InputError, Interrupted
-from ..io.atomic import atomic_path, write_text_atomic
+from ..io.atomic import write_text_atomic, write_together
 from ..io.hashing import sha256_of_file
 from ..io.listing import TEXT_SUFFIXES, natural_key
 from ..io.records import RunRecord
@@ -109,12 +109,27 @@ def read_plan(options, session, model_path, model_error):
         if model_error is not None:
             raise model_error
         check_one_device_kind(devices, options.gpu_id)
-        plan, pending = read_pending(options.input_dirs, options.output_dir,
-                                     options.output_format, options.text_field,
-                                     options.overwrite, session.record)
+        known = backend_if_known(backend, model_path, session.device)
+        plan, pending, stale = read_pending(
+            options.input_dirs, options.output_dir, options.output_format, options.text_field,
+            options.overwrite, session.record, lambda input_sha256: shard_source(
+                model_path, known, options.max_length, options.text_field, input_sha256))
         if pending:
             backend = choose_backend(backend, model_path, session.device)
+    if stale:
+        target, change = stale[0]
+        session.report.notice(f"embedding {len(stale)} shard(s) again, made before by another "
+                              f"run ({target.name}: {change})")
     return plan, pending, backend
+
+
+def backend_if_known(backend, model_path, device):
+    """The backend ``auto`` resolves to, or the one asked for when it cannot be used here
+    (refused later, and only if there is work to do)."""
+    try:
+        return choose_backend(backend, model_path, device)
+    except InputError:
+        return backend
 
 
 def check_one_view(ranks, pending, output_dir):
@@ -123,7 +138,8 @@ def check_one_view(ranks, pending, output_dir):
     Which shards are done is read from the file system by every rank: on several nodes a
     cached view could differ, and the ranks would then share out different lists.
     """
-    views = ranks.gather_objects([[str(target), len(texts)] for _, target, texts in pending])
+    views = ranks.gather_objects([[str(target), len(texts)]
+                                  for _, target, texts, _source in pending])
     if any(view != views[0] for view in views):
         odd = next(rank for rank, view in enumerate(views) if view != views[0])
         raise RankError(f"{output_dir}: rank {odd} sees other shards already embedded than "
@@ -133,7 +149,7 @@ def check_one_view(ranks, pending, output_dir):
 
 def own_shards(pending, ranks):
     """This rank's share of the pending shards (``balanced_owners``)."""
-    owners = balanced_owners([len(texts) for _, _, texts in pending], ranks.size)
+    owners = balanced_owners([len(texts) for _, _, texts, _source in pending], ranks.size)
     return [shard for shard, owner in zip(pending, owners) if owner == ranks.rank]
 
 
@@ -142,7 +158,7 @@ def embed_shards(options, session, model, mine, progress):
     rank order. ``model``: (backend, model folder); ``progress``: (shards skipped, planned),
     for the message of a Ctrl-C."""
     ranks, record = session.ranks, session.record
-    texts_here = sum(len(texts) for _, _, texts in mine)
+    texts_here = sum(len(texts) for _, _, texts, _source in mine)
     written, embedder = 0, None
     try:
         with ranks.phase(patient=True):  # a shard that cannot be written stops every rank
@@ -152,8 +168,8 @@ def embed_shards(options, session, model, mine, progress):
                                             options.batch_size)
             start = time.perf_counter()
             with session.report.bar("embedding", total=texts_here, unit="text") as bar:
-                for _, target, texts in mine:
-                    write_vectors(target, embed_in_chunks(embedder, texts, bar))
+                for _, target, texts, source in mine:
+                    write_vectors(target, embed_in_chunks(embedder, texts, bar), source)
                     written += 1
             seconds = time.perf_counter() - start
         return ranks.gather_objects({"device": session.device, "shards": written,
@@ -213,24 +229,32 @@ def plan_shards(input_dirs, output_dir, output_format):
     return plan
 
 
-def read_pending(input_dirs, output_dir, output_format, text_field, overwrite, record):
-    """The plan (every shard and its output) and the shards still to embed, with their texts.
+def read_pending(input_dirs, output_dir, output_format, text_field, overwrite, record,
+                 source_of):
+    """The plan (every shard and its output), the shards still to embed with their texts and
+    what will make their vectors (``source_of(input_sha256)``), and those embedded before by
+    something else, with what changed: they are embedded again, never mixed in.
 
     Every item of every shard is checked here, before the model is loaded.
     """
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output_dir {output_dir}: is a file; give a folder")
     plan = plan_shards(input_dirs, output_dir, output_format)
-    pending, inputs = [], []
+    pending, inputs, stale = [], [], []
     with record.stage("reading"):
         for shard, target in plan:
             texts = shard_texts(shard, text_field)
             inputs.append({"name": str(shard), "rows": len(texts),
                            "sha256": sha256_of_file(shard)})
-            if overwrite or not shard_done(target, len(texts)):
-                pending.append((shard, target, texts))
+            source = source_of(inputs[-1]["sha256"])
+            change = None if overwrite or not shard_done(target, len(texts)) else \
+                source_change(target, source)
+            if change is not None:
+                stale.append((target, change))
+            if overwrite or change is not None or not shard_done(target, len(texts)):
+                pending.append((shard, target, texts, source))
     record.add_input("texts", {"shards": inputs})
-    return plan, pending
+    return plan, pending, stale
 
 
 def balanced_owners(sizes, n_ranks):
@@ -313,13 +337,17 @@ def shard_texts(shard, text_field=None):
             for i, item in enumerate(read_text_shard(shard, text_field))]
 
 
-def write_vectors(path, vectors):
-    with atomic_path(path) as tmp:
+def write_vectors(path, vectors, source):
+    """A shard's vectors and, beside them, what made them (``source_path``), together."""
+    def vectors_to(tmp):
         if path.suffix == ".npy":
             with open(tmp, "wb") as handle:
                 np.save(handle, vectors.astype(np.float32))
         else:
             tmp.write_text(json.dumps(vectors.tolist()))
+
+    write_together({path: vectors_to,
+                    source_path(path): lambda tmp: tmp.write_text(json.dumps(source))})
 
 
 def embed_in_chunks(embedder, texts, bar):
@@ -361,7 +389,7 @@ def write_summary(record, shares, pending, skipped, device, ranks, output_dir, u
         summary["per_rank"] = [{**share, "seconds": round(share["seconds"], 3)}
                                for share in shares]
     write_text_atomic(output_dir / RUN_RECORD, json.dumps(record.finish(
-        device, [target for _, target, _ in pending], ranks=ranks.size, summary=summary),
+        device, [target for _, target, _, _ in pending], ranks=ranks.size, summary=summary),
         indent=2))
     return (f"embedded {total} texts in {embedded} shard(s) {used}: {seconds:.1f} s, "
             f"{total / seconds:.1f} texts/s; output in {output_dir}")
