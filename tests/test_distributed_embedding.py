@@ -202,4 +202,4 @@ def test_a_shard_one_rank_cannot_write_stops_the_others_after_their_shards(tmp_p
     lines = error_lines(result)
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Error: {tmp_path / 'out' / 'sub' / '0.npy'}: cannot write")
-    assert shard_names(tmp_path / "out") == ["0.npy", "sub"]  # no run record
+    assert shard_names(tmp_path / "out") == [".0.npy.source.json", "0.npy", "sub"]  # no record
