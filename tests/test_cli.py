@@ -19,6 +19,7 @@ def test_help_example_pastes_into_a_shell(runner, script):
     main.make_context(f"{script}.py", words[2:])  # parses: no usage error
 
 
+@pytest.mark.slow
 def test_user_formats_end_to_end(runner, tmp_path):
     """Records of a Parquet file with several columns and no known format are embedded with
     --text_field; NovelSum reads Parquet embeddings with --embedding_field; NovelSelect pairs
@@ -93,6 +94,7 @@ def test_text_and_embeddings_swapped_are_refused(runner, golden):
     assert "is text, not a vector" in result.output and "embedding.py" in result.output
 
 
+@pytest.mark.slow
 def test_nested_stages_in_a_log_keep_one_stage_a_line(golden, tmp_path):
     """The density search runs inside the selection: in a log each still gets its own line."""
     import re

@@ -38,6 +38,7 @@ def faiss_hidden(tmp_path):
     return {**os.environ, "PYTHONPATH": path, "PYTHON": sys.executable}
 
 
+@pytest.mark.slow
 def test_smoke_passes_every_step_without_faiss(tmp_path, faiss_hidden):
     pytest.importorskip("triton", reason="the smoke run's fused-kernel steps need Triton: "
                                          "pip install triton")
@@ -258,6 +259,7 @@ def test_a_kernel_fallback_on_any_rank_fails_the_triton_check():
         gpu_check.check_kernel_notice(ctx, f"loading\n{text}\npicked", "triton")
 
 
+@pytest.mark.slow
 def test_a_command_past_its_time_is_stopped_then_killed(monkeypatch):
     monkeypatch.setattr(gpu_check, "STOP_GRACE_S", 0.5)
     ignores_sigterm = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
