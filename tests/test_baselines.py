@@ -106,6 +106,7 @@ def test_kmeans_blocks_are_several(pool):
     assert len(baselines.pair_blocks(25, len(pool), 0.001, baselines.NUMPY_PAIR_BYTES)) > 1
 
 
+@pytest.mark.slow
 def test_kmeans_torch_engine_equals_numpy(pool):
     assert baselines.kmeans_selection(pool, 25, seed=5, engine="torch", block_mib=0.001) == \
         baselines.kmeans_selection(pool, 25, seed=5)
@@ -198,6 +199,7 @@ def test_method_registry():
 
 @pytest.mark.parametrize("method", ["kcenter", "kmeans"])
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
+@pytest.mark.slow
 def test_exact_duplicates_tie_to_the_lowest_index(method, engine):
     """Twins at several offsets, in pools of many widths (BLAS rounds a row's product by
     where it sits): whenever a duplicate pair is picked, its lower index comes first."""

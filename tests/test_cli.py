@@ -117,6 +117,7 @@ def test_text_and_embeddings_swapped_are_refused(runner, golden):
     assert "is text, not a vector" in result.output and "embedding.py" in result.output
 
 
+@pytest.mark.slow
 def test_nested_stages_in_a_log_keep_one_stage_a_line(golden, tmp_path):
     """The density search runs inside the selection: in a log each still gets its own line."""
     import re

@@ -188,6 +188,7 @@ def test_distinct_queries_are_searched_once():
 
 
 @pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.slow
 def test_duplicate_queries_get_bitwise_equal_density(tmp_path, backend):
     """A pool of 2,400 x 384 in three JSON shards with rows copied to odd offsets in other
     shards (tests/test_selection.py): each copy's mean kNN distance equals its source's, bit
@@ -234,6 +235,7 @@ def near_duplicate_crowd(seed=0, d=64, crowd=500, others=700, queries=200):
 
 
 @pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.slow
 def test_the_density_is_exact_even_in_a_crowd_of_near_duplicates(backend):
     """The k nearest by exact distance, whatever the search's rounding: the mean squared
     distances equal a brute-force float64 computation (to float64 rounding), on both search
@@ -268,6 +270,7 @@ def test_one_outlier_of_large_norm_does_not_make_every_query_search_again():
 
 
 @pytest.mark.parametrize("block_mib", [1, 16])
+@pytest.mark.slow
 def test_the_exact_reranking_in_blocks_of_candidates_equals_all_at_once(block_mib):
     """Blocks of queries and of candidate columns (a running nearest list) give what one
     block gives, however many candidates a query has."""

@@ -141,6 +141,7 @@ def rank_checks(ranks):
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
+@pytest.mark.slow
 def test_library_checks_on_several_ranks(ranks):
     """Golden picks through the API; every prefix of a golden run resumes to its picks on the
     numba and torch engines; uneven splits (a rank with one candidate, with none, whose rows
@@ -154,6 +155,7 @@ def test_library_checks_on_several_ranks(ranks):
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
+@pytest.mark.slow
 def test_the_sharded_triton_engine_gives_the_golden_picks(ranks):
     """In Triton's interpreter on the CPU (tests/rank_checks.py); skipped without Triton, as
     every Triton test is (README: the CPU build of torch does not bring it)."""
@@ -169,6 +171,7 @@ def selection_args(out, k=60, *extra):
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])
+@pytest.mark.slow
 def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
     """Quality scores, a separate density reference and a resumed start: the same picked
     items, indices and pick log, byte for byte; the record names the ranks and the same
@@ -199,6 +202,7 @@ def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
                                          ("novelsum_default_grid", 2),
                                          ("novelsum_default_grid", 3),
                                          ("novelsum_custom_grid", 3)])
+@pytest.mark.slow
 def test_novelsum_writes_what_one_process_writes(tmp_path, case, ranks):
     """The golden values (1e-6) and one process's values and per-sample table (1e-9)."""
     folder = GOLDEN / case
@@ -230,6 +234,7 @@ def test_novelsum_writes_what_one_process_writes(tmp_path, case, ranks):
     assert json.loads((tmp_path / "many_run.json").read_text())["ranks"] == ranks
 
 
+@pytest.mark.slow
 def test_a_bad_shard_on_one_rank_is_one_line_and_every_rank_stops(tmp_path):
     """The bad row sits in the last rank's block: that rank finds it, all agree, rank 0 says
     it once as one process would, every rank exits non-zero, nothing is written."""
@@ -251,6 +256,7 @@ def test_a_bad_shard_on_one_rank_is_one_line_and_every_rank_stops(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_options_one_process_refuses_are_refused_once(tmp_path):
     split = torchrun(2, "novelselect.py", *selection_args(tmp_path / "out", 10, "--method",
                                                          "kcenter"))
@@ -263,6 +269,7 @@ def test_options_one_process_refuses_are_refused_once(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_fault_every_rank_meets_outside_an_agreed_phase_is_printed_once(tmp_path):
     """--neighbors above the pool's distinct rows: each rank's density check refuses it on
     its own, and the first to say so speaks for all."""
@@ -275,6 +282,7 @@ def test_a_fault_every_rank_meets_outside_an_agreed_phase_is_printed_once(tmp_pa
     assert "]: Traceback" not in split.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_rank_and_keeps_the_checkpoint(tmp_path):
     """SIGINT to torchrun's process group (a terminal's Ctrl-C): every rank stops, only the
     checkpoint written by rank 0 is kept, and it resumes to the uninterrupted run's picks."""

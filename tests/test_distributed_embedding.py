@@ -135,6 +135,7 @@ def error_lines(result):
     return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_files_one_process_writes(tmp_path, one_process):
     texts, reference = one_process
     result = torchrun(2, texts, tmp_path / "out", "--quiet")
@@ -150,6 +151,7 @@ def test_two_ranks_write_the_files_one_process_writes(tmp_path, one_process):
         (3, 10), (2, 9)]  # balanced_owners(SIZES, 2)
 
 
+@pytest.mark.slow
 def test_one_rank_under_torchrun_writes_the_files_one_process_writes(tmp_path, one_process):
     texts, reference = one_process
     result = torchrun(1, texts, tmp_path / "out", "--quiet")
@@ -158,6 +160,7 @@ def test_one_rank_under_torchrun_writes_the_files_one_process_writes(tmp_path, o
     assert "on 1 rank on the CPU: " in result.stdout
 
 
+@pytest.mark.slow
 def test_three_ranks_resume_with_more_ranks_than_shards_left(tmp_path, one_process):
     """Three ranks finish what one process began: two shards are left, so one rank has none;
     then nothing is left to do."""
@@ -182,6 +185,7 @@ def test_three_ranks_resume_with_more_ranks_than_shards_left(tmp_path, one_proce
     assert result.stdout == f"nothing to do: all {len(SIZES)} shard(s) are embedded\n"
 
 
+@pytest.mark.slow
 def test_a_bad_shard_is_one_error_line_and_every_rank_stops(tmp_path):
     texts = write_shards(tmp_path / "text", SIZES)
     (texts / "3.json").write_text(json.dumps(["fine", 42]))
@@ -191,6 +195,7 @@ def test_a_bad_shard_is_one_error_line_and_every_rank_stops(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_shard_one_rank_cannot_write_stops_the_others_after_their_shards(tmp_path):
     """Rank 1's shard (empty) cannot be written, as a file stands where its folder should be:
     rank 0 writes its own, then both stop with rank 1's error, printed once."""

@@ -43,6 +43,7 @@ def minilm():
     return SentenceTransformer(MINILM, device="cpu")
 
 
+@pytest.mark.slow
 def test_vectors_equal_sentence_transformers_own(runner, tmp_path, minilm):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:3]))
@@ -54,6 +55,7 @@ def test_vectors_equal_sentence_transformers_own(runner, tmp_path, minilm):
     assert cosine_rows(ours, minilm.encode(QUESTIONS)).min() >= 0.999
 
 
+@pytest.mark.slow
 def test_conversations_and_joined_text_give_the_same_vectors(runner, tmp_path):
     for name, items in [("turns", CONVERSATIONS),
                         ("sharegpt", [{"id": str(i), "conversations": c}
@@ -88,6 +90,7 @@ def tiny_causal_lm(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_transformers_backend_last_token_normalised(runner, tmp_path, tiny_causal_lm):
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -110,6 +113,7 @@ def test_transformers_backend_last_token_normalised(runner, tmp_path, tiny_causa
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_skips_done_shards_and_overwrite_redoes_them(runner, tmp_path):
     (tmp_path / "in").mkdir()
     for i in range(3):
@@ -131,6 +135,7 @@ def test_resume_skips_done_shards_and_overwrite_redoes_them(runner, tmp_path):
     assert (tmp_path / "out" / "0.npy").stat().st_mtime_ns != done
 
 
+@pytest.mark.slow
 def test_resuming_in_the_other_format_is_refused(runner, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:2]))
@@ -144,6 +149,7 @@ def test_resuming_in_the_other_format_is_refused(runner, tmp_path):
     assert not (tmp_path / "out" / "0.npy").exists()
 
 
+@pytest.mark.slow
 def test_resume_redoes_a_json_shard_whose_input_changed(runner, tmp_path):
     (tmp_path / "in").mkdir()
     for i in range(2):
@@ -179,6 +185,7 @@ def test_vectors_made_otherwise_are_embedded_again_and_never_mixed(runner, tmp_p
     assert "nothing to do: all 2 shard(s) are embedded" in again.output
 
 
+@pytest.mark.slow
 def test_output_mirrors_nested_tree(runner, tmp_path):
     (tmp_path / "in" / "part_b").mkdir(parents=True)
     (tmp_path / "in" / "10.json").write_text(json.dumps(QUESTIONS[:1]))
@@ -189,6 +196,7 @@ def test_output_mirrors_nested_tree(runner, tmp_path):
                         "part_b/.2.json.source.json", "part_b/2.json"]  # sources: hidden
 
 
+@pytest.mark.slow
 def test_pipeline_embedding_then_novelsum_and_novelselect(runner, tmp_path):
     pool = QUESTIONS + [c[0]["value"] + " Please answer briefly." for c in CONVERSATIONS]
     (tmp_path / "text").mkdir()
@@ -266,6 +274,7 @@ def run_script(*args, env=None):
     ("vllm", "--backend vllm needs a GPU and none is available; on the CPU use --backend "
              "sentence-transformers"),  # what works for this folder (issue 14)
 ])
+@pytest.mark.slow
 def test_a_backend_that_cannot_work_is_refused_before_any_work(tmp_path, backend, message):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS))
@@ -278,6 +287,7 @@ def test_a_backend_that_cannot_work_is_refused_before_any_work(tmp_path, backend
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_finished_shards_and_says_so(tmp_path):
     import signal
     import subprocess
@@ -314,6 +324,7 @@ def test_ctrl_c_keeps_the_finished_shards_and_says_so(tmp_path):
     assert len(json.loads((out / "0.json").read_text())) == len(texts)
 
 
+@pytest.mark.slow
 def test_model_id_from_the_local_cache(tmp_path):
     """--model_path may be a Hugging Face model id when the model is in the local cache; one
     that is not there is a one-line error saying so (nothing is downloaded)."""
@@ -356,6 +367,7 @@ def test_vllm_gpu_is_chosen_before_cuda_starts(visible, gpu_id, expected_visible
     assert environ.get("CUDA_VISIBLE_DEVICES") == expected_visible
 
 
+@pytest.mark.slow
 def test_run_record_beside_the_shards(runner, tmp_path):
     """The record stays hidden in the output folder, which remains a plain shard folder."""
     import hashlib

@@ -45,6 +45,7 @@ def faiss_hidden(tmp_path):
     return {**os.environ, "PYTHONPATH": path, "PYTHON": sys.executable}
 
 
+@pytest.mark.slow
 def test_smoke_passes_every_step_without_faiss(tmp_path, faiss_hidden):
     pytest.importorskip("triton", reason="the smoke run's fused-kernel steps need Triton: "
                                          "pip install triton")
@@ -325,6 +326,7 @@ def test_peak_memory_is_read_from_the_scripts_output():
     assert scale_torchrun.peak_of_output("no peak here") == "n/a (subprocess)"
 
 
+@pytest.mark.slow
 def test_a_command_past_its_time_is_stopped_then_killed(monkeypatch):
     monkeypatch.setattr(scale_torchrun, "STOP_GRACE_S", 0.5)
     ignores_sigterm = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

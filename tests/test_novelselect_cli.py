@@ -148,6 +148,7 @@ def test_out_of_range_numbers_are_usage_errors(runner, pool, option, value, mess
     assert not (folder / "out").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_writes_nothing(tmp_path):
     vectors = clustered_vectors(3000, 32, seed=13)
     embeddings = write_json_shards(tmp_path / "emb", vectors, [3000])

@@ -272,6 +272,7 @@ def test_summary_names_the_device_used(runner, small_case):
         "computed on cpu (GPU 7 was asked for but is not available)")
 
 
+@pytest.mark.slow
 def test_progress_in_a_log_is_one_line_per_stage(small_case):
     import subprocess
     import sys

@@ -1,4 +1,6 @@
-"""The README stays true: every option documented, example commands run as written."""
+"""The README and docs/ stay true: every option documented with its default, the README's
+commands run as written, the quoted numbers are what they produce, and CI installs what the
+README says."""
 
 import csv
 import json
@@ -12,6 +14,15 @@ import pytest
 from conftest import REPO
 
 README = (REPO / "README.md").read_text()
+DOCS = REPO / "docs"
+CLI_DOC = (DOCS / "cli.md").read_text()
+RESULTS_DOC = (DOCS / "reading-results.md").read_text()
+DEVELOPMENT_DOC = (DOCS / "development.md").read_text()
+SCRIPTS = ["embedding.py", "novelsum.py", "novelselect.py"]
+
+def bash_lines(text):
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines()]
 
 
 def script_options(module):
@@ -19,25 +30,97 @@ def script_options(module):
             opt in ("--k", "--seed", "--backend", "--overwrite", "--quiet", "--neighbors")]
 
 
+def cli_section(script):
+    """The part of docs/cli.md under the heading `## {script}.py`, up to the next `## `."""
+    return CLI_DOC.split(f"\n## {script}.py\n")[1].split("\n## ")[0]
+
+
+def option_rows(section):
+    """First cell -> second cell of every table row of a section."""
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `--") and len(cells) >= 3:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
 @pytest.mark.parametrize("script", ["novelsum", "novelselect", "embedding"])
-def test_every_option_is_in_the_readme(script):
+def test_every_option_is_in_the_cli_doc(script):
     module = __import__(script)
-    section = README.split(f"### {script}.py")[1].split("###")[0].split("## ")[0]
+    section = cli_section(script)
     for option in script_options(module):
-        assert f"`{option}`" in section, f"{option} of {script}.py is not in the README"
+        assert f"`{option}`" in section, f"{option} of {script}.py is not in docs/cli.md"
 
 
-def example_commands():
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-    return [line for block in blocks for line in block.splitlines()
-            if line.startswith("python ") and "examples/" in line]
+@pytest.mark.parametrize("script", ["novelsum", "novelselect", "embedding"])
+def test_documented_defaults_are_the_code_defaults(script):
+    """A shown default (a number or a word) appears, in backticks, in the option's row."""
+    module = __import__(script)
+    rows = option_rows(cli_section(script))
+    checked = 0
+    for param in module.main.params:
+        if param.show_default is not True or not isinstance(param.default, (int, float, str)):
+            continue
+        row = next(cells for first, cells in rows.items() if f"`{param.opts[0]}`" in first)
+        assert f"`{str(param.default).replace(',', ' ')}`" in row, (param.opts[0], row)
+        checked += 1
+    assert checked >= 3
 
 
-def test_example_commands_run_as_written(tmp_path):
-    commands = example_commands()
-    assert len(commands) == 3
-    for name in ["novelsum.py", "novelselect.py", "embedding.py", "utils",
-                 "examples"]:
+def readme_commands():
+    """The README's runnable commands: the three scripts, on the examples, in README order."""
+    return [line for line in bash_lines(README)
+            if re.match(r"python (novelsum|novelselect|embedding)\.py ", line)]
+
+
+def test_readme_shows_the_run_then_embed_measure_select():
+    scripts = [command.split()[1] for command in readme_commands()]
+    assert scripts == ["novelsum.py", "embedding.py", "novelsum.py", "novelselect.py"]
+
+
+def test_readme_is_short_and_links_every_doc():
+    assert len(README.splitlines()) <= 250
+    for name in ["cli.md", "method.md", "distributed.md", "benchmarks.md",
+                 "reading-results.md", "development.md"]:
+        assert f"(docs/{name}" in README and (DOCS / name).is_file(), name
+    assert "(docs/images/example_novelsum.png)" in README
+    assert 'python -m pytest -m "not slow"' in bash_lines(README)
+
+
+def documentation():
+    return {"README.md": README} | {f"docs/{p.name}": p.read_text() for p in DOCS.glob("*.md")}
+
+
+def test_links_and_code_paths_in_the_docs_exist():
+    """Relative links resolve, and every `folder/file.py` named exists (docs/method.md's table
+    names modules relative to utils/), so a moved module cannot leave a stale path behind."""
+    for name, text in documentation().items():
+        base = (REPO / name).parent
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (base / target).exists(), (name, target)
+        for path in re.findall(r"`([\w./-]+/[\w-]+\.py)`", text):
+            assert (REPO / path).is_file() or (REPO / "utils" / path).is_file(), (name, path)
+        for old in ["cli_common", "utils/selection.py", "utils/density.py", "utils.shards",
+                    "utils/metrics.py"]:
+            assert old not in text, (name, old)
+
+
+def test_python_api_names_exist():
+    """Every `nt.NAME` of the README's Python block is in the installed package."""
+    package = pytest.importorskip("novelsum_toolkit")
+    block = README.split("```python\n")[1].split("```")[0]
+    names = set(re.findall(r"\bnt\.(\w+)", block)) | {"InputError"}
+    assert {"novelsum", "novelselect", "embed_texts"} <= names
+    for name in names:
+        assert hasattr(package, name), name
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_written(tmp_path):
+    commands = readme_commands()
+    assert len(commands) == 4
+    for name in SCRIPTS + ["utils", "examples"]:
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
     python = f'"{sys.executable}"'
@@ -46,7 +129,7 @@ def test_example_commands_run_as_written(tmp_path):
             "$(python ", f"$({python} "), shell=True, cwd=tmp_path, capture_output=True,
             text=True, executable="/bin/bash")
         assert result.returncode == 0, (command, result.stderr[-2000:])
-    outputs = tmp_path / "outputs"  # where .gitignore keeps the quick start's results
+    outputs = tmp_path / "outputs"  # where .gitignore keeps the README's results
     assert (outputs / "picked" / "novelselect_80_dense_0.5_dist_1.0_indices.json").is_file()
     assert sorted(p.name for p in (outputs / "my_embeddings").iterdir()) == [
         ".embedding_run.json", "0.json", "1.json", "2.json", "3.json"]
@@ -57,10 +140,14 @@ def test_example_commands_run_as_written(tmp_path):
         shipped = np.array(json.loads(shard.read_text()))
         fresh = np.array(json.loads((outputs / "my_embeddings" / shard.name).read_text()))
         assert np.sum(shipped * fresh, axis=1).min() >= 0.999  # unit vectors: cosine
+    with open(outputs / "my_novelsum.csv", newline="") as handle:
+        assert [row["Dataset Name"] for row in csv.DictReader(handle)] == ["my_embeddings"]
 
+    # The example table of docs/reading-results.md is what the README's run command writes.
+    assert commands[0] in bash_lines(RESULTS_DOC)
     with open(outputs / "novelsum_examples.csv", newline="") as handle:
         measured = {row["Dataset Name"]: row for row in csv.DictReader(handle)}
-    table = README.split("| subset | NovelSum |")[1].split("\n\n")[0].splitlines()
+    table = RESULTS_DOC.split("| subset | NovelSum |")[1].split("\n\n")[0].splitlines()
     columns = ["neighbor_10_density_0.5_distance_1"] + [
         c.strip() for c in table[0].strip(" |").split("|")]
     quoted = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
@@ -70,11 +157,9 @@ def test_example_commands_run_as_written(tmp_path):
             assert f"{float(measured[name][column]):.3f}" == value, (name, column)
 
 
-def test_quick_start_outputs_are_ignored_by_git():
-    """The quick start writes only under folders that .gitignore keeps out of git status."""
-    import subprocess
-
-    targets = [word for command in example_commands() for option, word in
+def test_readme_outputs_are_ignored_by_git():
+    """The README's commands write only under folders that .gitignore keeps out of git status."""
+    targets = [word for command in readme_commands() for option, word in
                zip(command.split(), command.split()[1:])
                if option in ("--output_csv", "--output_dir", "--per_sample_csv")]
     assert len(targets) == 4
@@ -83,12 +168,14 @@ def test_quick_start_outputs_are_ignored_by_git():
         assert result.returncode == 0, f"{target} would show in git status"
 
 
-def test_ci_installs_exactly_what_the_readme_says():
-    """.ci/run runs the README's install lines, as written, and its test command."""
+def test_ci_installs_exactly_what_the_docs_say():
+    """.ci/run runs the README's install line as written, then only commands the docs give,
+    and ends with the README's test command."""
     ci_commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
                    if line.strip().startswith("python")]
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-    readme_commands = {line.strip() for block in blocks for line in block.splitlines()}
-    assert ci_commands and all(command in readme_commands for command in ci_commands)
-    assert ci_commands[-1].startswith("python -m pytest")
+    readme_commands_ = set(bash_lines(README))
+    documented = readme_commands_ | set(bash_lines(DEVELOPMENT_DOC))
+    assert ci_commands and all(command in documented for command in ci_commands)
+    assert ci_commands[0] in readme_commands_
     assert "python -m pip install torch==2.13.0" in ci_commands[0]
+    assert ci_commands[-1].startswith("python -m pytest") and ci_commands[-1] in readme_commands_

@@ -68,6 +68,7 @@ def test_exact_ties_between_distinct_vectors_resume_to_the_same_picks(engine, se
 
 @pytest.mark.parametrize("run", RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize("with_quality", [False, True])
+@pytest.mark.slow
 def test_every_prefix_resumes_to_the_same_picks_through_the_api(golden_vectors, run,
                                                                 with_quality):
     args = (golden_vectors, run["k"], run["neighbors"], run["density_power"],
@@ -86,6 +87,7 @@ def test_every_prefix_resumes_to_the_same_picks_through_the_api(golden_vectors, 
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("run", RUNS, ids=RUN_IDS)
 @pytest.mark.parametrize("with_quality", [False, True])
+@pytest.mark.slow
 def test_every_prefix_resumes_on_each_engine(golden_vectors, engine_name, run, with_quality):
     rho = pool_density(golden_vectors, run["neighbors"], run["density_power"])
     unit, k, alpha = unit_rows(golden_vectors), run["k"], run["distance_power"]
@@ -101,6 +103,7 @@ def test_every_prefix_resumes_on_each_engine(golden_vectors, engine_name, run, w
 
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("with_quality", [False, True])
+@pytest.mark.slow
 def test_resume_on_a_clustered_pool_of_2000(engine_name, with_quality):
     vectors = clustered_vectors(2000, 48, n_clusters=8, seed=32)
     rho = pool_density(vectors, 10, 0.5)
@@ -116,6 +119,7 @@ def test_resume_on_a_clustered_pool_of_2000(engine_name, with_quality):
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                     reason="a GPU machine checks the Triton engine on the device")
 @pytest.mark.parametrize("alpha", [1.0, 2.0])
+@pytest.mark.slow
 def test_resume_on_the_triton_engine_in_the_interpreter(alpha):
     pytest.importorskip("triton", reason="pip install triton")
     from utils.selection.gpu import TritonEngine
@@ -217,6 +221,7 @@ def test_api_refuses_bad_resume_lists():
                          resume_source="my picks")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     """SIGINT after a checkpoint: exit 130, one line naming the checkpoint, no other output;
     resuming from the checkpoint gives the picks of an uninterrupted run."""

@@ -284,6 +284,7 @@ DUPLICATE_ENGINES = {"numba": ENGINES["numba"],
 
 
 @pytest.mark.parametrize("engine_name", DUPLICATE_ENGINES)
+@pytest.mark.slow
 def test_exact_duplicates_tie_exactly_and_the_lowest_index_wins(tmp_path, engine_name):
     vectors, groups = duplicate_pool(tmp_path)
     rho = density_factor(DensityReference(vectors).mean_sq_distances(vectors, [10])[10],
@@ -331,6 +332,7 @@ def host_state(engine):
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
+@pytest.mark.slow
 def test_rebuild_equals_the_incremental_state(alpha):
     """Starting an engine from t picks gives bitwise the sorted values that t insertions leave
     and their sums to REBUILD_SUM_RTOL, on every engine; the rebuilt sums are bitwise the

@@ -347,6 +347,7 @@ except KeyboardInterrupt:  # the load returned: its workers must be gone already
 @needs_two_cpus
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
                     reason="finds the workers in /proc")
+@pytest.mark.slow
 def test_ctrl_c_leaves_no_worker_processes(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(4):
@@ -386,6 +387,7 @@ def test_plan_rows_counts_faulty_shards_as_empty():
     assert plan_rows([]) == ([0], 0, 0)
 
 
+@pytest.mark.slow
 def test_json_shards_load_without_orjson(tmp_path):
     """Where orjson is not installed (the GPU machines' image), the standard parser reads the
     same float32 array."""

@@ -105,6 +105,7 @@ def test_device_faults_are_told_from_launch_failures(make_error, device_fault):
 
 
 @needs_interpreter
+@pytest.mark.slow
 def test_exact_duplicates_tie_exactly_in_the_kernel(tmp_path):
     """As tests/test_selection.py checks the CPU engines: rows copied to odd offsets in other
     shards (row 3 to rows 101 and 257, row 10 to the last rows) keep bitwise equal values,
@@ -129,6 +130,7 @@ def test_exact_duplicates_tie_exactly_in_the_kernel(tmp_path):
     assert check_lowest_first(picks, groups) >= 2
 
 
+@pytest.mark.slow
 def test_self_check_reports_a_kernel_that_cannot_run():
     """Compiled Triton with no GPU fails to launch: the check says why in one line."""
     problem = run_without_interpreter(
@@ -170,6 +172,7 @@ def tail_loop_ops(ptx):
 
 
 @pytest.mark.parametrize("arch", [80, 90])
+@pytest.mark.slow
 def test_kernel_compiles_for_ampere_and_hopper_with_the_barrier_in_place(arch):
     """The kernel builds to machine code (cubin) for sm_80 and sm_90, and in its compiled form
     every tail block is read, then all threads wait at a barrier, then it is written one place
