@@ -1,4 +1,4 @@
-"""Time the baseline metrics (utils/metrics.py) and selections (utils/baselines.py).
+"""Time the baseline metrics (utils/metrics/) and selections (utils/selection/baselines.py).
 
 Each metric and each selection method runs once on seeded clustered embeddings; the table gives
 its wall-clock seconds and the process's peak resident memory after it (ru_maxrss, which only

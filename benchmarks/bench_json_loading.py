@@ -6,7 +6,7 @@ its own Python process:
 
 - baseline: ``json.load`` + ``numpy.asarray(..., dtype=float32)`` per shard, concatenated;
 - before: the loader of commit BEFORE (pandas' C parser, serial), if git can show it;
-- ours: ``utils.shards.load_vectors`` (streaming orjson parser, shards in worker processes).
+- ours: ``utils.io.vectors.load_vectors`` (streaming orjson parser, shards in worker processes).
 
 Prints seconds (process start to array loaded), speed-up over the baseline, the peak resident
 set of the largest process (the parent or any worker), and MB/s of JSON text; checks that every

@@ -6,7 +6,7 @@ model's byte and op counts against counted ones, and prints the table.
 
 For each pool (n x d), budget k and number of GPUs G (one rank per GPU under ``torchrun``, 8
 per node; G = 1 is a plain run without it) the largest rank holds ``ceil(n / G)`` rows
-(``utils.distributed.row_split``) and sets the pace.
+(``utils.runtime.distributed.row_split``) and sets the pace.
 
 Memory per rank (the engine's own accounting): ``utils.selection.selection_memory_bytes`` for
 the rank's rows (rows x (k - 1) float32 values, the unit vectors, the float64 sums) plus

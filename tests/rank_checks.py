@@ -1,6 +1,6 @@
 """Checks that need several ranks, run by ``tests/test_distributed.py`` under ``torchrun``.
 
-Each rank computes with its block of the rows (``utils.sharded``); rank 0 compares with the
+Each rank computes with its block of the rows (``utils.density.sharded``, ``utils.selection.sharded``); rank 0 compares with the
 single-process computation on the whole data and prints one JSON line ``{check: result}``.
 Usage: ``torchrun --standalone --nproc_per_node N tests/rank_checks.py``.
 """

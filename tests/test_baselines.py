@@ -1,4 +1,4 @@
-"""Baseline selections (utils/baselines.py) against direct loops on small data."""
+"""Baseline selections (utils/selection/baselines.py) against direct loops on small data."""
 
 import faiss
 import numpy as np

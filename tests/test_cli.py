@@ -43,6 +43,7 @@ def test_help_example_runs_from_the_repository_root(runner, tmp_path, script):
                        "novelselect": ["picked"], "embedding": ["pool_embeddings"]}[script]
 
 
+@pytest.mark.slow
 def test_user_formats_end_to_end(runner, tmp_path):
     """Records of a Parquet file with several columns and no known format are embedded with
     --text_field; NovelSum reads Parquet embeddings with --embedding_field; NovelSelect pairs

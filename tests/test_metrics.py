@@ -1,4 +1,4 @@
-"""Baseline diversity metrics (utils/metrics.py) against direct definitions on small data, the
+"""Baseline diversity metrics (utils/metrics/) against direct definitions on small data, the
 vendi-score package, and the partition-entropy golden case."""
 
 import json

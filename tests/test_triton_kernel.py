@@ -1,4 +1,4 @@
-"""NovelSelect's fused GPU kernel (utils/triton_selection.py), checked on a machine without a GPU.
+"""NovelSelect's fused GPU kernel (utils/selection/triton_kernel.py), checked on a machine without a GPU.
 
 Triton's interpreter runs the kernel on CPU tensors, so its logic is checked step by step
 against a direct recomputation; Triton's compiler builds it for real GPU targets, so it is known

@@ -77,7 +77,7 @@ def spaced(numbers):
                    "nearest grid point) beside the spread of per-sample novelty.")
 @click.option("--metrics", default=None, show_default="none",
               help="Baseline diversity metrics to add as CSV columns after cos_distance (list, "
-                   f"or all): {', '.join(METRIC_NAMES)}. Definitions: README.")
+                   f"or all): {', '.join(METRIC_NAMES)}. Definitions: docs/cli.md.")
 @click.option("--n_clusters", "--n-clusters", type=int, default=DEFAULT_N_CLUSTERS,
               show_default=True, help="Clusters of the cluster_inertia and partition_entropy "
                                       "metrics.")

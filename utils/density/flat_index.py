@@ -70,7 +70,7 @@ MERGE_BYTES_PER_RESULT = 4 * (4 + 8)
 class TorchFlatIndex(FlatIndex):
     """Exact squared-L2 kNN in query x reference blocks, as faiss's flat index computes it.
 
-    Blocks are planned by ``utils.blocks`` from ``block_mib``, the whole working memory of one
+    Blocks are planned by ``utils.numerics.blocks`` from ``block_mib``, the whole working memory of one
     block: per (query, reference) pair the inner products and the distances made from them
     (float32, 4 + 4 bytes); per query row its vector and two candidate lists being merged. The
     reference is moved to the device once; a 400,000 x 4,096 set is 6.5 GB, too much to copy

@@ -209,7 +209,7 @@ class VllmBackend:
 
     def __init__(self, model_path, device, max_length, batch_size):
         # vLLM runs on the first visible GPU: embedding.py has made the one --gpu_id names the
-        # only visible one (utils.device.pin_visible_gpu) before CUDA started.
+        # only visible one (utils.runtime.device.pin_visible_gpu) before CUDA started.
         from transformers import AutoTokenizer
         from vllm import LLM
 

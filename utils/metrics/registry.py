@@ -43,8 +43,8 @@ subsample, initial centroids and empty-cluster splits from faiss's own random ge
 sums in another order, so it may end in different centroids than faiss on the CPU when
 assignments are near ties. ``radius`` is O(n d) and always runs in numpy.
 
-Memory: every pairwise quantity is computed in row blocks (``utils.blocks.row_blocks``) whose
-whole working memory stays within ``budget_mib``; no n x n matrix is built. Values are
+Memory: every pairwise quantity is computed in row blocks (``numerics.blocks.row_blocks``) whose
+whole working memory stays within ``block_mib``; no n x n matrix is built. Values are
 float32, sums float64.
 """
 

@@ -59,7 +59,7 @@ def pair_budget(engine):
 def threaded(function, start, stop, n_threads=None):
     """``function(a, b)`` on ``n_threads`` slices of rows ``start:stop`` at once; the results
     in slice order. numpy's BLAS and ufuncs release the GIL, so the slices share the cores
-    (as in ``utils.proximity``), and their working memory adds up to the block's."""
+    (as in ``utils.metrics.proximity``), and their working memory adds up to the block's."""
     n_threads = min(n_threads or os.cpu_count() or 1, stop - start)
     if n_threads <= 1:
         return [function(start, stop)]

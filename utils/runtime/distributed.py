@@ -205,7 +205,7 @@ def rank_device(gpu_id, local_rank, notify=None, pinned=False, local_size=1):
     ``gpu_id + r``. ``-1`` (or a node without GPUs) puts every rank on the CPU. A node with
     too few GPUs for its ranks is refused, rather than two ranks sharing one GPU.
     ``pinned``: the rank has already made GPU ``gpu_id + r`` the only one it sees
-    (``utils.device.pin_visible_gpu``, for vLLM), so it takes ``cuda:0`` of that view.
+    (``utils.runtime.device.pin_visible_gpu``, for vLLM), so it takes ``cuda:0`` of that view.
     """
     if gpu_id is not None and gpu_id < 0:
         return "cpu"

@@ -18,7 +18,7 @@
   blocks (one matrix product per block; the block's own survivors are then settled in visit
   order), which gives the same picks as one candidate at a time.
 
-Inputs: ``unit`` are rows scaled to unit length (``utils.proximity.unit_rows``), ``vectors``
+Inputs: ``unit`` are rows scaled to unit length (``utils.numerics.rows.unit_rows``), ``vectors``
 raw rows, float32. None of these methods uses a density reference (``--dense_ref_dir``); only
 ``repr_filter`` uses quality scores (``--quality_scores``). Engines as in ``utils.metrics``:
 numpy on the CPU, torch on ``device="cuda:N"`` (``engine="torch"`` runs the torch code on the

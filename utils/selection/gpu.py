@@ -46,7 +46,7 @@ class TorchEngine(SelectionEngine):
 
     For each chunk: a mask of stored values greater than the new one gives the insertion
     point and the tail sum; the tail moves one column right in one ``where``. Chunks are
-    planned by ``utils.blocks`` from ``block_mib``, the whole working memory of one chunk.
+    planned by ``utils.numerics.blocks`` from ``block_mib``, the whole working memory of one chunk.
     """
 
     def __init__(self, unit, density_factors, k, alpha, device, block_mib=TORCH_BLOCK_MIB):
@@ -159,7 +159,7 @@ class TorchEngine(SelectionEngine):
 
 
 class TritonEngine(TorchEngine):
-    """GPU engine with the step fused into one Triton kernel (``utils/triton_kernel.py``).
+    """GPU engine with the step fused into one Triton kernel (``utils/selection/triton_kernel.py``).
 
     It touches only each candidate's tail, where the torch engine rewrites whole rows. The
     values come from the torch engine's ``take``, so both engines insert bitwise equal values.
