@@ -107,7 +107,6 @@ def kernel_variable(value):
             os.environ[KERNEL_VARIABLE] = before
 
 
-# ---------------------------------------------------------------------------------------
 # c0: the pool
 
 
@@ -135,7 +134,6 @@ def step_generate(ctx, row):
     row.result = f"pass: {ctx.pool.nbytes / 2**30:.1f} GiB on the host"
 
 
-# ---------------------------------------------------------------------------------------
 # d and c1: NovelSum and the density at scale
 
 
@@ -204,12 +202,11 @@ def step_density(ctx, row):
     synchronize(ctx.device)
     if not np.isfinite(ctx.density_factors).all() or (ctx.density_factors <= 0).any():
         raise CheckFailed("density factors not all finite and positive")
+    low, high = ctx.density_factors.min(), ctx.density_factors.max()
     row.result = (f"pass: kNN ({knn_backend_name(ctx)}) {phase_seconds(phases, 'kNN'):.1f} s; "
-                  f"density factors from {ctx.density_factors.min():.3g} to "
-                  f"{ctx.density_factors.max():.3g}")
+                  f"density factors from {low:.3g} to {high:.3g}")
 
 
-# ---------------------------------------------------------------------------------------
 # c2, c3, c4: the selection kernels at scale
 
 
@@ -324,7 +321,6 @@ def step_agree(ctx, row):
     row.result = f"pass: first {length} picks identical"
 
 
-# ---------------------------------------------------------------------------------------
 # the plan
 
 
@@ -371,7 +367,6 @@ def plan(ctx):
     ]  # e: a partial run writes no picks, so it starts only when its whole estimate fits
 
 
-# ---------------------------------------------------------------------------------------
 # the command line
 
 
