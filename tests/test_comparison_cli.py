@@ -153,7 +153,7 @@ def test_reference_metric_errors_are_one_line_and_write_nothing(runner, tmp_path
     (tmp_path / "wide").mkdir()
     np.save(tmp_path / "wide" / "0.npy", np.ones((60, 30), dtype=np.float32))
     output = tmp_path / "out.csv"
-    output.write_text("earlier\n")
+    output.write_text("earlier\n")  # not a run's output: replaced only with --overwrite
     cases = [
         (["--dense_ref_dir", str(tmp_path / "zero"), "--metrics", "facility_location",
           "--density_powers", "0"], 1,
@@ -166,7 +166,8 @@ def test_reference_metric_errors_are_one_line_and_write_nothing(runner, tmp_path
     ]
     for args, code, message in cases:
         result = runner.invoke(novelsum_main, ["--single_dataset_path", str(target),
-                                               "--output_csv", str(output), "--quiet", *args])
+                                               "--output_csv", str(output), "--quiet",
+                                               "--overwrite", *args])
         assert result.exit_code == code, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
         assert output.read_text() == "earlier\n"
@@ -179,7 +180,8 @@ def test_unwritable_outputs_are_one_line_and_leave_earlier_ones(runner, tmp_path
     output.write_text("earlier\n")
     result = runner.invoke(novelsum_main, ["--single_dataset_path", str(target), "--output_csv",
                                            str(output), "--per_sample_csv",
-                                           str(tmp_path / "afile" / "x.csv"), "--quiet"])
+                                           str(tmp_path / "afile" / "x.csv"), "--quiet",
+                                           "--overwrite"])
     assert result.exit_code == 1
     assert result.output.strip().startswith("Error: ") and "afile/x.csv: cannot write" \
         in result.output

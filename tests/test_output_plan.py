@@ -114,3 +114,14 @@ def test_embedding_leaves_its_output_folder_out_of_the_input(runner, tmp_path):
     again = runner.invoke(embed_main, args)
     assert again.exit_code == 0, again.output
     assert again.output.strip().endswith("nothing to do: all 1 shard(s) are embedded")
+
+
+def test_a_file_no_run_made_is_kept_unless_overwrite(runner, tmp_path):
+    output = tmp_path / "scores.csv"
+    output.write_text("someone's table\n")
+    message = error(novelsum(runner, "--output_csv", output))
+    assert message == (f"Error: {output}: an output of another run, with no readable record "
+                       f"(scores_run.json); give --overwrite to replace it, or write elsewhere")
+    assert output.read_text() == "someone's table\n"
+    assert novelsum(runner, "--output_csv", output, "--overwrite").exit_code == 0
+    assert novelsum(runner, "--output_csv", output).exit_code == 0  # now its own run's output
