@@ -7,13 +7,13 @@ import numpy as np
 from ..errors import InputError
 from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks
 from ..numerics.compute import (
+    bytes_per_pair,
     pair_blocks,
-    pair_budget,
     resolve_engine,
     threaded,
     to_torch,
 )
-from ..numerics.rows import as_float32, centred, unit_vectors
+from ..numerics.rows import as_float32, centred, unit_rows
 
 DEFAULT_KS = (5, 10)
 
@@ -67,7 +67,7 @@ def distsum_l2(vectors, device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine=None):
     rows_sq = np.einsum("ij,ij->i", rows, rows)
     n = len(rows)
     total = 0.0
-    blocks = pair_blocks(n, n, block_mib, pair_budget(engine))
+    blocks = pair_blocks(n, n, block_mib, bytes_per_pair(engine))
     if engine == "torch":
         rows, rows_sq = to_torch(rows, device), to_torch(rows_sq, device)
         for start, stop in blocks:
@@ -142,7 +142,7 @@ def knn_distance(vectors, ks=DEFAULT_KS, device="cpu", block_mib=DEFAULT_BLOCK_M
             raise InputError(f"--neighbors {k}: knn_distance needs 1 <= k < the number of "
                              f"samples of the dataset ({n}); lower --neighbors")
     k_max = max(ks)
-    unit = unit_vectors(vectors)
+    unit = unit_rows(vectors)
     if engine == "torch":
         unit = to_torch(unit, device)
     else:
@@ -151,7 +151,7 @@ def knn_distance(vectors, ks=DEFAULT_KS, device="cpu", block_mib=DEFAULT_BLOCK_M
         index = faiss.IndexFlatIP(unit.shape[1])  # faiss uses every core itself
         index.add(unit)
     totals = dict.fromkeys(ks, 0.0)
-    for start, stop in pair_blocks(n, n, block_mib, pair_budget(engine)):
+    for start, stop in pair_blocks(n, n, block_mib, bytes_per_pair(engine)):
         if engine == "torch":
             similarities = nearest_similarities_torch(unit[start:stop], unit, start,
                                                       k_max).cpu().numpy()
@@ -162,15 +162,14 @@ def knn_distance(vectors, ks=DEFAULT_KS, device="cpu", block_mib=DEFAULT_BLOCK_M
     return {k: totals[k] / n for k in ks}
 
 
-def reference_unit_rows(reference):
-    """The reference rows scaled to unit length, for ``facility_location``; a zero row (which
-    the density factor accepts) has no direction and is refused, naming it."""
-    reference = as_float32(reference)
-    zero = ~np.any(reference != 0, axis=1)
+def reference_directions(reference):
+    """The reference rows as directions (unit rows), for ``facility_location``; a zero row
+    (which the density factor accepts) has no direction and is refused, naming it."""
+    zero = ~np.any(np.asarray(reference) != 0, axis=1)
     if zero.any():
         raise InputError(f"--dense_ref_dir: reference row {int(np.argmax(zero))} is a zero "
                          f"vector, which has no direction: facility_location cannot use it")
-    return unit_vectors(reference)
+    return unit_rows(reference)
 
 
 def facility_location(vectors, reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
@@ -186,19 +185,19 @@ def facility_location(vectors, reference, device="cpu", block_mib=DEFAULT_BLOCK_
     -------
     float : (1/m) sum_r min(1, max_i cos(r, x_i)), over (reference block x n) blocks of
         similarities (the clamp undoes float32 rounding of a duplicate's cosine, 1 + 1e-7).
-        ``ref_unit``: ``reference_unit_rows(reference)``, when already made for another
+        ``ref_unit``: ``reference_directions(reference)``, when already made for another
         dataset.
     """
     engine = resolve_engine(device, engine)
-    unit = unit_vectors(vectors)
-    ref_unit = reference_unit_rows(reference) if ref_unit is None else ref_unit
+    unit = unit_rows(vectors)
+    ref_unit = reference_directions(reference) if ref_unit is None else ref_unit
     if ref_unit.shape[1] != unit.shape[1]:
         raise InputError(f"--dense_ref_dir: reference vectors have dimension "
                          f"{ref_unit.shape[1]}, the dataset {unit.shape[1]}")
     if engine == "torch":
         unit = to_torch(unit, device)
     total = 0.0
-    for start, stop in pair_blocks(len(ref_unit), len(unit), block_mib, pair_budget(engine)):
+    for start, stop in pair_blocks(len(ref_unit), len(unit), block_mib, bytes_per_pair(engine)):
         if engine == "numpy":
             best = (ref_unit[start:stop] @ unit.T).max(axis=1)
         else:

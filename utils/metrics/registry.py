@@ -64,7 +64,7 @@ from .pairwise import (
     facility_location,
     knn_distance,
     radius,
-    reference_unit_rows,
+    reference_directions,
 )
 from .vendi import vendi
 
@@ -98,7 +98,7 @@ def _vendi(inputs):
 
 def _facility_location(inputs):
     if "reference_unit" not in inputs.cache:
-        inputs.cache["reference_unit"] = reference_unit_rows(inputs.reference)
+        inputs.cache["reference_unit"] = reference_directions(inputs.reference)
     return {"facility_location": facility_location(inputs.vectors, inputs.reference,
                                                    **inputs.options,
                                                    ref_unit=inputs.cache["reference_unit"])}

@@ -4,7 +4,7 @@ import numpy as np
 
 from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, row_blocks
 from ..numerics.compute import resolve_engine, to_torch
-from ..numerics.rows import as_float32, unit_rows_float64
+from ..numerics.rows import as_float32, unit_rows
 
 
 def dual_gram(vectors, device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine="numpy"):
@@ -18,21 +18,21 @@ def dual_gram(vectors, device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine="numpy"
     if engine == "numpy":
         gram = np.zeros((d, d), dtype=np.float64)
         for start, stop in blocks:
-            block = unit_rows_float64(vectors[start:stop])
+            block = unit_rows(vectors[start:stop], np.float64)
             gram += block.T @ block
         return gram
     import torch
 
     gram = torch.zeros((d, d), dtype=torch.float64, device=device)
     for start, stop in blocks:
-        block = unit_rows_float64(to_torch(vectors[start:stop], device))
+        block = unit_rows(to_torch(vectors[start:stop], device), np.float64)
         gram += block.T @ block
     return gram.cpu().numpy()
 
 
 def primal_gram(vectors):
     """U U^T in float64, (n, n): used only when n <= d, so never larger than the dual."""
-    unit = unit_rows_float64(vectors)
+    unit = unit_rows(vectors, np.float64)
     return unit @ unit.T
 
 

@@ -52,7 +52,8 @@ def pair_blocks(n_rows, n_columns, block_mib, pair_bytes, row_bytes=0):
     return list(row_blocks(n_rows, n_columns * pair_bytes + row_bytes, block_mib * MIB))
 
 
-def pair_budget(engine):
+def bytes_per_pair(engine):
+    """Working bytes of one (row, column) pair of a blocked pairwise quantity on ``engine``."""
     return NUMPY_PAIR_BYTES if engine == "numpy" else TORCH_PAIR_BYTES
 
 

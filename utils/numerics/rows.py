@@ -11,17 +11,15 @@ def as_float32(vectors):
     return vectors
 
 
-def unit_rows(vectors, dtype=np.float32):
-    """Rows scaled to unit L2 norm, in ``dtype`` (float32 by default); callers have refused
-    zero rows."""
-    vectors = np.asarray(vectors, dtype=dtype)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / norms
-
-
-def unit_vectors(vectors):
-    """Rows scaled to unit L2 norm (float32); zero rows were refused by the loader."""
-    return unit_rows(as_float32(vectors))
+def unit_rows(rows, dtype=np.float32):
+    """Rows scaled to unit L2 norm, in ``dtype`` (float32 by default, or float64), as numpy
+    arrays, or torch tensors when given tensors; callers have refused zero rows. The one row
+    normaliser: the norm is sqrt(sum of squares) in ``dtype``."""
+    if type(rows).__module__.startswith("torch"):
+        rows = rows.double() if dtype == np.float64 else rows.float()
+        return rows / ((rows * rows).sum(dim=1) ** 0.5)[:, None]
+    rows = np.asarray(rows, dtype=dtype)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def centred(vectors):
@@ -31,10 +29,3 @@ def centred(vectors):
     less precision on centred rows.
     """
     return as_float32(vectors - vectors.mean(axis=0, dtype=np.float64))
-
-
-def unit_rows_float64(rows):
-    """Rows as float64, scaled to unit L2 norm in float64 (numpy or torch)."""
-    rows = rows.astype(np.float64) if isinstance(rows, np.ndarray) else rows.double()
-    norms = (rows * rows).sum(axis=1) ** 0.5
-    return rows / norms[:, None]

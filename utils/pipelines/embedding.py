@@ -16,7 +16,13 @@ from ..embedding.backends import (
     may_use_vllm,
     resolve_model_path,
 )
-from ..embedding.outputs import output_path, shard_done, shard_source, source_change, source_path
+from ..embedding.outputs import (
+    output_path,
+    shard_done,
+    shard_source,
+    source_change,
+    source_path,
+)
 from ..errors import InputError, Interrupted
 from ..io.atomic import write_text_atomic, write_together
 from ..io.hashing import sha256_of_file

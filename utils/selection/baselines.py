@@ -33,8 +33,8 @@ from ..density.dedup import distinct_rows
 from ..errors import InputError
 from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB, rows_per_block
 from ..numerics.compute import (
-    NUMPY_PAIR_BYTES,
     TORCH_PAIR_BYTES,
+    bytes_per_pair,
     pair_blocks,
     resolve_engine,
     to_torch,
@@ -186,7 +186,7 @@ def kmeans_selection(vectors, k, seed=42, device="cpu", block_mib=DEFAULT_BLOCK_
                                            for a in (pool, pool_sq, centroids, which))
         score = centroid_scores_torch
     # per pair: the distinct rows' scores and their copy expanded to every row
-    pair_bytes = 2 * (NUMPY_PAIR_BYTES if engine == "numpy" else TORCH_PAIR_BYTES)
+    pair_bytes = 2 * bytes_per_pair(engine)
     picks = []
     for start, stop in tracked(pair_blocks(k, n, block_mib, pair_bytes), progress):
         nearest_unpicked(score(centroids[start:stop], pool, pool_sq)[:, which], picks, engine)

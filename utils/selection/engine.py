@@ -71,7 +71,7 @@ def first_pick(n, seed):
 
 
 class SelectionEngine(abc.ABC):
-    """What every engine shares: it owns the budget ``k`` (picks to make) and ``alpha``, sizes
+    """What every engine shares: it owns the pick count ``k`` and ``alpha``, sizes
     its stored values for them, counts the values it holds (``t``) and runs the greedy loop,
     so the loop cannot ask it for more picks than it has room for.
 

@@ -30,7 +30,8 @@ def make_engine(unit, density_factors, k, alpha, device, notify=None, block_mib=
 
 
 def check_engine(engine, n, k, alpha):
-    """Refuse an engine built for another pool size, budget or alpha than the selection asks."""
+    """Refuse an engine built for another pool size, pick count k or alpha than the selection
+    asks."""
     built, asked = (engine.n, engine.k, engine.alpha), (n, k, float(alpha))
     if built != asked:
         raise ValueError("the engine was built for n={}, k={}, alpha={} but the selection asks "

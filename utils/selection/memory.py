@@ -11,7 +11,7 @@ TORCH_BLOCK_MIB = 1024  # default working memory of one row chunk (torch) or reb
 
 
 def selection_memory_bytes(n, k, dim):
-    """Bytes the selection holds: pool x (budget - 1) stored values, the unit vectors, sums."""
+    """Bytes the selection holds: pool x (k - 1) stored values, the unit vectors, sums."""
     return n * max(k - 1, 1) * VALUE_BYTES + n * dim * 4 + n * 8 * 3
 
 
