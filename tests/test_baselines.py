@@ -6,6 +6,7 @@ import pytest
 
 from utils.errors import InputError, options_named
 from utils.numerics.rows import unit_rows
+from utils.numerics.compute import bytes_per_pair, pair_blocks
 from utils.pipelines.novelselect_outputs import output_stem
 from utils.selection import baselines
 from utils.selection.engine import first_pick
@@ -103,7 +104,7 @@ def test_kmeans_equals_direct_loop(pool, budget):
 
 
 def test_kmeans_blocks_are_several(pool):
-    assert len(baselines.pair_blocks(25, len(pool), 0.001, baselines.NUMPY_PAIR_BYTES)) > 1
+    assert len(pair_blocks(25, len(pool), 0.001, bytes_per_pair("numpy"))) > 1
 
 
 @pytest.mark.slow
