@@ -141,3 +141,26 @@ def test_nested_stages_in_a_log_keep_one_stage_a_line(golden, tmp_path):
         "density: 1 chunk(s) ... " + lines[3].split("... ")[1],
         lines[4]]
     assert re.fullmatch(r"selecting: done in [\d.]+ s \(novelty [\d.e+-]+\)", lines[4])
+
+
+@pytest.mark.slow
+def test_a_long_stage_in_a_log_reports_count_rate_and_eta(golden, tmp_path):
+    """Off a terminal a stage writes a line at its start, at its end, and every
+    NOVELSUM_LOG_INTERVAL_S seconds between (30 by default) with done/total, rate and ETA
+    (issue 14): here every 0.01 s, so that a short selection shows them."""
+    import re
+
+    select = golden / "novelselect"
+    result = subprocess.run([sys.executable, str(REPO / "novelselect.py"), "--text_dir",
+                             str(select / "texts"), "--figure_dir", str(select / "embeddings"),
+                             "--output_dir", str(tmp_path / "out"), "--k", "300"],
+                            capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "NOVELSUM_LOG_INTERVAL_S": "0.01"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    ticks = [line for line in lines if re.fullmatch(
+        r"selecting: \d+/300 pick\(s\), [\d.e+]+/s, ETA \d+ s", line)]
+    assert len(ticks) >= 2, result.stderr
+    counts = [int(line.split(": ")[1].split("/")[0]) for line in ticks]
+    assert counts == sorted(counts) and counts[-1] <= 300
+    assert re.fullmatch(r"selecting: done in [\d.]+ s \(novelty [\d.e+-]+\)", lines[-1])

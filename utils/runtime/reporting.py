@@ -15,11 +15,16 @@ def is_main_rank():
     return os.environ.get("RANK", "0") == "0"
 
 
+LOG_INTERVAL_VARIABLE = "NOVELSUM_LOG_INTERVAL_S"
+DEFAULT_LOG_INTERVAL_S = 30.0  # a progress line at least this often in a log
+
+
 class StageLine:
     """Progress for a log: one line per stage, no bar redraws.
 
     The line is begun when the stage starts (``selecting: 10000 pick(s) ...``) and finished
-    when it ends (``done in 52.3 s``), so a log being followed shows where the run is. A stage
+    when it ends (``done in 52.3 s``), with a line of count, rate and ETA every 30 s between
+    (``NOVELSUM_LOG_INTERVAL_S``), so a log being followed shows where the run is. A stage
     that starts inside another (the density search inside the selection) ends the outer line
     first; the outer stage then reports on a line of its own. It takes the calls the scripts
     make on a tqdm bar (``update``, ``set_postfix_str``, use as a context manager or as a
@@ -33,10 +38,14 @@ class StageLine:
             total = len(iterable)
         self.desc, self.unit, self.iterable, self.total = desc, unit, iterable, total
         self.postfix, self.start, self.interrupted = "", None, False
+        self.done, self.last_line = 0, None
+        self.interval = float(os.environ.get(LOG_INTERVAL_VARIABLE, DEFAULT_LOG_INTERVAL_S))
 
     def __iter__(self):
         with self:
-            yield from self.iterable
+            for item in self.iterable:
+                yield item
+                self.update(1)
 
     def __enter__(self):
         if StageLine.open_line is not None:  # end the outer stage's line
@@ -47,6 +56,7 @@ class StageLine:
         click.echo(f"{self.desc}:{size} ...", err=True, nl=False)
         sys.stderr.flush()
         StageLine.open_line = self
+        self.last_line = self.start
         return self
 
     def __exit__(self, kind, *_):
@@ -62,7 +72,23 @@ class StageLine:
             self.outer.interrupted = True
 
     def update(self, n=1):
-        """Counted by the stage's total; nothing is printed until the stage ends."""
+        """Counted towards the stage's total; a line with the count, rate and ETA at least
+        every ``interval`` seconds (a SLURM log shows the run is alive, and how far)."""
+        self.done += n
+        now = time.perf_counter()
+        if self.start is not None and now - self.last_line >= self.interval:
+            self.last_line = now
+            self.report(now - self.start)
+
+    def report(self, elapsed):
+        if StageLine.open_line is self and not self.interrupted:
+            click.echo("", err=True)  # end the stage's opening line
+        self.interrupted = True  # its last line then names the stage again
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        count = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
+        eta = (f", ETA {(self.total - self.done) / rate:.0f} s"
+               if self.total is not None and rate > 0 else "")
+        click.echo(f"{self.desc}: {count} {self.unit}(s), {rate:.3g}/s{eta}", err=True)
 
     def set_postfix_str(self, text, refresh=True):
         self.postfix = text
