@@ -95,6 +95,30 @@ def test_pick_log_novelty_equals_a_direct_recomputation(runner, tmp_path, with_q
             assert log["score"][t] == pytest.approx(quality[indices[t]] * direct, rel=1e-6)
 
 
+def test_a_run_resumed_into_its_folder_logs_every_pick_s_novelty(runner, tmp_path):
+    """Resumed from 8 picks of a 20-pick run, in the same folder: the new pick log has a
+    novelty for every pick but the random first one (issue 14)."""
+    out = tmp_path / "out"
+    args = ["--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
+            "--output_dir", str(out), "--quiet"]
+    assert runner.invoke(select_main, args + ["--k", "20"]).exit_code == 0
+    full = pd.read_csv(out / "novelselect_20_dense_0.5_dist_1.0_picks.csv")
+    (tmp_path / "first8.json").write_text(json.dumps(full["index"].tolist()[:8]))
+    result = runner.invoke(select_main, args + ["--k", "30", "--resume_from",
+                                                str(tmp_path / "first8.json")])
+    assert result.exit_code == 0, result.output
+    log = pd.read_csv(out / "novelselect_30_dense_0.5_dist_1.0_picks.csv")
+    assert log["index"].tolist()[:20] == full["index"].tolist()
+    assert np.isnan(log["novelty"][0]) and not log["novelty"][1:].isna().any()
+    np.testing.assert_allclose(log["novelty"][1:20], full["novelty"][1:20], rtol=1e-5)
+    other = runner.invoke(select_main, [*args[:-1], "--k", "25", "--seed", "7", "--resume_from",
+                                        str(out / "novelselect_20_dense_0.5_dist_1.0_indices"
+                                                  ".json")])
+    assert other.exit_code == 0, other.output
+    assert ("novelselect_20_dense_0.5_dist_1.0_indices.json: made by a run with other "
+            "parameters (seed 42 there, 7 now); its picks are continued as given") in other.output
+
+
 def test_run_records_hold_what_they_say(runner, tmp_path):
     output = tmp_path / "out.csv"
     result = runner.invoke(novelsum_main, golden_args("novelsum_custom_grid", output) + [

@@ -39,6 +39,19 @@ def run_identity(parameters):
             if key not in HOW_NOT_WHAT}
 
 
+def run_differences(record_path, parameters, ignore=()):
+    """``"seed 7 there, 42 now"`` for each parameter (but ``ignore``) in which the run recorded
+    at ``record_path`` differs from ``parameters``; None when there is no readable record."""
+    try:
+        earlier = run_identity(json.loads(Path(record_path).read_text()).get("parameters", {}))
+    except (OSError, ValueError, AttributeError):
+        return None
+    now = run_identity(parameters)
+    return [f"{key} {earlier.get(key)!r} there, {now.get(key)!r} now"
+            for key in sorted(earlier.keys() | now.keys())
+            if key not in ignore and earlier.get(key) != now.get(key)]
+
+
 def check_previous_run(record_path, outputs, parameters, overwrite):
     """Refuse to replace the outputs of another run unless ``overwrite``: ``outputs`` exist
     and the run record ``record_path`` beside them describes other parameters (or is missing

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.formats import read_npy
-from ..io.outputs import check_output_plan, check_previous_run
+from ..io.outputs import check_output_plan, check_previous_run, run_differences
 from ..io.records import RunRecord, text_inputs, vector_inputs
 from ..io.texts import check_pairing, load_items
 from ..runtime.device import peak_memory_note
@@ -92,6 +92,10 @@ def run_novelselect(options):
         resume = read_resume_picks(options.resume_from) if options.resume_from else None
         check_output_folder(options.output_dir)  # before the long work, not at its end
         plan_outputs(options)
+    if options.resume_from and resume_differences(options):
+        report.notice(f"--resume_from {options.resume_from}: made by a run with other "
+                      f"parameters ({'; '.join(resume_differences(options))}); its picks are "
+                      f"continued as given")
     inputs = load_inputs(options, session, resume)
     if options.method != "novelselect":
         return select_baseline(options, session, inputs)
@@ -113,6 +117,15 @@ def plan_outputs(options):
                                 ("--resume_from", options.resume_from)])
     check_previous_run(options.output_dir / f"{stem}_run.json", [p for _w, p in outputs],
                        options.parameters(), options.overwrite)
+
+
+def resume_differences(options):
+    """How the run that wrote ``--resume_from`` (its record beside it: ``{stem}_run.json`` for
+    ``{stem}_indices.json`` or ``{stem}_checkpoint.json``) differs from this one, if at all."""
+    path = Path(options.resume_from)
+    stem = path.stem.removesuffix("_indices").removesuffix("_checkpoint")
+    return run_differences(path.with_name(f"{stem}_run.json"), options.parameters(),
+                           ignore={"k"}) or []
 
 
 def read_quality_scores(path, n):

@@ -70,6 +70,27 @@ def first_pick(n, seed):
     return int(np.random.RandomState(seed).randint(0, n))
 
 
+GIVEN_NOVELTY_ROWS = 1024  # given picks whose novelty is computed per matrix product
+
+
+def given_novelty(targets, factors, weights):
+    """The novelty each of t given picks had when it was picked, from their unit vectors
+    ``targets`` (t, d) and density factors (t,): NaN for the first (it was drawn at random);
+    pick j's j values against the picks before it, sorted, weighted and averaged as a step of
+    the selection computes them (float32 values, float64 sums; the dot products come
+    from one matrix product, so they agree with the run's to float32 rounding)."""
+    targets = np.asarray(targets, dtype=np.float32)
+    factors = np.asarray(factors, dtype=np.float32)
+    novelty = np.full(len(targets), np.nan)
+    for start in range(1, len(targets), GIVEN_NOVELTY_ROWS):
+        stop = min(start + GIVEN_NOVELTY_ROWS, len(targets))
+        dots = targets[start:stop] @ targets[:stop].T
+        for j in range(start, stop):
+            values = np.sort((np.float32(1) - dots[j - start, :j]) * (factors[:j] + factors[j]))
+            novelty[j] = float(np.dot(weights[:j], values.astype(np.float64))) / j
+    return novelty
+
+
 class SelectionEngine(abc.ABC):
     """What every engine shares: it owns the pick count ``k`` and ``alpha``, sizes
     its stored values for them, counts the values it holds (``t``) and runs the greedy loop,
@@ -129,6 +150,11 @@ class SelectionEngine(abc.ABC):
         self._rebuild(picks, blocks)
         self.t = len(picks)
         return blocks
+
+    def pick_vectors(self, picks):
+        """Unit vectors and density factors of ``picks``, as numpy arrays, in their order."""
+        return (np.asarray(self.host_rows(picks), dtype=np.float32),
+                np.asarray(self.host_factors(picks), dtype=np.float32))
 
     def rebuild_vectors(self, targets, pick_density_factors, taken):
         """``rebuild`` for picks given by their unit vectors ``targets`` (t, d) and density
@@ -190,7 +216,8 @@ class SelectionEngine(abc.ABC):
         """The greedy loop, to ``k`` picks: ``first`` is the first pick (an index) or the picks
         to start from (a list of distinct indices, at most ``k``; with two or more their state
         is rebuilt in one pass, ``rebuild``). ``on_pick(index, novelty)`` hears of each pick,
-        the given ones first, with novelty NaN (not computed for them)."""
+        the given ones first, with the novelty each had when it was picked (``given_novelty``;
+        NaN for the first)."""
         if self.t:
             raise ValueError(f"the engine already holds {self.t} picks; build a new one")
         single = isinstance(first, (int, np.integer)) and not isinstance(first, bool)
@@ -198,8 +225,10 @@ class SelectionEngine(abc.ABC):
                                    "the picks to start from")
         quality = self.device_array(quality) if quality is not None else None
         if on_pick:
-            for pick in picks:
-                on_pick(pick, float("nan"))
+            novelty = (given_novelty(*self.pick_vectors(picks), self.weights) if len(picks) > 1
+                       else [float("nan")])
+            for pick, value in zip(picks, novelty):
+                on_pick(pick, float(value))
         if len(picks) == 1 and self.k > 1:
             self.add_pick(picks[0])  # marks the pick as taken, so it is never chosen again
         elif len(picks) < self.k:

@@ -104,8 +104,9 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
     ``notify(str)`` of a slower kernel chosen; ``source`` names the density's reference set
     in messages. ``resume_from``: a list of distinct pool indices (at most ``k``) to continue
     greedily from instead of the seed's first pick: an earlier run's picks, or any start set;
-    the first t picks of a run give that run's picks. Their novelty is NaN in the result (not
-    computed); ``resume_source`` names the list in messages. Returns a ``SelectionResult``.
+    the first t picks of a run give that run's picks, and their novelty in the result is the
+    one each had when picked (NaN for the first); ``resume_source`` names the list in
+    messages. Returns a ``SelectionResult``.
 
     Under ``torchrun`` (``ranks`` grouped) ``vectors`` and ``reference`` are this rank's
     blocks of rows (``ranks.block``); ``quality`` and ``resume_from`` are whole. Each rank

@@ -32,7 +32,7 @@ class ShardedEngine(SelectionEngine):
     def _owned(self, pick):
         return self.start <= pick < self.stop
 
-    def _pick_vectors(self, picks):
+    def pick_vectors(self, picks):
         """Unit vectors and density factors of global ``picks``, in their order, each sent by
         the rank that holds it."""
         picks = np.asarray(picks, dtype=np.int64)
@@ -73,7 +73,7 @@ class ShardedEngine(SelectionEngine):
         return self.local.rebuild_blocks(t)
 
     def _rebuild(self, picks, blocks):
-        targets, pick_density_factors = self._pick_vectors(picks)
+        targets, pick_density_factors = self.pick_vectors(picks)
         self._rebuild_vectors(targets, pick_density_factors, picks, blocks)
 
     def _rebuild_vectors(self, targets, pick_density_factors, taken, blocks):
