@@ -60,7 +60,8 @@ def test_column_names_as_the_reference_writes_them(runner, tmp_path):
     assert output.read_text().splitlines()[0] == expected
     case = GOLDEN / "novelsum_default_grid"
     default_args = ["--multi_datasets_dir", str(case / "targets"), "--dense_ref_dir",
-                    str(case / "reference"), "--output_csv", str(output), "--quiet"]
+                    str(case / "reference"), "--output_csv", str(output), "--quiet",
+                    "--overwrite"]  # one output file for three runs of other grids
     runner.invoke(main, default_args)
     header = output.read_text().splitlines()[0]
     assert header == (case / "expected.csv").read_text().splitlines()[0]
@@ -166,9 +167,10 @@ def bad_input_cases(folder, reference, target):
 def test_bad_input_one_line_error_and_output_untouched(runner, small_case):
     folder, reference, target = small_case
     output = folder / "out.csv"
-    output.write_text("earlier results\n")
+    output.write_text("earlier results\n")  # replaced only with --overwrite, and only whole
     for args, message in bad_input_cases(folder, reference, target):
-        result = runner.invoke(main, args + ["--output_csv", str(output), "--quiet"])
+        result = runner.invoke(main, args + ["--output_csv", str(output), "--quiet",
+                                             "--overwrite"])
         assert result.exit_code == 1, (args, result.output)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
