@@ -146,7 +146,8 @@ def test_resume_from_a_file_on_the_command_line(runner, tmp_path, t):
     stem = "novelselect_60_dense_0.5_dist_1.0"
     assert json.loads((out / f"{stem}_indices.json").read_text()) == run["indices"]
     log = pd.read_csv(out / f"{stem}_picks.csv")
-    assert log["novelty"].isna().tolist() == [True] * t + [False] * (60 - t)
+    # every pick but the random first has its novelty, the given ones included (issue 14)
+    assert log["novelty"].isna().tolist() == [True] + [False] * 59
     record = json.loads((out / f"{stem}_run.json").read_text())
     assert record["summary"]["resumed_from_picks"] == t
     assert record["parameters"]["resume_from"] == str(start)
