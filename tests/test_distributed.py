@@ -45,6 +45,24 @@ def torchrun(ranks, script, *args, timeout=240, **popen):
                           timeout=timeout, **popen)
 
 
+@pytest.mark.slow
+def test_a_failure_that_is_not_bad_input_is_one_line_and_every_rank_stops(tmp_path):
+    """Rank 1's faiss fails (a RuntimeError, as when memory runs out): one Error line naming
+    the rank, no traceback from any rank, and every rank gone well within 60 s (issue 14)."""
+    select = GOLDEN / "novelselect"
+    started = time.monotonic()
+    result = torchrun(2, "tests/fault_rank.py", REPO / "novelselect.py", "--text_dir",
+                      select / "texts", "--figure_dir", select / "embeddings", "--output_dir",
+                      tmp_path / "out", "--k", "20", "--gpu_id", "-1", timeout=120)
+    assert time.monotonic() - started < 60
+    assert result.returncode != 0
+    assert error_lines(result.stderr) == [
+        "Error: rank 1: RuntimeError: Error in faiss::IndexFlat: failed to allocate 8 GB "
+        "(simulated)"], result.stderr[-3000:]
+    assert f'File "{REPO}' not in result.stderr  # no frame of ours: torchrun's report only
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def one_process(script, *args):
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, timeout=240)

@@ -1,5 +1,6 @@
 """Our exceptions turned into one ``Error:`` line and an exit status, once over all ranks."""
 
+import contextlib
 import functools
 import os
 import sys
@@ -37,14 +38,6 @@ def clean_errors(command_body):
             # Found outside an agreed phase: the same fault on every rank (a check that each
             # makes alike), or this rank's own. Whichever rank is first to say it says it.
             leave_rank(1, own_line(f"Error: {err}") if first_to_say(str(err)) else None)
-        except RuntimeError as err:
-            if "RANK" not in os.environ or not is_distributed_error(err):
-                raise
-            if peer_went_away(err):  # the rank that went away says why, or torchrun does
-                leave_rank(1)
-            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
-            leave_rank(1, own_line(f"Error: {message}") if first_to_say(message) else None)
         except click.ClickException as err:  # a usage error: every rank meets it alike
             if "RANK" not in os.environ:
                 raise
@@ -56,8 +49,39 @@ def clean_errors(command_body):
         except KeyboardInterrupt:
             leave_rank(130, "\nInterrupted: stopped cleanly, no output was written."
                        if speaks else None)
+        except Exception as err:  # noqa: BLE001 - see rank_failed
+            if "RANK" not in os.environ:
+                raise  # one process: an internal fault keeps its traceback, for a report
+            rank_failed(err)
 
     return wrapper
+
+
+def rank_failed(err):
+    """Under ``torchrun``, any other failure (a collective that broke, a library's OSError,
+    IndexError or CUDA error) is one line, printed once, and every rank exits at once: this
+    one aborts its process group, so that peers waiting on it fail instead of hanging (NCCL),
+    and torchrun stops the others as soon as it exits."""
+    if is_distributed_error(err) and peer_went_away(err):
+        leave_rank(1)  # the rank that went away says why, or torchrun does
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if is_distributed_error(err):
+        message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
+    else:
+        message = f"rank {os.environ['RANK']}: {type(err).__name__}: {text}"
+    speaks = first_to_say(message)
+    abort_ranks()
+    leave_rank(1, own_line(f"Error: {message}") if speaks else None)
+
+
+def abort_ranks():
+    """Abort this process's communicators (NCCL's above all), without waiting on peers."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    with contextlib.suppress(AttributeError, RuntimeError, ValueError):
+        dist.distributed_c10d._abort_process_group()
 
 
 def agreed(err):
