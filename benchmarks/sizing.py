@@ -8,7 +8,7 @@ For each pool (n x d), budget k and number of GPUs G (one rank per GPU under ``t
 per node; G = 1 is a plain run without it) the largest rank holds ``ceil(n / G)`` rows
 (``utils.runtime.distributed.row_split``) and sets the pace.
 
-Memory per rank (the engine's own accounting): ``utils.selection.selection_memory_bytes`` for
+Memory per rank (the engine's own accounting): ``utils.selection.memory.selection_memory_bytes`` for
 the rank's rows (rows x (k - 1) float32 values, the unit vectors, the float64 sums) plus
 ``TORCH_BLOCK_MIB``, the GPU engine's working memory, as ``check_memory`` adds it on a GPU.
 It fits when that is at most the usable HBM: 81,559 MiB (``nvidia-smi`` on an H100 80GB HBM3)

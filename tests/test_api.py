@@ -73,6 +73,12 @@ def test_density_factors_that_would_overflow_float32_are_refused_naming_the_powe
                                          r"float32 holds"):
         novelselect(vectors, 5, density_power=8)
     assert len(novelselect(vectors, 5, density_power=0.5).picks) == 5
+    # a factor past a quarter of float32's range: values (1 - cos)(rho + rho) reach 4 times it
+    rng = np.random.default_rng(0)
+    half = rng.normal(size=(20, 8))
+    mirrored = np.vstack([half, -half]) * 1e-3 / np.linalg.norm(half, axis=1).max()
+    with pytest.raises(InputError, match=r"^density_power=7.18: density factors reach"):
+        novelselect(mirrored, 6, density_power=7.18)
 
 
 @pytest.mark.slow

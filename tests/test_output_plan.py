@@ -125,3 +125,14 @@ def test_a_file_no_run_made_is_kept_unless_overwrite(runner, tmp_path):
     assert output.read_text() == "someone's table\n"
     assert novelsum(runner, "--output_csv", output, "--overwrite").exit_code == 0
     assert novelsum(runner, "--output_csv", output).exit_code == 0  # now its own run's output
+
+
+def test_the_same_run_again_is_the_same_run_however_its_paths_are_written(runner, tmp_path,
+                                                                          monkeypatch):
+    """A lowered default --n_clusters and a path typed another way are still the same run."""
+    monkeypatch.chdir(GOLDEN.parent.parent)
+    args = ["--multi_datasets_dir", "examples/subsets", "--metrics", "cluster_inertia",
+            "--output_csv", str(tmp_path / "a.csv"), "--quiet"]
+    assert runner.invoke(novelsum_main, args).exit_code == 0  # n_clusters 100 lowered to 80
+    again = runner.invoke(novelsum_main, [args[0], "./examples/subsets/", *args[2:]])
+    assert again.exit_code == 0, again.output

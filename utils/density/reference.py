@@ -4,18 +4,17 @@ pool's density factors."""
 import numpy as np
 
 from ..errors import InputError, setting
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
 from ..io.vectors import as_vectors
 from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..runtime.distributed import SINGLE, block_starts
 from .factor import DensityReference, density_factor
 from .sharded import ShardedDensityReference
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def build_density_reference(reference, device="cpu", block_mib=DEFAULT_BLOCK_MIB,
-                      source="the reference set", ranks=SINGLE):
+                            source="the reference set", ranks=SINGLE):
     """A ``DensityReference`` from reference vectors (or one already built, returned as is):
     build it once to measure several datasets against it. Under ``torchrun`` (``ranks``
     grouped) ``reference`` is this rank's block of the reference rows, and every rank builds
@@ -54,10 +53,10 @@ def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, devic
 
 
 def check_float32_factors(factors, density_power):
-    """The selection stores rho(u) + rho(s) in float32: refuse factors that would overflow it
-    rather than select on infinities (issue 14)."""
+    """The selection stores (1 - cos) (rho(u) + rho(s)) in float32, up to 4 times the largest
+    factor: refuse factors that would overflow it rather than select on infinities."""
     largest = float(np.max(factors, initial=0.0))
-    if not largest * 2 <= FLOAT32_MAX:
+    if not largest * 4 <= FLOAT32_MAX:  # a value is (1 - cos) (rho(u) + rho(s)), 1 - cos <= 2
         raise InputError(f"{setting('density_power', density_power)}: density factors reach "
                          f"{largest:.3g}, more than float32 holds (the nearest-neighbour "
                          f"distances are tiny for this power); use a smaller power, or vectors "

@@ -33,10 +33,19 @@ def check_output_plan(outputs, inputs):
                                  f"{source}; write the outputs elsewhere")
 
 
+# Parameters that name files or folders: compared as resolved paths, not as typed.
+PATH_PARAMETERS = frozenset({"text_dir", "figure_dir", "dense_ref_dir", "quality_scores",
+                             "single_dataset_path", "multi_datasets_dir"})
+
+
 def run_identity(parameters):
-    """What a run computes, from its record's parameters (JSON-normalised)."""
-    return {key: value for key, value in json.loads(json.dumps(parameters)).items()
-            if key not in HOW_NOT_WHAT}
+    """What a run computes, from its record's parameters (JSON-normalised): paths resolved,
+    and a cluster count the run lowered by itself read as the one it was given."""
+    parameters = json.loads(json.dumps(parameters))
+    if "n_clusters_lowered_from" in parameters:
+        parameters["n_clusters"] = parameters["n_clusters_lowered_from"]
+    return {key: str(Path(value).resolve()) if key in PATH_PARAMETERS and value else value
+            for key, value in parameters.items() if key not in HOW_NOT_WHAT}
 
 
 def run_differences(record_path, parameters, ignore=()):

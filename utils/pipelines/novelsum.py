@@ -96,9 +96,10 @@ class Measured:
 def run_novelsum(options):
     """Measure every dataset and write the CSV, the optional per-sample table and plot, and the
     run record; return the text for stdout (None on ranks other than 0)."""
-    plan_outputs(options)
     report = Reporter(options.quiet)
     ranks, device = start_ranks(options.gpu_id, report.notice)
+    with ranks.phase():  # every rank checks, and all agree, before any work
+        plan_outputs(options)
     session = Session(report, ranks, device, RunRecord("novelsum", options.parameters()))
     paths = dataset_paths(options.single_dataset_path, options.multi_datasets_dir)
     ref, metric_ref = load_references(options, session)

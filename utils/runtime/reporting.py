@@ -19,6 +19,14 @@ LOG_INTERVAL_VARIABLE = "NOVELSUM_LOG_INTERVAL_S"
 DEFAULT_LOG_INTERVAL_S = 30.0  # a progress line at least this often in a log
 
 
+def log_interval():
+    """Seconds between progress lines in a log: ``NOVELSUM_LOG_INTERVAL_S``, else 30."""
+    try:
+        return float(os.environ.get(LOG_INTERVAL_VARIABLE, DEFAULT_LOG_INTERVAL_S))
+    except ValueError:
+        return DEFAULT_LOG_INTERVAL_S
+
+
 class StageLine:
     """Progress for a log: one line per stage, no bar redraws.
 
@@ -39,7 +47,7 @@ class StageLine:
         self.desc, self.unit, self.iterable, self.total = desc, unit, iterable, total
         self.postfix, self.start, self.interrupted = "", None, False
         self.done, self.last_line = 0, None
-        self.interval = float(os.environ.get(LOG_INTERVAL_VARIABLE, DEFAULT_LOG_INTERVAL_S))
+        self.interval = log_interval()
 
     def __iter__(self):
         with self:

@@ -20,7 +20,7 @@
 
 Inputs: ``unit`` are rows scaled to unit length (``utils.numerics.rows.unit_rows``), ``vectors``
 raw rows, float32. None of these methods uses a density reference (``--dense_ref_dir``); only
-``repr_filter`` uses quality scores (``--quality_scores``). Engines as in ``utils.metrics``:
+``repr_filter`` uses quality scores (``--quality_scores``). Engines as in ``numerics.compute``:
 numpy on the CPU, torch on ``device="cuda:N"`` (``engine="torch"`` runs the torch code on the
 CPU, for the tests).
 """
@@ -75,7 +75,7 @@ def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None):
     ----------
     unit : (n, d) float32 unit rows.
     k : number of picks, 1 <= k <= n.
-    first : the first pick (``utils.selection.first_pick(n, seed)``).
+    first : the first pick (``utils.selection.engine.first_pick(n, seed)``).
 
     Returns
     -------

@@ -235,6 +235,8 @@ class SelectionEngine(abc.ABC):
             self.rebuild(picks)
         while len(picks) < self.k:
             pick, novelty = self.best(quality)
+            if pick < 0:  # every score NaN or infinite: never write a row that was not picked
+                raise ValueError(f"pick {len(picks) + 1}: no candidate has a finite score")
             picks.append(pick)
             if on_pick:
                 on_pick(pick, novelty)

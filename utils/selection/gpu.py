@@ -145,7 +145,7 @@ class TorchEngine(SelectionEngine):
     def best_scored(self, quality=None, floor=None):
         """As ``NumpyEngine.best_scored``, on the device: only the pick, its novelty and score
         cross to the host, not the pool's sums (3 MB a step at 396,000 candidates)."""
-        if self.n == 0:  # a rank with no rows (fewer rows than ranks)
+        if self.n == 0 or not bool(self.active.any()):  # no rows, or all picked
             return -1, float("nan"), -np.inf, -np.inf
         novelty = self.weighted_sums / self.t
         score = novelty * quality if quality is not None else novelty
