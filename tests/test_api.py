@@ -10,6 +10,7 @@ from conftest import GOLDEN
 
 import utils
 from utils.api import embed_texts, novelselect, novelsum, novelsum_score
+from utils.density.reference import pool_density
 from utils.cli.novelsum import main as novelsum_main
 from utils.errors import InputError
 from utils.io.vectors import load_vectors
@@ -73,12 +74,16 @@ def test_density_factors_that_would_overflow_float32_are_refused_naming_the_powe
                                          r"float32 holds"):
         novelselect(vectors, 5, density_power=8)
     assert len(novelselect(vectors, 5, density_power=0.5).picks) == 5
-    # a factor past a quarter of float32's range: values (1 - cos)(rho + rho) reach 4 times it
+    # a largest factor of 1.2e38, past a quarter of float32's range (3.4e38): the values
+    # (1 - cos)(rho(u) + rho(s)) reach 4 times it; picks were row -1 before
     rng = np.random.default_rng(0)
     half = rng.normal(size=(20, 8))
     mirrored = np.vstack([half, -half]) * 1e-3 / np.linalg.norm(half, axis=1).max()
-    with pytest.raises(InputError, match=r"^density_power=7.18: density factors reach"):
-        novelselect(mirrored, 6, density_power=7.18)
+    base = pool_density(mirrored, 10, 1.0).astype(np.float64).max()
+    power = float(np.log(1.2e38) / np.log(base))
+    with pytest.raises(InputError, match=rf"^density_power={power}: density factors reach "
+                                         rf"1.2e\+38"):
+        novelselect(mirrored, 6, density_power=power)
 
 
 @pytest.mark.slow
