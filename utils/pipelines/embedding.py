@@ -115,11 +115,12 @@ def read_plan(options, session, model_path, model_error):
         if model_error is not None:
             raise model_error
         check_one_device_kind(devices, options.gpu_id)
-        known = backend_if_known(backend, model_path, session.device)
+        source = shard_source(model_path, backend_if_known(backend, model_path, session.device),
+                              options.max_length, options.text_field, None)  # model read once
         plan, pending, stale = read_pending(
             options.input_dirs, options.output_dir, options.output_format, options.text_field,
-            options.overwrite, session.record, lambda input_sha256: shard_source(
-                model_path, known, options.max_length, options.text_field, input_sha256))
+            options.overwrite, session.record,
+            lambda input_sha256: {**source, "input_sha256": input_sha256})
         if pending:
             backend = choose_backend(backend, model_path, session.device)
     if stale:
@@ -253,11 +254,11 @@ def read_pending(input_dirs, output_dir, output_format, text_field, overwrite, r
             inputs.append({"name": str(shard), "rows": len(texts),
                            "sha256": sha256_of_file(shard)})
             source = source_of(inputs[-1]["sha256"])
-            change = None if overwrite or not shard_done(target, len(texts)) else \
-                source_change(target, source)
+            done = not overwrite and shard_done(target, len(texts))
+            change = source_change(target, source) if done else None
             if change is not None:
                 stale.append((target, change))
-            if overwrite or change is not None or not shard_done(target, len(texts)):
+            if not done or change is not None:
                 pending.append((shard, target, texts, source))
     record.add_input("texts", {"shards": inputs})
     return plan, pending, stale

@@ -92,10 +92,10 @@ def run_novelselect(options):
         resume = read_resume_picks(options.resume_from) if options.resume_from else None
         check_output_folder(options.output_dir)  # before the long work, not at its end
         plan_outputs(options)
-    if options.resume_from and resume_differences(options):
+    differences = resume_differences(options) if options.resume_from else []
+    if differences:
         report.notice(f"--resume_from {options.resume_from}: made by a run with other "
-                      f"parameters ({'; '.join(resume_differences(options))}); its picks are "
-                      f"continued as given")
+                      f"parameters ({'; '.join(differences)}); its picks are continued as given")
     inputs = load_inputs(options, session, resume)
     if options.method != "novelselect":
         return select_baseline(options, session, inputs)
