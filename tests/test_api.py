@@ -25,7 +25,7 @@ def golden_csv(case):
 @pytest.mark.parametrize("case, grid", [
     ("novelsum_default_grid", {}),
     ("novelsum_custom_grid", dict(neighbors=[3, 7], density_powers=[0, 1],
-                                  distance_powers=[0.5, 3], given=(True, True))),
+                                  distance_powers=[0.5, 3], typed_powers=(True, True))),
 ])
 def test_novelsum_of_arrays_reproduces_the_golden_values(case, grid):
     reference = load_vectors(GOLDEN / case / "reference").vectors

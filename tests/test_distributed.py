@@ -216,6 +216,47 @@ def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
     assert split.stdout.count("picked 60 of 500") == 1  # rank 0 alone reports
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.slow
+def test_a_given_set_gives_what_one_process_gives(tmp_path, ranks):
+    """--given_dir (docs/method.md section 9) with rows the pool holds too, quality scores and
+    a checkpoint: the same picks, items and pick log byte for byte; novelsum beside it: the
+    same table and per-sample table."""
+    pool = load_vectors(SELECT / "embeddings").vectors
+    given = clustered_vectors(45, pool.shape[1], n_clusters=3, seed=9)
+    given[[4, 40]] = pool[[17, 402]]
+    given_dir = write_json_shards(tmp_path / "given", given, [20, 25])
+    (tmp_path / "quality.json").write_text(json.dumps(
+        np.random.default_rng(2).uniform(0.2, 1.0, 500).tolist()))
+    extra = ["--given_dir", given_dir, "--quality_scores", tmp_path / "quality.json",
+             "--checkpoint_every", "9"]
+    single = one_process("novelselect.py", *selection_args(tmp_path / "one", 30, *extra))
+    assert single.returncode == 0, single.stderr
+    split = torchrun(ranks, "novelselect.py", *selection_args(tmp_path / "many", 30, *extra))
+    assert split.returncode == 0, split.stderr[-3000:]
+    stem = "novelselect_30_dense_0.5_dist_1.0"
+    for name in (f"{stem}.json", f"{stem}_indices.json", f"{stem}_picks.csv"):
+        assert (tmp_path / "many" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    assert "beside the 45 given" in split.stdout
+
+    case = GOLDEN / "novelsum_default_grid"
+    given = load_vectors(case / "reference").vectors[::7].copy()
+    given_dir = write_json_shards(tmp_path / "given", given, [30, len(given) - 30])
+    args = ["--multi_datasets_dir", case / "targets", "--dense_ref_dir", case / "reference",
+            "--given_dir", given_dir, "--gpu_id", "-1"]
+    split = torchrun(ranks, "novelsum.py", *args, "--output_csv", tmp_path / "many.csv",
+                     "--per_sample_csv", tmp_path / "many_ps.csv")
+    assert split.returncode == 0, split.stderr[-3000:]
+    single = one_process("novelsum.py", *args, "--output_csv", tmp_path / "one.csv",
+                         "--per_sample_csv", tmp_path / "one_ps.csv")
+    assert single.returncode == 0, single.stderr
+    many, one = pd.read_csv(tmp_path / "many.csv"), pd.read_csv(tmp_path / "one.csv")
+    assert many["Dataset Name"].tolist()[0] == "given"
+    pd.testing.assert_frame_equal(many, one, rtol=1e-9)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "many_ps.csv"),
+                                  pd.read_csv(tmp_path / "one_ps.csv"), rtol=1e-9)
+
+
 @pytest.mark.parametrize("case, ranks", [("novelsum_default_grid", 1),
                                          ("novelsum_default_grid", 2),
                                          ("novelsum_default_grid", 3),

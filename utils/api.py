@@ -11,8 +11,11 @@ Arrays are (samples x dimensions); anything numeric converts to float32. Bad inp
 docs/method.md.
 """
 
+import numpy as np
+
 from .density.reference import build_density_reference
 from .errors import InputError
+from .io.vectors import as_vectors
 from .metrics.novelsum import (
     DEFAULT_DENSITY_POWERS,
     DEFAULT_DISTANCE_POWERS,
@@ -35,47 +38,64 @@ def density_reference(reference, device="cpu"):
 
 
 def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_powers=None,
-             distance_powers=DEFAULT_DISTANCE_POWERS, *, device="cpu", neighbor_density=False,
-             exclude_self=False):
+             distance_powers=DEFAULT_DISTANCE_POWERS, *, given=None, device="cpu",
+             neighbor_density=False, exclude_self=False):
     """NovelSum of ``vectors`` at every point of the grid (docs/method.md section 4), as a
     ``NovelSumResult`` whose ``values`` are the CSV row of novelsum.py.
 
     ``reference``: vectors (or a ``density_reference``) for the density factor; without one
-    only density power 0 is defined, and ``density_powers`` defaults to (0,).
-    ``neighbor_density`` / ``exclude_self``: the variants of docs/method.md section 8.
+    only density power 0 is defined, and ``density_powers`` defaults to (0,). ``given``:
+    vectors of a set already held; ``vectors`` are then measured together with them, its
+    rows first (docs/method.md section 9). ``neighbor_density`` / ``exclude_self``: the
+    variants of docs/method.md section 8.
     """
-    return novelsum_grid(vectors, reference, neighbors, density_powers, distance_powers,
-                         device=device, neighbor_density=neighbor_density,
+    return novelsum_grid(beside_given(vectors, given), reference, neighbors, density_powers,
+                         distance_powers, device=device, neighbor_density=neighbor_density,
                          exclude_self=exclude_self)
 
 
+def beside_given(vectors, given):
+    """``given``'s rows followed by ``vectors``' (each checked on its own), or ``vectors``."""
+    if given is None:
+        return vectors
+    given, vectors = as_vectors(given, "given"), as_vectors(vectors)
+    if given.shape[1] != vectors.shape[1]:
+        raise InputError(f"given: vectors have {given.shape[1]} dimensions but vectors have "
+                         f"{vectors.shape[1]}")
+    return np.concatenate([given, vectors])
+
+
 def novelsum_score(vectors, reference=None, neighbors=10, density_power=0.5, distance_power=1.0,
-                   *, device="cpu"):
+                   *, given=None, device="cpu"):
     """NovelSum of ``vectors`` at one grid point (by default the paper's recommended k = 10,
     beta = 0.5, alpha = 1), as a float: the value novelsum.py writes in that column. A density
-    power other than 0 needs ``reference``."""
+    power other than 0 needs ``reference``; ``given`` as in ``novelsum``."""
     # The proximity means of all distance powers come from one matrix product, whose rounding
     # depends on how many there are: the default ones give the default CSV's value bit for bit.
     alphas = (list(DEFAULT_DISTANCE_POWERS) if distance_power in DEFAULT_DISTANCE_POWERS
               else [distance_power])
-    result = novelsum_grid(vectors, reference, [neighbors], [density_power], alphas,
-                           device=device)
+    result = novelsum_grid(beside_given(vectors, given), reference, [neighbors],
+                           [density_power], alphas, device=device)
     return result.values[column_name(neighbors, density_power, distance_power)]
 
 
 def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42, *,
-                reference=None, quality=None, resume_from=None, device="cpu", on_pick=None):
+                reference=None, quality=None, resume_from=None, given=None, device="cpu",
+                on_pick=None):
     """Greedy NovelSelect (docs/method.md section 5): ``k`` picks from the pool ``vectors``, as a
     ``SelectionResult`` (pool indices in pick order, and the novelty of each pick).
 
     ``reference``: vectors for the density factor instead of the pool itself; ``quality``:
     (n,) scores >= 0 multiplied into the novelty; ``resume_from``: distinct pool indices (at
-    most ``k``) to continue greedily from instead of the seed's first pick; ``on_pick(index,
+    most ``k``) to continue greedily from instead of the seed's first pick; ``given``: vectors
+    of a set already held, which count as picks made before the first (docs/method.md
+    section 9): ``k`` new picks are made, each the most novel beside it; ``on_pick(index,
     novelty)`` hears of each pick as it is made.
     """
     return greedy_selection(vectors, k, neighbors, density_power, distance_power, seed,
                             reference=reference, quality=quality, resume_from=resume_from,
-                            device=device, on_pick=on_pick)
+                            given=given, given_source="given", device=device,
+                            on_pick=on_pick)
 
 
 def embed_texts(texts, model_path, device="cpu", backend="auto", max_length=256,

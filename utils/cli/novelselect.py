@@ -61,6 +61,9 @@ def refuse_unused_options(ctx, method):
               help="Seed of the first, random pick.")
 @click.option("--dense_ref_dir", "--dense-ref-dir",
               help="Estimate density on these embeddings instead of the pool itself.")
+@click.option("--given_dir", "--given-dir",
+              help="Embeddings of data you already keep: they count as picks made before the "
+                   "first, are not candidates and are not written out; --k counts new picks.")
 @click.option("--quality_scores", "--quality-scores",
               help="One score >= 0 per sample (JSON list or .npy), multiplied into the novelty.")
 @embedding_field_option
@@ -90,8 +93,8 @@ def refuse_unused_options(ctx, method):
 @click.pass_context
 @clean_errors
 def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
-         distance_power, seed, dense_ref_dir, quality_scores, embedding_field, plot, method,
-         max_similarity, resume_from, checkpoint_every, overwrite, quiet):
+         distance_power, seed, dense_ref_dir, given_dir, quality_scores, embedding_field, plot,
+         method, max_similarity, resume_from, checkpoint_every, overwrite, quiet):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
@@ -111,13 +114,18 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         raise click.UsageError(f"--neighbors {neighbors}: must be at least 1")
     refuse_unused_options(ctx, method)
     check_kmeans_seed(method, seed)
+    if method == "kmeans" and given_dir:
+        raise click.UsageError("--given_dir is not used by --method kmeans: its picks are the "
+                               "pool samples nearest the pool's own k-means centroids, which "
+                               "a given set does not move; use kcenter, repr_filter or "
+                               "novelselect")
     if method != "novelselect" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise click.UsageError(f"--method {method} runs in one process: start it without "
                                f"torchrun (only NovelSelect is split over ranks)")
     summary = run_novelselect(NovelselectOptions(
         text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
         seed, dense_ref_dir, quality_scores, embedding_field, plot, method, max_similarity,
-        resume_from, checkpoint_every, quiet, overwrite))
+        resume_from, checkpoint_every, quiet, overwrite, given_dir))
     if summary is not None:
         click.echo(summary)
 

@@ -45,6 +45,10 @@ def spaced(numbers):
 @click.option("--dense_ref_dir", "--dense-ref-dir",
               help="Reference embeddings (shard folder or file) for the density factor; "
                    "without it only density power 0 is defined.")
+@click.option("--given_dir", "--given-dir",
+              help="Embeddings of data you already keep: each dataset is measured together "
+                   "with them, the CSV gets a row for them alone, and the table shows each "
+                   "dataset's gain.")
 @click.option("--output_csv", "--output-csv", required=True,
               help="CSV file to write: one row per dataset, one column per grid point.")
 @gpu_option("GPU for distances and kNN (-1: CPU); falls back to CPU with a notice.")
@@ -84,7 +88,8 @@ def spaced(numbers):
 @replace_option
 @quiet_option
 @clean_errors
-def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu_id, neighbors,
+def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, given_dir, output_csv, gpu_id,
+         neighbors,
          density_powers, distance_powers, block_mib, embedding_field, neighbor_density,
          exclude_self, per_sample_csv, plot, metrics, n_clusters, overwrite, quiet):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
@@ -103,17 +108,17 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, gpu
         raise click.UsageError(f"--neighbors {min(neighbors)}: must be at least 1")
     # The published script names columns after its defaults in shortest form and after
     # values from the command line as floats (docs/method.md section 4).
-    given = (density_powers is not None, distance_powers is not None)
+    typed_powers = (density_powers is not None, distance_powers is not None)
     density_powers, distance_powers = grid_powers(density_powers, distance_powers, dense_ref_dir)
     metrics = checked_metrics(metrics, n_clusters, dense_ref_dir)
     output_csv = Path(output_csv)
     check_outputs(output_csv, per_sample_csv)
     summary = run_novelsum(NovelsumOptions(
         single_dataset_path, multi_datasets_dir, dense_ref_dir, output_csv, per_sample_csv,
-        plot, gpu_id, neighbors, density_powers, distance_powers, given, block_mib,
+        plot, gpu_id, neighbors, density_powers, distance_powers, typed_powers, block_mib,
         embedding_field, neighbor_density, exclude_self, metrics, n_clusters, quiet,
         n_clusters_given=click.get_current_context().get_parameter_source("n_clusters")
-        != click.core.ParameterSource.DEFAULT, overwrite=overwrite))
+        != click.core.ParameterSource.DEFAULT, overwrite=overwrite, given_dir=given_dir))
     if summary is not None:
         click.echo(summary)
 

@@ -149,7 +149,8 @@ class DistinctPlan:
         position = np.searchsorted(distinct, query_keys)
         found = position < len(distinct)
         found[found] = distinct[position[found]] == query_keys[found]
-        self.self_rows = np.where(found, first[np.minimum(position, len(distinct) - 1)], -1)
+        self.self_rows = np.full(len(query_keys), -1, dtype=np.int64)
+        self.self_rows[found] = first[position[found]]
         self.members, member_of = np.unique(self.self_rows[found], return_inverse=True)
         outside = np.flatnonzero(~found)
         _keys, first_outside, outside_of = np.unique(query_keys[outside], return_index=True,

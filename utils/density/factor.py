@@ -5,7 +5,7 @@ import numpy as np
 from ..errors import InputError, setting
 from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB
 from ..runtime.progress import tracked
-from .dedup import DistinctQueries, unique_rows
+from .dedup import DistinctQueries, RowLookup, unique_rows
 from .exact_knn import drop_self, max_sq_norm, nearest_certified
 from .flat_index import flat_index
 
@@ -64,16 +64,20 @@ class DensityReference:
             self._index = flat_index(self.rows, self.device, self.backend, self.block_mib)
         return self._index
 
-    def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=QUERY_CHUNK_ROWS):
+    def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=QUERY_CHUNK_ROWS,
+                          outside=False):
         """For each k in ``ks``: the mean squared distance of each query to its k nearest rows.
 
         Each distinct query row is searched once, in chunks of ``chunk_rows`` distinct rows,
         so that duplicates get bitwise the same result and ``progress`` (for example tqdm,
-        wrapping the list of chunks) can report on a long search.
+        wrapping the list of chunks) can report on a long search. ``outside``: the queries
+        come from elsewhere (a given set, docs/method.md section 9), so no neighbour is left
+        out as the query itself, even where a query equals a reference row.
         """
         self.check_neighbors(ks)
         k_max = max(ks)
-        distinct = DistinctQueries(queries, self.rows, self._lookup)
+        distinct = DistinctQueries(queries, self.rows,
+                                   RowLookup({}) if outside else self._lookup)
         kept = np.empty((len(distinct), k_max), dtype=np.float64)
         chunks = [(start, min(len(distinct), start + chunk_rows))
                   for start in range(0, len(distinct), chunk_rows)]

@@ -52,6 +52,22 @@ def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, devic
     return factors.astype(np.float32)
 
 
+def given_density(index, given, neighbors=10, density_power=0.5, progress=None, ranks=SINGLE):
+    """The density factor of each row of a given set (float32, docs/method.md section 9)
+    against the built reference ``index``: as queries from elsewhere, none of their
+    neighbours is left out as the query itself. ``given`` is whole on every rank."""
+    if density_power == 0:
+        return np.ones(len(given), dtype=np.float32)
+    index.check_neighbors([neighbors])
+    start, stop = ranks.block(len(given))
+    mean_sq = index.mean_sq_distances(given[start:stop], [neighbors], progress,
+                                      outside=True)[neighbors]
+    factors = density_factor(mean_sq, density_power)
+    with ranks.phase():
+        check_float32_factors(factors, density_power)
+    return factors.astype(np.float32)
+
+
 def check_float32_factors(factors, density_power):
     """The selection stores (1 - cos) (rho(u) + rho(s)) in float32, up to 4 times the largest
     factor: refuse factors that would overflow it rather than select on infinities."""

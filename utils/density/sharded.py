@@ -30,7 +30,8 @@ class ShardedDensityReference:
 
     ``mean_sq_distances(queries, ks)`` takes this rank's block of the queries (any contiguous
     split, in rank order) and returns, on every rank, the mean squared kNN distances of *every*
-    query, as ``DensityReference.mean_sq_distances`` gives them in one process.
+    query, as ``DensityReference.mean_sq_distances`` gives them in one process (``outside``
+    likewise).
     """
 
     def __init__(self, ranks, rows, device="cpu", backend=None, source="the reference set",
@@ -111,7 +112,8 @@ class ShardedDensityReference:
         return (np.take_along_axis(all_d, order, axis=1),
                 np.take_along_axis(all_i, order, axis=1))
 
-    def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=QUERY_CHUNK_ROWS):
+    def mean_sq_distances(self, queries, ks, progress=None, chunk_rows=QUERY_CHUNK_ROWS,
+                          outside=False):
         self.check_neighbors(ks)
         k_max = max(ks)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -119,9 +121,9 @@ class ShardedDensityReference:
                                               and np.shares_memory(queries, self.local_rows))
         query_starts = block_starts(self.ranks, len(queries))
         everywhere_same = bool(self.ranks.gather_arrays(np.asarray([same])).all())
-        query_keys = self.keys if everywhere_same else digest_keys(
+        query_keys = self.keys if everywhere_same and not outside else digest_keys(
             self.ranks.gather_arrays(row_digests(queries)))
-        plan = DistinctPlan(self.keys, query_keys)
+        plan = DistinctPlan(self.keys[:0] if outside else self.keys, query_keys)
         kept = np.empty((len(plan), k_max), dtype=np.float64)
         chunks = [(start, min(len(plan), start + chunk_rows))
                   for start in range(0, len(plan), chunk_rows)]

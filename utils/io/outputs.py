@@ -35,7 +35,7 @@ def check_output_plan(outputs, inputs):
 
 # Parameters that name files or folders: compared as resolved paths, not as typed.
 PATH_PARAMETERS = frozenset({"text_dir", "figure_dir", "dense_ref_dir", "quality_scores",
-                             "single_dataset_path", "multi_datasets_dir"})
+                             "single_dataset_path", "multi_datasets_dir", "given_dir"})
 
 
 def run_identity(parameters):

@@ -93,12 +93,12 @@ def mean_sq_distances_over_ranks(vectors, reference, neighbors, device, block_mi
 def novelsum_grid(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_powers=None,
                   distance_powers=DEFAULT_DISTANCE_POWERS, *, device="cpu",
                   block_mib=DEFAULT_BLOCK_MIB, neighbor_density=False, exclude_self=False,
-                  given=(False, False), density_progress=None, distance_progress=None,
+                  typed_powers=(False, False), density_progress=None, distance_progress=None,
                   ranks=SINGLE):
     """NovelSum of ``vectors`` (docs/method.md section 4) at every grid point.
 
     ``reference``: vectors (or a ``density_reference``) for the density factor; without one
-    only density power 0 is defined, and ``density_powers`` defaults to (0,). ``given``:
+    only density power 0 is defined, and ``density_powers`` defaults to (0,). ``typed_powers``:
     whether the powers came from a command line (column names, docs/method.md section 4).
     ``neighbor_density`` / ``exclude_self``: the variants of section 8. Returns a
     ``NovelSumResult``.
@@ -124,8 +124,8 @@ def novelsum_grid(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_
     profile = profile_over_ranks(ranks, vectors, distance_powers, device, block_mib,
                                  distance_progress, exclude_self, neighbor_factors)
     per_sample = per_sample_grid(profile.means, mean_sq_by_k, neighbors, density_powers,
-                                 distance_powers, given, neighbor_density)
-    factors = {f"neighbor_{k}_density_{grid_number_text(beta, given[0])}":
+                                 distance_powers, typed_powers, neighbor_density)
+    factors = {f"neighbor_{k}_density_{grid_number_text(beta, typed_powers[0])}":
                density_factor(mean_sq_by_k[k], beta)
                for beta, k in density_grid(neighbors, density_powers) if beta != 0}
     return NovelSumResult({c: float(np.mean(v)) for c, v in per_sample.items()}, per_sample,

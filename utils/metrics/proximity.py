@@ -214,13 +214,13 @@ def grid_number_text(value, from_command_line=False):
     return repr(float(value)) if from_command_line else format_number(value)
 
 
-def column_name(k, beta, alpha, given=(False, False)):
+def column_name(k, beta, alpha, typed_powers=(False, False)):
     """CSV column of one grid point: ``neighbor_{k}_density_{beta}_distance_{alpha}``.
 
-    ``given`` says whether the density and the distance powers came from the command line.
+    ``typed_powers`` says whether the density and the distance powers came from the command line.
     """
-    return (f"neighbor_{int(k)}_density_{grid_number_text(beta, given[0])}"
-            f"_distance_{grid_number_text(alpha, given[1])}")
+    return (f"neighbor_{int(k)}_density_{grid_number_text(beta, typed_powers[0])}"
+            f"_distance_{grid_number_text(alpha, typed_powers[1])}")
 
 
 def density_grid(neighbors, density_powers):
@@ -229,7 +229,7 @@ def density_grid(neighbors, density_powers):
 
 
 def per_sample_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, distance_powers,
-                    given=(False, False), neighbor_density=False):
+                    typed_powers=(False, False), neighbor_density=False):
     """Each sample's novelty at every grid point, ``{column name: (n,) float64}`` in the
     reference's column order; the dataset's NovelSum is the mean of a column.
 
@@ -237,7 +237,7 @@ def per_sample_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, di
     ``neighbor_density`` one column per (beta, k) of ``density_grid`` and alpha, already
     weighted by the neighbours' factors (docs/method.md section 8);
     ``mean_sq_by_k``: k -> (n,) mean squared kNN distances, or None without a reference
-    (then every density power must be 0, and sigma^0 = 1); ``given`` as in ``column_name``.
+    (then every density power must be 0, and sigma^0 = 1); ``typed_powers`` as in ``column_name``.
     """
     n_alphas = len(distance_powers)
     novelty = {}
@@ -248,5 +248,5 @@ def per_sample_grid(proximity_means, mean_sq_by_k, neighbors, density_powers, di
             else:
                 factors = density_factor(mean_sq_by_k[k], beta) if beta else 1.0
                 values = factors * proximity_means[:, a]
-            novelty[column_name(k, beta, alpha, given)] = values
+            novelty[column_name(k, beta, alpha, typed_powers)] = values
     return novelty

@@ -12,6 +12,7 @@ from ..io.formats import read_npy
 from ..io.outputs import check_output_plan, check_previous_run, run_differences
 from ..io.records import RunRecord, text_inputs, vector_inputs
 from ..io.texts import check_pairing, load_items
+from ..io.vectors import load_vectors
 from ..runtime.device import peak_memory_note
 from ..runtime.distributed import start_ranks, stop_ranks
 from ..runtime.reporting import Reporter
@@ -55,6 +56,7 @@ class NovelselectOptions:
     checkpoint_every: int | None
     quiet: bool
     overwrite: bool = False
+    given_dir: str | None = None
 
     def parameters(self):
         """The options as the run record lists them."""
@@ -66,13 +68,14 @@ class NovelselectOptions:
             embedding_field=self.embedding_field, method=self.method,
             max_similarity=self.max_similarity,
             resume_from=self.resume_from and str(self.resume_from),
-            checkpoint_every=self.checkpoint_every)
+            checkpoint_every=self.checkpoint_every, given_dir=self.given_dir)
 
 
 @dataclass
 class Inputs:
     """What a run selects from: the pool (this rank's block under torchrun), its texts (rank
-    0's only), its size, the quality scores, the picks to resume from, the density reference."""
+    0's only), its size, the quality scores, the picks to resume from, the density reference,
+    and the set the user already has (whole on every rank), or None."""
 
     pool: object
     items: list
@@ -80,6 +83,7 @@ class Inputs:
     quality: object
     resume: list
     reference: object
+    given: object = None
 
 
 def run_novelselect(options):
@@ -113,6 +117,7 @@ def plan_outputs(options):
     check_output_plan(outputs, [("--text_dir", options.text_dir),
                                 ("--figure_dir", options.figure_dir),
                                 ("--dense_ref_dir", options.dense_ref_dir),
+                                ("--given_dir", options.given_dir),
                                 ("--quality_scores", options.quality_scores),
                                 ("--resume_from", options.resume_from)])
     check_previous_run(options.output_dir / f"{stem}_run.json", [p for _w, p in outputs],
@@ -183,10 +188,13 @@ def load_inputs(options, session, resume):
             if resume is not None:
                 resume = check_resume_picks(resume, n, options.k, options.resume_from)
         reference = load_reference(options, session, pool)
+        given = load_given(options, session, pool)
     record.add_input("embeddings", vector_inputs(pool, ranks))
     if ranks.is_main:
         record.add_input("texts", text_inputs(options.text_dir, text_paths, counts))
-    return Inputs(pool, items, n, quality, resume, reference)
+        if given is not None:
+            record.add_input("given", vector_inputs(given))
+    return Inputs(pool, items, n, quality, resume, reference, given)
 
 
 def load_texts(options, session, pool):
@@ -219,23 +227,45 @@ def load_reference(options, session, pool):
     return reference
 
 
-def baseline_picks(method, vectors, k, seed, quality, max_similarity, device, report):
+def load_given(options, session, pool):
+    """The vectors of --given_dir (docs/method.md section 9), whole on every rank, or None."""
+    if not options.given_dir:
+        return None
+    if options.method == "random":
+        session.report.notice("--given_dir is not used by --method random: its picks are drawn "
+                              "at random, whatever the set already holds")
+        return None
+    with session.ranks.phase():
+        given = load_vectors(options.given_dir,
+                             session.report.progress("loading the given set", "shard"),
+                             embedding_field=options.embedding_field)
+        if given.vectors.shape[1] != pool.vectors.shape[1]:
+            raise InputError(f"{options.given_dir}: vectors have {given.vectors.shape[1]} "
+                             f"dimensions but the pool has {pool.vectors.shape[1]}")
+    return given
+
+
+def baseline_picks(method, vectors, k, seed, quality, max_similarity, device, report,
+                   given=None):
     """The picks of a baseline selection method (``utils/selection/baselines.py``), in pick
-    order."""
+    order; ``given``: vectors of a set already held (kcenter's first centres, repr_filter's
+    first kept rows)."""
     from ..numerics.rows import unit_rows
     from ..selection.engine import first_pick
 
     n = len(vectors)
     progress = report.progress(f"selecting ({method})", "step")
+    given_unit = None if given is None else unit_rows(given)
     if method == "random":
         return baselines.random_selection(n, k, seed)
     if method == "kcenter":
-        return baselines.kcenter_selection(unit_rows(vectors), k, first_pick(n, seed), device,
-                                           progress=progress)
+        first = first_pick(n, seed) if given is None else None
+        return baselines.kcenter_selection(unit_rows(vectors), k, first, device,
+                                           progress=progress, given=given_unit)
     if method == "kmeans":
         return baselines.kmeans_selection(vectors, k, seed, device, progress=progress)
     return baselines.repr_filter_selection(unit_rows(vectors), k, max_similarity, quality, seed,
-                                           device, progress=progress)
+                                           device, progress=progress, given=given_unit)
 
 
 def select_baseline(options, session, inputs):
@@ -243,11 +273,12 @@ def select_baseline(options, session, inputs):
     with session.record.stage("selection"):
         picks = baseline_picks(options.method, inputs.pool.vectors, options.k, options.seed,
                                inputs.quality, options.max_similarity, session.device,
-                               session.report)
+                               session.report,
+                               None if inputs.given is None else inputs.given.vectors)
     names = write_baseline(options, session, inputs, picks)
     stop_ranks(session.ranks)
-    return (f"picked {options.k} of {inputs.n} samples with {options.method} on "
-            f"{session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and "
+    return (f"picked {options.k} of {inputs.n} samples{given_note(inputs)} with "
+            f"{options.method} on {session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and "
             f"{', '.join(names[1:])}")
 
 
@@ -274,9 +305,14 @@ def select_novel(options, session, inputs):
     stop_ranks(ranks)
     if not ranks.is_main:
         return None
-    return (f"picked {options.k} of {inputs.n} samples on {session.where(options.gpu_id)}; "
-            f"wrote {options.output_dir / names[0]} and {', '.join(names[1:])}"
+    return (f"picked {options.k} of {inputs.n} samples{given_note(inputs)} on "
+            f"{session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and {', '.join(names[1:])}"
             f"{peak_memory_note(session.device)}")
+
+
+def given_note(inputs):
+    """How the summary line names a given set."""
+    return "" if inputs.given is None else f" beside the {len(inputs.given.vectors)} given"
 
 
 def run_selection(options, session, inputs, checkpoints):
@@ -298,4 +334,7 @@ def run_selection(options, session, inputs, checkpoints):
             on_pick=on_pick, density_progress=report.progress("density", "chunk"),
             source=str(options.dense_ref_dir or options.figure_dir),
             resume_from=inputs.resume, resume_source=str(options.resume_from),
+            given=None if inputs.given is None else inputs.given.vectors,
+            given_source=str(options.given_dir),
+            given_progress=report.progress("density of the given set", "chunk"),
             ranks=session.ranks)

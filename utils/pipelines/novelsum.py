@@ -6,6 +6,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from ..density.reference import build_density_reference
 from ..errors import InputError
 from ..io.atomic import write_together
@@ -26,6 +28,7 @@ from ..metrics.registry import (
 from ..runtime.distributed import start_ranks, stop_ranks
 from ..runtime.reporting import Reporter
 from .novelsum_tables import (
+    gains_table,
     metrics_table,
     nearest_grid_point,
     per_sample_frame,
@@ -50,7 +53,7 @@ class NovelsumOptions:
     neighbors: list
     density_powers: list
     distance_powers: list
-    given: tuple  # whether each power list came from the command line: it names the columns
+    typed_powers: tuple  # whether each power list came from the command line: it names the columns
     block_mib: int
     embedding_field: str | None
     neighbor_density: bool
@@ -60,6 +63,7 @@ class NovelsumOptions:
     quiet: bool
     n_clusters_given: bool = True  # False: the default, lowered to what small data allows
     overwrite: bool = False
+    given_dir: str | None = None  # data already held: each dataset is measured beside it
 
     @property
     def uses_density(self):
@@ -69,7 +73,7 @@ class NovelsumOptions:
     def shown(self):
         """The column of the plot and the summary: the grid point nearest the recommended."""
         return column_name(*nearest_grid_point(self.neighbors, self.density_powers,
-                                               self.distance_powers), self.given)
+                                               self.distance_powers), self.typed_powers)
 
     def parameters(self):
         """The options as the run record lists them."""
@@ -80,13 +84,14 @@ class NovelsumOptions:
             distance_powers=self.distance_powers, neighbor_density=self.neighbor_density,
             exclude_self=self.exclude_self, block_mib=self.block_mib,
             embedding_field=self.embedding_field, metrics=list(self.metrics),
-            n_clusters=self.n_clusters)
+            n_clusters=self.n_clusters, given_dir=self.given_dir)
 
 
 @dataclass
 class Measured:
-    """One dataset's results: its CSV row, its per-sample novelty at the shown grid point and,
-    with --per_sample_csv, its per-sample frame."""
+    """One dataset's results (measured beside a given set, when there is one): its CSV row, its
+    per-sample novelty at the shown grid point and, with --per_sample_csv, its per-sample
+    frame."""
 
     row: dict
     spread: object
@@ -101,13 +106,22 @@ def run_novelsum(options):
     with ranks.phase():  # every rank checks, and all agree, before any work
         plan_outputs(options)
     session = Session(report, ranks, device, RunRecord("novelsum", options.parameters()))
-    paths = dataset_paths(options.single_dataset_path, options.multi_datasets_dir)
+    paths = dataset_paths(options.single_dataset_path, options.multi_datasets_dir,
+                          options.given_dir)
     ref, metric_ref = load_references(options, session)
     options = fit_cluster_count(options, session, paths, ref)
     reference = density_search(options, session, ref)
     metric_cache = {}  # the reference's unit rows and centroids, made once for every dataset
-    results = [measure_dataset(path, options, session, (ref, reference, metric_ref),
-                               metric_cache) for path in paths]
+    references = (ref, reference, metric_ref)
+    given = (load_dataset(Path(options.given_dir), options, session, given=True)
+             if options.given_dir else None)
+    results = [] if given is None else [
+        measure_parts([(given, True)], Path(options.given_dir), options, session, references,
+                      metric_cache)]
+    for path in paths:
+        parts = [(load_dataset(path, options, session), False)]
+        results.append(measure_parts(parts if given is None else [(given, True), *parts],
+                                     path, options, session, references, metric_cache))
     writers = output_writers(options, session, results)
     with session.record.stage("writing"), ranks.phase(patient=True):  # rank 0 writes
         if ranks.is_main:
@@ -128,7 +142,8 @@ def plan_outputs(options):
                ("the run record", record)]
     check_output_plan(outputs, [("--single_dataset_path", options.single_dataset_path),
                                 ("--multi_datasets_dir", options.multi_datasets_dir),
-                                ("--dense_ref_dir", options.dense_ref_dir)])
+                                ("--dense_ref_dir", options.dense_ref_dir),
+                                ("--given_dir", options.given_dir)])
     check_previous_run(record, [path for _what, path in outputs if path],
                        options.parameters(), options.overwrite)
 
@@ -138,7 +153,9 @@ def fit_cluster_count(options, session, paths, ref):
     cluster metrics need as many rows as clusters), with a notice and a note in the record."""
     if options.n_clusters_given or not CLUSTER_METRICS & set(options.metrics):
         return options
-    sizes = [dataset_rows(path, options.embedding_field) for path in paths]
+    given = dataset_rows(options.given_dir, options.embedding_field) if options.given_dir else 0
+    sizes = [given + dataset_rows(path, options.embedding_field) for path in paths]
+    sizes += [given] if given else []
     fitted = fitting_cluster_count(options.metrics, options.n_clusters, sizes,
                                    None if ref is None else ref.offsets[-1])
     if fitted < options.n_clusters:
@@ -155,15 +172,18 @@ def dataset_name(path):
     return path.stem if path.is_file() else path.resolve().name
 
 
-def dataset_paths(single_dataset_path, multi_datasets_dir):
-    """The datasets to measure: the single path, then each file or shard folder of the dir."""
+def dataset_paths(single_dataset_path, multi_datasets_dir, given_dir=None):
+    """The datasets to measure: the single path, then each file or shard folder of the dir
+    (checked apart from the given set's, which has a CSV row of its own)."""
+    given = [Path(given_dir)] if given_dir else []
     paths = [Path(single_dataset_path)] if single_dataset_path else []
-    if multi_datasets_dir:
-        paths += datasets_in(Path(multi_datasets_dir))
-    for path in paths:
+    if multi_datasets_dir:  # the given set may sit among them: its row is measured once
+        paths += [path for path in datasets_in(Path(multi_datasets_dir))
+                  if not given or path.resolve() != given[0].resolve()]
+    for path in given + paths:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
-    check_distinct(paths)
+    check_distinct(given + paths)
     return paths
 
 
@@ -239,39 +259,55 @@ def errors_named(path):
         raise InputError(f"{path}: {err}") from None
 
 
-def measure_dataset(path, options, session, references, metric_cache):
-    """Load one dataset, compute NovelSum over the grid and the baseline metrics."""
+def load_dataset(path, options, session, given=False):
+    """One dataset's vectors (or, ``given``, the given set's), whole on every rank, listed in
+    the run record."""
+    with session.record.stage("loading"), session.ranks.phase():
+        dataset = load_vectors(path, session.report.progress(f"loading {path.name}", "shard"),
+                               embedding_field=options.embedding_field)
+    session.record.add_input("given" if given else f"dataset {dataset.name}",
+                             vector_inputs(dataset))
+    return dataset
+
+
+def measure_parts(parts, path, options, session, references, metric_cache):
+    """NovelSum over the grid and the baseline metrics of the concatenated ``parts``
+    (``(VectorSet, from the given set)`` pairs, the given set first), named after the last."""
     ref, reference, metric_ref = references
     report, ranks, record = session.report, session.ranks, session.record
-    with record.stage("loading"), ranks.phase():
-        dataset = load_vectors(path, report.progress(f"loading {path.name}", "shard"),
-                               embedding_field=options.embedding_field)
-    record.add_input(f"dataset {dataset.name}", vector_inputs(dataset))
+    widths = [part.vectors.shape[1] for part, _given in parts]
+    if len(set(widths)) > 1:
+        raise InputError(f"{path}: vectors have {widths[-1]} dimensions but the given set "
+                         f"({parts[0][0].source}) has {widths[0]}")
+    vectors = np.concatenate([part.vectors for part, _given in parts]) if len(parts) > 1 \
+        else parts[0][0].vectors
+    name = parts[-1][0].name
     if options.metrics:  # sizes checked before any long work
         with errors_named(path):
-            check_metric_inputs(options.metrics, len(dataset.vectors),
+            check_metric_inputs(options.metrics, len(vectors),
                                 None if ref is None else ref.offsets[-1], options.neighbors,
                                 options.n_clusters)
     with record.stage("novelsum"), errors_named(path):
         result = novelsum_grid(
-            dataset.vectors, reference, options.neighbors, options.density_powers,
+            vectors, reference, options.neighbors, options.density_powers,
             options.distance_powers, device=session.device, block_mib=options.block_mib,
             neighbor_density=options.neighbor_density, exclude_self=options.exclude_self,
-            given=options.given,
-            density_progress=report.progress(f"density {dataset.name}", "chunk"),
-            distance_progress=report.progress(f"distances {dataset.name}", "block"),
+            typed_powers=options.typed_powers,
+            density_progress=report.progress(f"density {name}", "chunk"),
+            distance_progress=report.progress(f"distances {name}", "block"),
             ranks=ranks)
-    row = {"Dataset Name": dataset.name, **result.values, "cos_distance": result.cos_distance}
+    row = {"Dataset Name": name, **result.values, "cos_distance": result.cos_distance}
     if options.metrics:
         with record.stage("metrics"), ranks.phase(patient=True):
             if ranks.is_main:
                 with errors_named(path):
                     row.update(compute_metrics(
-                        options.metrics, dataset.vectors,
+                        options.metrics, vectors,
                         None if metric_ref is None else metric_ref.vectors, options.neighbors,
                         options.n_clusters, session.device, options.block_mib,
                         cache=metric_cache))
-    frame = per_sample_frame(dataset, result) if options.per_sample_csv else None
+    frame = (per_sample_frame(name, parts, result, marked=bool(options.given_dir))
+             if options.per_sample_csv else None)
     return Measured(row, result.per_sample[options.shown], frame)
 
 
@@ -307,7 +343,9 @@ def output_writers(options, session, results):
 def summary_text(options, session, rows, writers):
     """What rank 0 prints: the results table, the metrics table, and what was written."""
     lines = [results_table(rows, options.neighbors, options.density_powers,
-                           options.distance_powers, options.given)]
+                           options.distance_powers, options.typed_powers)]
+    if options.given_dir:
+        lines.append(gains_table(rows, options.shown))
     if options.metrics:
         lines.append(metrics_table(rows, metric_columns(options.metrics, options.neighbors)))
     lines.append(f"wrote {', '.join(str(p) for p in writers)}: {len(rows)} dataset(s), "

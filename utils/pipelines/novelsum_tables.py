@@ -30,7 +30,7 @@ def metrics_table(rows, columns):
     return "\n".join(lines)
 
 
-def results_table(rows, neighbors, density_powers, distance_powers, given):
+def results_table(rows, neighbors, density_powers, distance_powers, typed_powers):
     """A compact text table: one line per dataset, k and beta; one column per alpha."""
     name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
     header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
@@ -40,7 +40,7 @@ def results_table(rows, neighbors, density_powers, distance_powers, given):
     for row in rows:
         for beta in density_powers:
             for k in neighbors:
-                values = "  ".join(f"{row[column_name(k, beta, a, given)]:>10.6g}"
+                values = "  ".join(f"{row[column_name(k, beta, a, typed_powers)]:>10.6g}"
                                    for a in distance_powers)
                 lines.append(f"{row['Dataset Name']:<{name_width}}  {k:>4}  "
                              f"{format_number(beta):>5}  {values}  "
@@ -57,18 +57,43 @@ def nearest_grid_point(neighbors, density_powers, distance_powers, target=RECOMM
                  for values, t in zip((neighbors, density_powers, distance_powers), target))
 
 
-def per_sample_frame(dataset, result):
-    """One row per sample of a dataset: where it is, its novelty at every grid point, its
-    density factors and its nearest other sample."""
+def gains_table(rows, column):
+    """Each dataset's gain over the given set (the first row) at one grid point: NovelSum of
+    the given set plus the dataset, less the given set's own."""
+    given, *rows = rows
+    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
+    point = column.replace("neighbor_", "k=").replace("_density_", ", beta=").replace(
+        "_distance_", ", alpha=")
+    lines = [f"gain over {given['Dataset Name']} ({given[column]:.6g} alone) at {point}:",
+             f"{'dataset':<{name_width}}  {'with it':>10}  {'gain':>10}"]
+    lines += [f"{row['Dataset Name']:<{name_width}}  {row[column]:>10.6g}  "
+              f"{row[column] - given[column]:>+10.6g}" for row in rows]
+    return "\n".join(lines)
+
+
+def per_sample_frame(name, parts, result, marked=False):
+    """One row per sample of a measured set, named ``name``: where it is (its shard and row,
+    and its index in its own dataset), its novelty at every grid point, its density factors
+    and its nearest other sample. ``parts``: ``(VectorSet, from the given set)`` pairs in
+    the order they were measured; ``marked``: add the column ``from_given``."""
     import pandas as pd
 
-    n = len(dataset.vectors)
-    shards, rows = dataset.locate(np.arange(n))
-    columns = {"dataset": [dataset.name] * n, "shard": shards, "row": rows,
-               "index": np.arange(n)}
-    columns.update({f"novelty_{name}": values for name, values in result.per_sample.items()})
-    columns.update({f"density_factor_{name}": values
-                    for name, values in result.density_factors.items()})
+    shards, rows, index, from_given = [], [], [], []
+    for part, is_given in parts:
+        count = len(part.vectors)
+        part_shards, part_rows = part.locate(np.arange(count))
+        shards += part_shards
+        rows.append(part_rows)
+        index.append(np.arange(count))
+        from_given.append(np.full(count, is_given))
+    n = sum(len(part.vectors) for part, _given in parts)
+    columns = {"dataset": [name] * n, "shard": shards, "row": np.concatenate(rows),
+               "index": np.concatenate(index)}
+    if marked:
+        columns["from_given"] = np.concatenate(from_given)
+    columns.update({f"novelty_{column}": values for column, values in result.per_sample.items()})
+    columns.update({f"density_factor_{column}": values
+                    for column, values in result.density_factors.items()})
     columns.update(nearest_index=result.nearest_index, nearest_distance=result.nearest_distance)
     return pd.DataFrame(columns)
 

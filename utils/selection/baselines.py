@@ -68,14 +68,17 @@ def cosine_distances_to(unit, row):
     return 1.0 - distances
 
 
-def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None):
+def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None, given=None):
     """K-Center-Greedy picks in order.
 
     Parameters
     ----------
     unit : (n, d) float32 unit rows.
     k : number of picks, 1 <= k <= n.
-    first : the first pick (``utils.selection.engine.first_pick(n, seed)``).
+    first : the first pick (``utils.selection.engine.first_pick(n, seed)``); None with
+        ``given``.
+    given : (m, d) float32 unit rows of a set already held (docs/method.md section 9): the
+        first centres, so every pick is an argmax and none is drawn.
 
     Returns
     -------
@@ -87,14 +90,13 @@ def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None):
     unit = as_float32(unit)
     n = len(unit)
     check_pick_count(k, n)
-    if not 0 <= first < n:
+    if given is None and not 0 <= first < n:
         raise ValueError(f"first pick {first} outside a pool of {n}")
+    minimum = np.minimum
     if engine == "torch":
         import torch
 
         minimum = torch.minimum
-    else:
-        minimum = np.minimum
     # Distances are computed once per distinct row and copied to its duplicates: a matrix
     # product may round a row differently by where it sits, and exact duplicates must tie.
     rows, which = distinct_rows(unit)
@@ -104,15 +106,30 @@ def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None):
     def distances_to(pick):
         return cosine_distances_to(rows, rows[int(which[pick])])[which]
 
-    min_distance = distances_to(first)
-    min_distance[first] = -math.inf
-    picks = [int(first)]
-    for _ in tracked(range(1, k), progress):
+    if given is None:
+        min_distance, picks = distances_to(first), [int(first)]
+        min_distance[first] = -math.inf
+    else:
+        min_distance = distance_to_given(
+            rows, which, given, minimum,
+            (lambda a: to_torch(a, device)) if engine == "torch" else (lambda a: a))
+        picks = []
+    for _ in tracked(range(len(picks), k), progress):
         pick = int(min_distance.argmax())  # numpy and torch both return the first maximum
         picks.append(pick)
         minimum(min_distance, distances_to(pick), out=min_distance)
         min_distance[pick] = -math.inf
     return picks
+
+
+def distance_to_given(rows, which, given, minimum, to_device):
+    """Each row's cosine distance to its nearest row of ``given`` (unit rows), computed per
+    distinct row (``rows``, expanded by ``which``) one given row at a time, as a pick is."""
+    given = to_device(as_float32(given))
+    nearest = cosine_distances_to(rows, given[0])
+    for row in given[1:]:
+        minimum(nearest, cosine_distances_to(rows, row), out=nearest)
+    return nearest[which]
 
 
 def centroid_scores_numpy(centroids, pool, pool_sq):
@@ -234,7 +251,7 @@ def settle_in_order(similarities, max_similarity, room):
 
 def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, quality=None, seed=42,
                           device="cpu", block_mib=DEFAULT_BLOCK_MIB, engine=None,
-                          progress=None):
+                          progress=None, given=None):
     """DEITA's representation filter: kept samples in the order they were kept.
 
     Parameters
@@ -243,6 +260,8 @@ def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, qualit
     k : number of picks, 1 <= k <= n.
     max_similarity : a sample is kept when max_{s kept} cos(u, s) <= max_similarity.
     quality : (n,) scores or None; visit order ``visit_order(n, quality, seed)``.
+    given : (m, d) float32 unit rows of a set already held (docs/method.md section 9): kept
+        before the first candidate is visited.
 
     Returns
     -------
@@ -253,20 +272,25 @@ def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, qualit
     n, dim = unit.shape
     check_pick_count(k, n)
     order = visit_order(n, quality, seed)
-    step = filter_block_size(k, dim, block_mib)
+    prior = 0 if given is None else len(given)
+    step = filter_block_size(prior + k, dim, block_mib)
     if engine == "torch":
         import torch
 
-        kept_rows = torch.empty((k, dim), dtype=torch.float32, device=device)
+        kept_rows = torch.empty((prior + k, dim), dtype=torch.float32, device=device)
     else:
-        kept_rows = np.empty((k, dim), dtype=np.float32)
+        kept_rows = np.empty((prior + k, dim), dtype=np.float32)
+    if prior:
+        kept_rows[:prior] = as_float32(given) if engine == "numpy" else to_torch(
+            as_float32(given), device)
     picks = []
     blocks = [(start, min(n, start + step)) for start in range(0, n, step)]
     for start, stop in tracked(blocks, progress):
         candidates = order[start:stop]
         rows = unit[candidates] if engine == "numpy" else to_torch(unit[candidates], device)
-        if picks:
-            similarities = rows @ kept_rows[:len(picks)].T
+        held = prior + len(picks)
+        if held:
+            similarities = rows @ kept_rows[:held].T
             best = similarities.max(axis=1) if engine == "numpy" else \
                 similarities.amax(dim=1).cpu().numpy()
             passed = np.flatnonzero(best <= max_similarity)
@@ -275,7 +299,7 @@ def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, qualit
         among = rows @ rows.T
         among = among if engine == "numpy" else among.cpu().numpy()
         kept = settle_in_order(among, max_similarity, k - len(picks))
-        kept_rows[len(picks):len(picks) + len(kept)] = rows[kept] if engine == "numpy" else \
+        kept_rows[held:held + len(kept)] = rows[kept] if engine == "numpy" else \
             rows[to_torch(np.asarray(kept, dtype=np.int64), device)]
         picks.extend(int(i) for i in candidates[kept])
         if len(picks) == k:

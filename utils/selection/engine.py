@@ -70,20 +70,23 @@ def first_pick(n, seed):
     return int(np.random.RandomState(seed).randint(0, n))
 
 
-GIVEN_NOVELTY_ROWS = 1024  # given picks whose novelty is computed per matrix product
+GIVEN_NOVELTY_BYTES = 64 * 2**20  # dot products held at once by ``given_novelty``
 
 
-def given_novelty(targets, factors, weights):
-    """The novelty each of t given picks had when it was picked, from their unit vectors
-    ``targets`` (t, d) and density factors (t,): NaN for the first (it was drawn at random);
-    pick j's j values against the picks before it, sorted, weighted and averaged as a step of
-    the selection computes them (float32 values, float64 sums; the dot products come
-    from one matrix product, so they agree with the run's to float32 rounding)."""
+def given_novelty(targets, factors, weights, first=1):
+    """The novelty each of the picks ``first``, ``first + 1``, ... had when it was picked,
+    from the unit vectors ``targets`` (t, d) and density factors (t,) of every pick in order
+    (a given set's rows first, when there is one); NaN for the picks before ``first`` (the
+    first of a run was drawn at random). Pick j's j values against the picks before it,
+    sorted, weighted and averaged as a step of the selection computes them (float32 values,
+    float64 sums; the dot products come from one matrix product, so they agree with the
+    run's to float32 rounding)."""
     targets = np.asarray(targets, dtype=np.float32)
     factors = np.asarray(factors, dtype=np.float32)
     novelty = np.full(len(targets), np.nan)
-    for start in range(1, len(targets), GIVEN_NOVELTY_ROWS):
-        stop = min(start + GIVEN_NOVELTY_ROWS, len(targets))
+    rows = max(1, GIVEN_NOVELTY_BYTES // (4 * max(1, len(targets))))
+    for start in range(max(first, 1), len(targets), rows):
+        stop = min(start + rows, len(targets))
         dots = targets[start:stop] @ targets[:stop].T
         for j in range(start, stop):
             values = np.sort((np.float32(1) - dots[j - start, :j]) * (factors[:j] + factors[j]))
@@ -212,38 +215,61 @@ class SelectionEngine(abc.ABC):
         reaches ``floor`` (by default ``tie_floor(largest)``); ``(-1, nan, -inf, largest)``
         when no candidate does (a rank whose rows are all picked, or all below ``floor``)."""
 
-    def run(self, first, quality=None, on_pick=None):
+    def run(self, first, quality=None, on_pick=None, given=None):
         """The greedy loop, to ``k`` picks: ``first`` is the first pick (an index) or the picks
         to start from (a list of distinct indices, at most ``k``; with two or more their state
         is rebuilt in one pass, ``rebuild``). ``on_pick(index, novelty)`` hears of each pick,
         the given ones first, with the novelty each had when it was picked (``given_novelty``;
-        NaN for the first)."""
+        NaN for the first).
+
+        ``given``: a set the user already has (docs/method.md section 9), as its unit vectors
+        and density factors ``(targets, factors)``: its m rows count as picks made before
+        ``first`` (then a list, possibly empty), and the engine, built for m + k picks, makes
+        k - len(first) more.
+        """
         if self.t:
             raise ValueError(f"the engine already holds {self.t} picks; build a new one")
+        prior = 0 if given is None else len(given[0])
+        count = self.k - prior  # the picks this run returns
         single = isinstance(first, (int, np.integer)) and not isinstance(first, bool)
-        picks = check_resume_picks([first] if single else first, self.n, self.k,
-                                   "the picks to start from")
+        picks = [] if prior and not len(first) else check_resume_picks(
+            [first] if single else first, self.n, count, "the picks to start from")
         quality = self.device_array(quality) if quality is not None else None
-        if on_pick:
-            novelty = (given_novelty(*self.pick_vectors(picks), self.weights) if len(picks) > 1
-                       else [float("nan")])
-            for pick, value in zip(picks, novelty):
-                on_pick(pick, float(value))
-        if len(picks) == 1 and self.k > 1:
-            self.add_pick(picks[0])  # marks the pick as taken, so it is never chosen again
-        elif len(picks) < self.k:
-            self.rebuild(picks)
-        while len(picks) < self.k:
+        self._start(picks, given, count, on_pick)
+        while len(picks) < count:
             pick, novelty = self.best(quality)
             if pick < 0:  # every score NaN or infinite: never write a row that was not picked
                 raise ValueError(f"pick {len(picks) + 1}: no candidate has a finite score")
             picks.append(pick)
             if on_pick:
                 on_pick(pick, novelty)
-            if len(picks) < self.k:
+            if len(picks) < count:
                 self.add_pick(pick)
         return picks
 
-
-
-
+    def _start(self, picks, given, count, on_pick):
+        """The state after the given set (if any) and ``picks``, and ``on_pick`` told of each
+        of ``picks`` with its novelty when it was picked."""
+        if given is None:
+            if on_pick:
+                novelty = (given_novelty(*self.pick_vectors(picks), self.weights)
+                           if len(picks) > 1 else [float("nan")])
+                for pick, value in zip(picks, novelty):
+                    on_pick(pick, float(value))
+            if len(picks) == 1 and count > 1:
+                self.add_pick(picks[0])  # marks the pick as taken, so it is never chosen again
+            elif len(picks) < count:
+                self.rebuild(picks)
+            return
+        targets, factors = (np.asarray(given[0], dtype=np.float32),
+                            np.asarray(given[1], dtype=np.float32))
+        if picks:
+            more_targets, more_factors = self.pick_vectors(picks)
+            targets = np.concatenate([targets, more_targets])
+            factors = np.concatenate([factors, more_factors])
+            if on_pick:
+                novelty = given_novelty(targets, factors, self.weights, first=len(given[0]))
+                for pick, value in zip(picks, novelty[len(given[0]):]):
+                    on_pick(pick, float(value))
+        if len(picks) < count:
+            self.rebuild_vectors(targets, factors, picks)

@@ -39,16 +39,20 @@ def check_engine(engine, n, k, alpha):
 
 
 def select(unit, density_factors, k, alpha, first, quality=None, engine=None, device="cpu",
-           on_pick=None):
+           on_pick=None, given=None):
     """Greedy NovelSelect: ``k`` global indices in pick order, starting from ``first``: the
     first pick, or a list of distinct picks to continue from (``SelectionEngine.run``).
 
     ``unit``: (n, d) float32 unit rows; ``density_factors``: (n,) float32 sigma^beta;
     ``quality``: optional (n,) non-negative scores multiplied into the novelty.
     Ties go to the lowest index. ``on_pick(index, novelty)`` is called after each pick.
-    An ``engine`` given must have been built for the same rows, ``k`` and ``alpha``.
+    ``given``: the unit vectors and density factors of a set the user already has, whose rows
+    count as picks made before ``first`` (docs/method.md section 9).
+    An ``engine`` given must have been built for the same rows, the picks (with the given
+    set's rows) and ``alpha``.
     """
+    total = k + (0 if given is None else len(given[0]))
     if engine is None:
-        engine = make_engine(unit, density_factors, k, alpha, device)
-    check_engine(engine, len(unit), k, alpha)
-    return engine.run(first, quality, on_pick)
+        engine = make_engine(unit, density_factors, total, alpha, device)
+    check_engine(engine, len(unit), total, alpha)
+    return engine.run(first, quality, on_pick, given)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..density.factor import DensityReference
-from ..density.reference import pool_density
+from ..density.reference import build_density_reference, given_density, pool_density
 from ..density.sharded import ShardedDensityReference
 from ..errors import InputError
 from ..io.vectors import as_vectors
@@ -25,8 +25,8 @@ class SelectionResult:
     """NovelSelect's picks, in pick order, and what each was worth when it was picked.
 
     ``novelty[t]``: the novelty v of pick t when it was picked (NaN for the first, random
-    pick, and for the picks a resumed selection started from); ``density_factor``: sigma_k^beta
-    of every pool sample; ``quality``: the scores given, or None.
+    pick; beside a given set every pick has one); ``density_factor``: sigma_k^beta of every
+    pool sample; ``quality``: the scores given, or None.
     """
 
     picks: list
@@ -42,13 +42,14 @@ def reference_row_count(reference):
     return 0 if built else len(reference)
 
 
-def check_rank_memory(ranks, n_local, n, k, dim, device, reference_rows):
+def check_rank_memory(ranks, n_local, n, k, dim, device, reference_rows, given_rows=0):
     """``check_memory`` on every rank for its block, agreed: a rank short of memory stops all."""
     with ranks.phase():
         try:
             # CPU ranks on one node share its memory; each GPU rank has its own device.
             check_memory(n_local, k, dim, device, reference_rows=reference_rows,
-                         share=ranks.local_size if device == "cpu" else 1)
+                         share=ranks.local_size if device == "cpu" else 1,
+                         given_rows=given_rows)
         except InputError as err:
             if not ranks.grouped:
                 raise
@@ -79,6 +80,15 @@ def selection_engine(ranks, unit, density_factors, k, alpha, device, notify, sta
     return ShardedEngine(ranks, engine, start, n)
 
 
+def checked_given(given, dim, source):
+    """A given set's vectors (docs/method.md section 9) as float32 rows of the pool's width."""
+    given = as_vectors(given, source)
+    if given.shape[1] != dim:
+        raise InputError(f"{source}: vectors have {given.shape[1]} dimensions but the pool "
+                         f"has {dim}")
+    return given
+
+
 def checked_reference(reference, dim, ranks):
     """Reference vectors as float32 rows of the pool's width (a rank may hold none), or a
     reference already built, as it is."""
@@ -93,10 +103,35 @@ def checked_reference(reference, dim, ranks):
     return reference
 
 
+def start_picks(resume_from, given, n, seed):
+    """What the greedy loop starts from: the picks resumed from, else none beside a given set
+    (its first pick is an argmax too), else the seed's random first pick."""
+    if resume_from is not None:
+        return resume_from
+    return [] if given is not None else first_pick(n, seed)
+
+
+def density_of(vectors, given, neighbors, density_power, reference, device, progress, source,
+               ranks):
+    """The density factors of the pool's rows and of a given set's (None without one), both
+    against one reference search: the pool's own, or ``reference``. ``progress``: the two
+    searches' progress reports."""
+    if given is None:
+        return pool_density(vectors, neighbors, density_power, reference, device, progress[0],
+                            source, ranks=ranks), None
+    if density_power != 0:  # one search index for the pool and the set
+        reference = build_density_reference(vectors if reference is None else reference,
+                                            device, source=source, ranks=ranks)
+    return (pool_density(vectors, neighbors, density_power, reference, device, progress[0],
+                         source, ranks=ranks),
+            given_density(reference, given, neighbors, density_power, progress[1], ranks))
+
+
 def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42,
                      *, reference=None, quality=None, device="cpu", notify=None, on_pick=None,
                      density_progress=None, source=None, resume_from=None,
-                     resume_source="resume_from", ranks=SINGLE):
+                     resume_source="resume_from", given=None, given_source="the given set",
+                     given_progress=None, ranks=SINGLE):
     """Greedy NovelSelect (docs/method.md section 5): ``k`` picks from the pool ``vectors``.
 
     ``quality``: optional (n,) scores >= 0 multiplied into the novelty; ``reference``: density
@@ -106,11 +141,14 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
     greedily from instead of the seed's first pick: an earlier run's picks, or any start set;
     the first t picks of a run give that run's picks, and their novelty in the result is the
     one each had when picked (NaN for the first); ``resume_source`` names the list in
-    messages. Returns a ``SelectionResult``.
+    messages. ``given``: vectors of a set the user already has (docs/method.md section 9),
+    whose rows count as picks made before the first: no pick is drawn at random, and ``k``
+    counts the new picks; ``given_source`` names it in messages, ``given_progress`` reports
+    its density search. Returns a ``SelectionResult``.
 
     Under ``torchrun`` (``ranks`` grouped) ``vectors`` and ``reference`` are this rank's
-    blocks of rows (``ranks.block``); ``quality`` and ``resume_from`` are whole. Each rank
-    keeps only its candidates' state; every rank returns the same, whole result.
+    blocks of rows (``ranks.block``); ``quality``, ``resume_from`` and ``given`` are whole.
+    Each rank keeps only its candidates' state; every rank returns the same, whole result.
     """
     with ranks.phase():  # every check on every rank, agreed, before any long work
         vectors = (as_vectors(vectors, "the pool") if len(vectors) or not ranks.grouped
@@ -124,15 +162,22 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
         if quality is not None:
             quality = check_quality_scores(quality, n, "quality scores")
         reference = checked_reference(reference, vectors.shape[1], ranks)
+        if given is not None:
+            given = checked_given(given, vectors.shape[1], given_source)
     reference_rows = (0 if density_power == 0 else
                       len(vectors) if reference is None else reference_row_count(reference))
-    check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device, reference_rows)
-    density_factors = pool_density(
-        vectors, neighbors, density_power, reference, device, density_progress,
-        source or ("the reference" if reference is not None else "the pool"), ranks=ranks)
+    given_rows = 0 if given is None else len(given)
+    check_rank_memory(ranks, len(vectors), n, k, vectors.shape[1], device, reference_rows,
+                      given_rows)
+    density_factors, given_factors = density_of(
+        vectors, given, neighbors, density_power, reference, device,
+        (density_progress, given_progress),
+        source or ("the reference" if reference is not None else "the pool"), ranks)
     unit = unit_rows(vectors)
-    engine = selection_engine(ranks, unit, density_factors, k, distance_power, device, notify,
-                              start, n)
+    engine = selection_engine(ranks, unit, density_factors, k + given_rows, distance_power,
+                              device, notify, start, n)
+    if given is not None:
+        given = (unit_rows(given), given_factors)
     novelty = []
 
     def record(index, value):
@@ -140,12 +185,12 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
         if on_pick is not None:
             on_pick(index, value)
 
-    first = first_pick(n, seed) if resume_from is None else resume_from
+    first = start_picks(resume_from, given, n, seed)
     if ranks.grouped:
-        picks = engine.run(first, quality, on_pick=record)
+        picks = engine.run(first, quality, on_pick=record, given=given)
         density_factors = ranks.gather_arrays(density_factors)
     else:
         picks = select(unit, density_factors, k, distance_power, first, quality, engine,
-                       on_pick=record)
+                       on_pick=record, given=given)
     return SelectionResult(picks, np.asarray(novelty, dtype=np.float64), density_factors,
                            quality)
