@@ -77,7 +77,8 @@ def readme_commands():
 
 def test_readme_shows_the_run_then_embed_measure_select():
     scripts = [command.split()[1] for command in readme_commands()]
-    assert scripts == ["novelsum.py", "embedding.py", "novelsum.py", "novelselect.py"]
+    assert scripts == ["novelsum.py", "embedding.py", "novelsum.py", "novelselect.py",
+                       "novelselect.py", "novelsum.py"]
 
 
 def test_readme_is_short_and_links_every_doc():
@@ -120,16 +121,19 @@ def test_python_api_names_exist():
 @pytest.mark.slow
 def test_readme_commands_run_as_written(tmp_path):
     commands = readme_commands()
-    assert len(commands) == 4
+    assert len(commands) == 6
     for name in SCRIPTS + ["utils", "examples"]:
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
     python = f'"{sys.executable}"'
+    printed = []
     for command in commands:
         result = subprocess.run(command.replace("python ", f"{python} ", 1).replace(
             "$(python ", f"$({python} "), shell=True, cwd=tmp_path, capture_output=True,
             text=True, executable="/bin/bash")
         assert result.returncode == 0, (command, result.stderr[-2000:])
+        printed.append(result.stdout)
+    check_the_given_set_example(tmp_path / "outputs", printed[-1])
     outputs = tmp_path / "outputs"  # where .gitignore keeps the README's results
     assert (outputs / "picked" / "novelselect_80_dense_0.5_dist_1.0_indices.json").is_file()
     assert sorted(p.name for p in (outputs / "my_embeddings").iterdir()
@@ -164,7 +168,7 @@ def test_readme_outputs_are_ignored_by_git():
     targets = [word for command in readme_commands() for option, word in
                zip(command.split(), command.split()[1:])
                if option in ("--output_csv", "--output_dir", "--per_sample_csv")]
-    assert len(targets) == 4
+    assert len(targets) == 6
     for target in targets:
         result = subprocess.run(["git", "check-ignore", "-q", "--no-index", target], cwd=REPO)
         assert result.returncode == 0, f"{target} would show in git status"
@@ -181,3 +185,22 @@ def test_ci_installs_exactly_what_the_docs_say():
     assert ci_commands[0] in readme_commands_
     assert "python -m pip install torch==2.13.0" in ci_commands[0]
     assert ci_commands[-1].startswith("python -m pytest") and ci_commands[-1] in readme_commands_
+
+
+def check_the_given_set_example(outputs, printed):
+    """The README's numbers for --given_dir: no MT-Bench question among the 40 picks (four
+    without it), and the gains table as the command prints it."""
+    grown = json.loads((outputs / "grown" / "novelselect_40_dense_0.5_dist_1.0_indices.json")
+                       .read_text())
+    from utils.api import novelselect
+    from utils.io.vectors import load_vectors
+
+    plain = novelselect(load_vectors(REPO / "examples" / "pool" / "embeddings").vectors,
+                        40).picks
+    mtbench = 80  # examples/pool/text/0.json: the first 80 rows
+    assert len(grown) == 40 and not [i for i in grown if i < mtbench]
+    assert len([i for i in plain if i < mtbench]) == 4
+    quoted = README.split("ends with each subset's gain over MT-Bench alone:\n\n```\n")[1]
+    quoted = quoted.split("```")[0]
+    assert quoted.strip() in printed
+
