@@ -3,6 +3,7 @@ it, NovelSum measures each dataset with it; checked against direct float64 loops
 emulation through --resume_from, and against the concatenated file."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -93,6 +94,36 @@ def test_every_engine_picks_alike_beside_the_given_set(engine_name):
     picks = select(unit, factors, 20, 1.0, [], engine=engine,
                    given=(unit_rows(given), given_factors))
     assert picks == expected.picks
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="a GPU machine checks the Triton engine on the device")
+@pytest.mark.slow
+def test_the_triton_engine_picks_alike_beside_the_given_set_in_the_interpreter():
+    pytest.importorskip("triton", reason="pip install triton")
+    from utils.selection.gpu import TritonEngine
+
+    pool, given = clustered_vectors(30, 12, n_clusters=4, seed=34), clustered_vectors(
+        6, 12, n_clusters=2, seed=35)
+    unit, given_unit = unit_rows(pool), unit_rows(given)
+    factors = np.random.default_rng(0).uniform(0.5, 2.0, len(pool)).astype(np.float32)
+    given_factors = np.random.default_rng(1).uniform(0.5, 2.0, len(given)).astype(np.float32)
+    picks = select(unit, factors, 8, 1.0, [], engine=NumpyEngine(unit, factors, 14, 1.0),
+                   given=(given_unit, given_factors))
+    engine = TritonEngine(unit, factors, 14, 1.0, "cpu", block=4, block_mib=1 / 256)
+    assert select(unit, factors, 8, 1.0, [], engine=engine,
+                  given=(given_unit, given_factors)) == picks
+
+
+def test_a_separate_density_reference_serves_the_pool_and_the_given_set():
+    pool, given = pool_and_given()
+    reference = clustered_vectors(200, 16, n_clusters=5, seed=13)
+    result = novelselect(pool, 15, reference=reference, given=given)
+    pool_factors = direct_density(pool, reference, 10, 0.5, members=False)
+    np.testing.assert_allclose(result.density_factor, pool_factors, rtol=1e-6)
+    emulation = novelselect(np.concatenate([given, pool]), 15 + len(given),
+                            reference=reference, resume_from=list(range(len(given))))
+    assert [p - len(given) for p in emulation.picks[len(given):]] == result.picks
 
 
 def test_the_picks_equal_the_emulation_through_resume_from():

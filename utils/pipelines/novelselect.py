@@ -296,7 +296,8 @@ def select_novel(options, session, inputs):
         names = None
         with ranks.phase(patient=True):  # rank 0 writes; the others wait to hear that it did
             if ranks.is_main:
-                names = write_selection(options, session, inputs, selection, checkpoints.given)
+                names = write_selection(options, session, inputs, selection,
+                                        checkpoints.resumed)
     except KeyboardInterrupt:
         if checkpoints.saved:
             raise checkpoints.interrupted() from None

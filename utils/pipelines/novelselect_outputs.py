@@ -20,16 +20,16 @@ def output_stem(method, k, density_power, distance_power):
 
 class Checkpoints:
     """``on_pick`` for the selection: counts the picks and, every ``every`` picks after the
-    ``given`` ones, writes them all atomically to ``path`` (nothing when ``every`` is None)."""
+    ``resumed`` ones, writes them all atomically to ``path`` (nothing when ``every`` is None)."""
 
-    def __init__(self, path, every, given, k):
-        self.path, self.every, self.given, self.k = path, every, given, k
+    def __init__(self, path, every, resumed, k):
+        self.path, self.every, self.resumed, self.k = path, every, resumed, k
         self.picks, self.written = [], False
 
     def __call__(self, index):
         self.picks.append(index)
         count = len(self.picks)
-        if self.every and self.given < count < self.k and count % self.every == 0:
+        if self.every and self.resumed < count < self.k and count % self.every == 0:
             self.written = True  # before the write: a Ctrl-C may land just after it
             write_text_atomic(self.path, json.dumps(self.picks))
 
@@ -125,9 +125,9 @@ def novelty_title(k, n, options):
             f"beta={options.density_power:g}, alpha={options.distance_power:g})")
 
 
-def write_selection(options, session, inputs, selection, given):
-    """Write the picks, the pick log, the plot and the run record (``given``: the picks the
-    run was resumed from, 0 for none); return the names written."""
+def write_selection(options, session, inputs, selection, resumed):
+    """Write the picks, the pick log, the plot and the run record (``resumed``: how many picks
+    the run was resumed from, 0 for none); return the names written."""
     k, n, output_dir = options.k, inputs.n, options.output_dir
     stem = output_stem("novelselect", k, options.density_power, options.distance_power)
     names = f"{stem}.json", f"{stem}_indices.json"
@@ -138,7 +138,7 @@ def write_selection(options, session, inputs, selection, given):
             path, index=False, lineterminator="\n")}
     if options.plot and not np.isfinite(selection.novelty).any():
         session.report.notice("--plot: no picture, as no pick has a novelty to draw (the first "
-                              "pick is drawn at random, and given picks are not scored)")
+                              "pick is drawn at random, and this run has no other)")
     elif options.plot:
         from ..io.plots import plot_pick_novelty
 
@@ -146,7 +146,8 @@ def write_selection(options, session, inputs, selection, given):
             selection.novelty, path, novelty_title(k, n, options))
     last = float(selection.novelty[-1])
     summary = {"picked": k, "pool": n, "last_novelty": last if np.isfinite(last) else None,
-               "resumed_from_picks": given}
+               "resumed_from_picks": resumed,
+               "given_rows": None if inputs.given is None else len(inputs.given.vectors)}
     writers[f"{stem}_run.json"] = lambda path: path.write_text(json.dumps(
         session.record.finish(session.device, [output_dir / name for name in writers],
                               ranks=session.ranks.size, summary=summary), indent=2))
