@@ -10,6 +10,7 @@ import click
 
 from ..errors import InputError, Interrupted, options_named
 from ..runtime.reporting import is_main_rank
+from ..runtime.store_ranks import PeerFailed, joined_channel
 from .options import OPTION_NAMES
 
 
@@ -45,8 +46,10 @@ def clean_errors(command_body):
                 err.show()
             leave_rank(err.exit_code)
         except Interrupted as stop:
+            stop_for_peer()
             leave_rank(130, f"\nInterrupted: {stop}" if speaks else None)
         except KeyboardInterrupt:
+            stop_for_peer()
             leave_rank(130, "\nInterrupted: stopped cleanly, no output was written."
                        if speaks else None)
         except Exception as err:  # noqa: BLE001 - see rank_failed
@@ -62,7 +65,9 @@ def rank_failed(err):
     IndexError or CUDA error) is one line, printed once, and every rank exits at once: this
     one aborts its process group, so that peers waiting on it fail instead of hanging (NCCL),
     and torchrun stops the others as soon as it exits."""
-    if is_distributed_error(err) and peer_went_away(err):
+    if isinstance(err, PeerFailed):
+        leave_at_once(1)  # the rank that marked its failure has said why
+    if peer_went_away(err):
         leave_rank(1)  # the rank that went away says why, or torchrun does
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     if is_distributed_error(err):
@@ -104,8 +109,8 @@ def is_distributed_error(err):
 def peer_went_away(err):
     """Whether ``err`` says the other end of a collective closed: that rank has exited, and
     its own line (or torchrun's report) says why."""
-    return any(marker in str(err) for marker in ("Connection closed by peer",
-                                                 "Connection reset by peer"))
+    return is_distributed_error(err) and any(
+        marker in str(err) for marker in ("Connection closed by peer", "Connection reset by peer"))
 
 
 def own_line(message):
@@ -122,14 +127,41 @@ def first_to_say(text):
 
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        return is_main_rank()
+    key = "novelsum-said-" + hashlib.sha256(text.encode()).hexdigest()[:32]
     try:
-        store = dist.distributed_c10d._get_default_store()
-        key = "novelsum-said-" + hashlib.sha256(text.encode()).hexdigest()[:32]
-        return store.add(key, 1) == 1
+        if dist.is_initialized():
+            return dist.distributed_c10d._get_default_store().add(key, 1) == 1
+        if joined_channel() is not None:  # ranks that meet through the store (vLLM)
+            return joined_channel().first_to_say(key)
     except (AttributeError, RuntimeError, ValueError):  # no store, or it is gone with rank 0
-        return is_main_rank()
+        pass
+    return is_main_rank()
+
+
+def stop_for_peer():
+    """Leave in silence when this stop is torchrun's, after another rank failed: ranks that
+    meet through the store (vLLM) may not have seen that rank's mark yet; it says why."""
+    channel = joined_channel()
+    if channel is not None:
+        with contextlib.suppress(RuntimeError):  # the store is gone with rank 0
+            if channel.failed_rank() not in (None, channel.rank):
+                leave_at_once(1)  # torchrun is stopping every rank; that one has said why
+
+
+def tell_waiting_ranks():
+    """Ranks that meet through the store (vLLM) see no connection close when a peer exits:
+    mark this rank as failed there, so that ranks waiting on it leave in silence at once."""
+    channel = joined_channel()
+    if channel is not None:
+        with contextlib.suppress(RuntimeError):  # the store is gone with rank 0
+            channel.mark_failed()
+
+
+def leave_at_once(status):
+    """Exit at once, in silence, under ``torchrun``: another rank has already said why."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 SILENT_EXIT_DELAY_S = 10
@@ -144,6 +176,8 @@ def leave_rank(status, message=None):
         click.echo(message, err=True)
     if "RANK" not in os.environ:
         sys.exit(status)
+    if status == 1:  # a failure (not Ctrl-C, nor a usage error every rank meets alike)
+        tell_waiting_ranks()
     sys.stdout.flush()
     sys.stderr.flush()
     if message is None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InputError, setting
 from ..numerics.rows import unit_rows
+from ..runtime.store_ranks import torchrun_hidden
 
 BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
 
@@ -209,14 +210,17 @@ class VllmBackend:
 
     def __init__(self, model_path, device, max_length, batch_size):
         # vLLM runs on the first visible GPU: embedding.py has made the one --gpu_id names the
-        # only visible one (utils.runtime.device.pin_visible_gpu) before CUDA started.
+        # only visible one (utils.runtime.device.pin_visible_gpu) before CUDA started. Under
+        # torchrun each rank's vLLM is a plain one-GPU engine: it must not see the torchrun
+        # world (no process group exists, utils.runtime.store_ranks), nor its variables.
         from transformers import AutoTokenizer
         from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        self.llm = LLM(model=str(model_path), runner="pooling", convert="embed",
-                       max_model_len=max_length, enforce_eager=True,
-                       gpu_memory_utilization=0.9)
+        with torchrun_hidden():  # its engine process, started here, inherits the environment
+            self.llm = LLM(model=str(model_path), runner="pooling", convert="embed",
+                           max_model_len=max_length, enforce_eager=True,
+                           gpu_memory_utilization=0.9)
         self.max_length = max_length
 
     def embed(self, texts):

@@ -39,6 +39,7 @@ from ..runtime.distributed import (
     stop_ranks,
 )
 from ..runtime.reporting import Reporter
+from ..runtime.store_ranks import start_store_ranks
 from .session import Session
 
 CHUNK_TEXTS = 512  # texts per backend call: the progress bar moves at least this often
@@ -282,11 +283,11 @@ def balanced_owners(sizes, n_ranks):
 
 def pin_rank_gpu(gpu_id, environ=None):
     """Make this process's GPU the only one it sees, before CUDA starts (vLLM runs on the
-    first visible GPU). Returns ``(gpu_id, pinned)`` for ``start_ranks``.
+    first visible GPU). Returns ``(gpu_id, pinned)`` for ``start_store_ranks``.
 
     One process pins ``--gpu_id`` (``pin_visible_gpu``), as ever. Under ``torchrun`` local
     rank r pins GPU ``(gpu_id or 0) + r`` and then runs on ``cuda:0`` of its view; a GPU
-    outside ``CUDA_VISIBLE_DEVICES`` is not pinned, and is refused by ``start_ranks``.
+    outside ``CUDA_VISIBLE_DEVICES`` is not pinned, and is refused by ``rank_device``.
     """
     environ = os.environ if environ is None else environ
     if not launched_by_torchrun(environ):
@@ -325,12 +326,15 @@ def model_folder_or_error(model_path):
 
 
 def join_ranks(gpu_id, use_vllm, notify):
-    """This process's ``(ranks, device)`` (``start_ranks``): one process as ever, or a rank of
-    ``torchrun`` on its own device, stopped once by Ctrl-C."""
-    pinned = False
+    """This process's ``(ranks, device)``: one process as ever, or a rank of ``torchrun`` on
+    its own device, stopped once by Ctrl-C. With vLLM the ranks meet through torchrun's store
+    and no process group exists (``start_store_ranks``): vLLM starts its own, a world of one
+    on the one GPU pinned for the rank (docs/distributed.md, "vLLM under torchrun")."""
     if use_vllm:
         gpu_id, pinned = pin_rank_gpu(gpu_id)  # before CUDA starts
-    ranks, device = start_ranks(gpu_id, notify, host_only=True, pinned=pinned)
+        ranks, device = start_store_ranks(gpu_id, notify, pinned)
+    else:
+        ranks, device = start_ranks(gpu_id, notify, host_only=True)
     if ranks.grouped:
         signal.signal(signal.SIGINT, interrupt_once)
         signal.signal(signal.SIGTERM, interrupt_once)

@@ -56,7 +56,7 @@ class Ranks:
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
-    grouped: bool = False  # a torch.distributed process group exists
+    grouped: bool = False  # joined to other ranks (a process group, or a store)
     # NCCL group for tensors on the ranks' GPUs (None on the CPU); gloo group for long waits
     device_group: object = field(default=None, compare=False, repr=False)
     patient_group: object = field(default=None, compare=False, repr=False)
@@ -188,6 +188,14 @@ class Ranks:
             error = err
         self.agree(error, patient)
 
+    def leave(self):
+        """Leave the process group, if this process joined one."""
+        if self.grouped:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
 
 SINGLE = Ranks()
 
@@ -229,36 +237,55 @@ def rank_device(gpu_id, local_rank, notify=None, pinned=False, local_size=1):
     return f"cuda:{first + local_rank}"
 
 
-def start_ranks(gpu_id=None, notify=None, host_only=False, pinned=False):
+def torchrun_place(environ=None):
+    """``(rank, size, local_rank, local_size)`` from the variables ``torchrun`` sets."""
+    environ = os.environ if environ is None else environ
+    size = int(environ["WORLD_SIZE"])
+    return (int(environ["RANK"]), size, int(environ.get("LOCAL_RANK", 0)),
+            int(environ.get("LOCAL_WORLD_SIZE", size)))
+
+
+def rank_timeouts(environ=None):
+    """``(timeout, wait)``: how long a collective of the computation, and a wait that is long
+    by design, may last (``RANK_TIMEOUT_VARIABLE``, ``WAIT_TIMEOUT_VARIABLE``)."""
+    environ = os.environ if environ is None else environ
+    return (timedelta(seconds=float(environ.get(RANK_TIMEOUT_VARIABLE, DEFAULT_RANK_TIMEOUT_S))),
+            timedelta(seconds=float(environ.get(WAIT_TIMEOUT_VARIABLE, DEFAULT_WAIT_TIMEOUT_S))))
+
+
+def share_cpu_threads():
+    """Give this rank its share of the node's CPU threads (``cpu_threads``)."""
+    threads = cpu_threads()
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))  # read when numba is first imported
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def start_ranks(gpu_id=None, notify=None, host_only=False):
     """Join the ranks when launched by ``torchrun`` and pick this rank's device.
 
     Returns ``(ranks, device)``. Without ``torchrun``: ``SINGLE`` and ``resolve_device``'s
     choice. With it: a gloo process group and a patient gloo group; ranks on GPUs and CPUs at
     once refused; an NCCL group when every rank has a GPU, unless ``host_only`` (only
-    host-side messages then); this rank on GPU ``LOCAL_RANK`` (``rank_device``; ``pinned`` as
-    there), and its share of the node's CPU threads. ``notify`` hears of a fallback to the
-    CPU (rank 0 only).
+    host-side messages then); this rank on GPU ``LOCAL_RANK`` (``rank_device``), and its share
+    of the node's CPU threads. ``notify`` hears of a fallback to the CPU (rank 0 only).
+    ``utils.runtime.store_ranks`` joins ranks without a process group, for vLLM.
     """
     from .device import resolve_device
 
     if not launched_by_torchrun():
         return SINGLE, resolve_device(gpu_id, notify)
-    environ = os.environ
-    rank, size = int(environ["RANK"]), int(environ["WORLD_SIZE"])
-    local_rank = int(environ.get("LOCAL_RANK", 0))
-    local_size = int(environ.get("LOCAL_WORLD_SIZE", size))
-    device = rank_device(gpu_id, local_rank, notify if rank == 0 else None, pinned, local_size)
-    threads = cpu_threads()
-    environ.setdefault("NUMBA_NUM_THREADS", str(threads))  # read when numba is first imported
+    rank, size, local_rank, local_size = torchrun_place()
+    device = rank_device(gpu_id, local_rank, notify if rank == 0 else None,
+                         local_size=local_size)
+    share_cpu_threads()
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(threads)
     if device != "cpu":
         torch.cuda.set_device(torch.device(device))
-    timeout = timedelta(seconds=float(environ.get(RANK_TIMEOUT_VARIABLE,
-                                                  DEFAULT_RANK_TIMEOUT_S)))
-    wait = timedelta(seconds=float(environ.get(WAIT_TIMEOUT_VARIABLE, DEFAULT_WAIT_TIMEOUT_S)))
+    timeout, wait = rank_timeouts()
     # The default group is gloo on every rank, so that the ranks can first agree on their
     # devices; NCCL joins only when every rank has a GPU.
     dist.init_process_group("gloo", timeout=timeout)
@@ -286,12 +313,8 @@ def mixed_devices_error(devices, gpu_id):
 
 
 def stop_ranks(ranks):
-    """Leave the process group (at the end of a run, on every rank)."""
-    if ranks.grouped:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    """Leave the ranks (at the end of a run, on every rank): ``Ranks.leave``."""
+    ranks.leave()
 
 
 def block_starts(ranks, rows):
