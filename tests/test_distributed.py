@@ -219,17 +219,21 @@ def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
 @pytest.mark.parametrize("ranks", [2, 3])
 @pytest.mark.slow
 def test_a_given_set_gives_what_one_process_gives(tmp_path, ranks):
-    """--given_dir (docs/method.md section 9) with rows the pool holds too, quality scores and
-    a checkpoint: the same picks, items and pick log byte for byte; novelsum beside it: the
-    same table and per-sample table."""
+    """--given_dir (docs/method.md section 10) with rows the pool holds too, quality scores, a
+    checkpoint, a resumed start and a separate density reference: the same picks, items and
+    pick log byte for byte; novelsum beside it: the same table and per-sample table."""
     pool = load_vectors(SELECT / "embeddings").vectors
     given = clustered_vectors(45, pool.shape[1], n_clusters=3, seed=9)
     given[[4, 40]] = pool[[17, 402]]
     given_dir = write_json_shards(tmp_path / "given", given, [20, 25])
     (tmp_path / "quality.json").write_text(json.dumps(
         np.random.default_rng(2).uniform(0.2, 1.0, 500).tolist()))
+    (tmp_path / "start.json").write_text(json.dumps([17, 233, 5]))
+    reference = write_json_shards(tmp_path / "ref", clustered_vectors(300, 16, seed=8),
+                                  [100, 200])
     extra = ["--given_dir", given_dir, "--quality_scores", tmp_path / "quality.json",
-             "--checkpoint_every", "9"]
+             "--checkpoint_every", "9", "--resume_from", tmp_path / "start.json",
+             "--dense_ref_dir", reference]
     single = one_process("novelselect.py", *selection_args(tmp_path / "one", 30, *extra))
     assert single.returncode == 0, single.stderr
     split = torchrun(ranks, "novelselect.py", *selection_args(tmp_path / "many", 30, *extra))

@@ -1,4 +1,4 @@
-"""A set the user already has (--given_dir, docs/method.md section 9): NovelSelect picks beside
+"""A set the user already has (--given_dir, docs/method.md section 10): NovelSelect picks beside
 it, NovelSum measures each dataset with it; checked against direct float64 loops, against the
 emulation through --resume_from, and against the concatenated file."""
 
@@ -151,7 +151,7 @@ def test_api_refuses_a_given_set_of_another_width():
     pool, given = pool_and_given()
     with pytest.raises(InputError, match="given: vectors have 8 dimensions but the pool has 16"):
         novelselect(pool, 5, given=given[:, :8])
-    with pytest.raises(InputError, match="given: vectors have 8 dimensions"):
+    with pytest.raises(InputError, match="8 dimensions but the dataset has 16"):
         novelsum(pool, given=given[:, :8])
 
 
@@ -392,3 +392,16 @@ def test_novelsum_names_a_dataset_of_another_width_than_the_given_set(runner, tm
         f"Error: {case / 'targets' / 'subset_a.json'}: vectors have 24 dimensions but the "
         f"given set ({given}) has 7")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_novelsum_refuses_a_given_set_that_is_also_a_dataset_to_measure(runner, tmp_path):
+    subsets = GOLDEN / "novelsum_default_grid" / "targets"
+    for option, path in (("--multi_datasets_dir", subsets),
+                         ("--single_dataset_path", subsets / "subset_a.json")):
+        result = runner.invoke(novelsum_main, [option, str(path), "--given_dir", str(path),
+                                               "--output_csv", str(tmp_path / "out.csv")])
+        assert result.exit_code == 1
+        assert result.output.splitlines()[-1] == (
+            f"Error: {path}: --given_dir is also the {option}; give the data you already "
+            f"have apart from the datasets to measure")
+

@@ -46,7 +46,7 @@ def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_power
     ``reference``: vectors (or a ``density_reference``) for the density factor; without one
     only density power 0 is defined, and ``density_powers`` defaults to (0,). ``given``:
     vectors of a set already held; ``vectors`` are then measured together with them, its
-    rows first (docs/method.md section 9). ``neighbor_density`` / ``exclude_self``: the
+    rows first (docs/method.md section 10). ``neighbor_density`` / ``exclude_self``: the
     variants of docs/method.md section 8.
     """
     return novelsum_grid(beside_given(vectors, given), reference, neighbors, density_powers,
@@ -60,8 +60,8 @@ def beside_given(vectors, given):
         return vectors
     given, vectors = as_vectors(given, "given"), as_vectors(vectors)
     if given.shape[1] != vectors.shape[1]:
-        raise InputError(f"given: vectors have {given.shape[1]} dimensions but vectors have "
-                         f"{vectors.shape[1]}")
+        raise InputError(f"given: vectors have {given.shape[1]} dimensions but the dataset "
+                         f"has {vectors.shape[1]}")
     return np.concatenate([given, vectors])
 
 
@@ -89,7 +89,7 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
     (n,) scores >= 0 multiplied into the novelty; ``resume_from``: distinct pool indices (at
     most ``k``) to continue greedily from instead of the seed's first pick; ``given``: vectors
     of a set already held, which count as picks made before the first (docs/method.md
-    section 9): ``k`` new picks are made, each the most novel beside it; ``on_pick(index,
+    section 10): ``k`` new picks are made, each the most novel beside it; ``on_pick(index,
     novelty)`` hears of each pick as it is made.
     """
     return greedy_selection(vectors, k, neighbors, density_power, distance_power, seed,

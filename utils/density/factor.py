@@ -71,7 +71,7 @@ class DensityReference:
         Each distinct query row is searched once, in chunks of ``chunk_rows`` distinct rows,
         so that duplicates get bitwise the same result and ``progress`` (for example tqdm,
         wrapping the list of chunks) can report on a long search. ``outside``: the queries
-        come from elsewhere (a given set, docs/method.md section 9), so no neighbour is left
+        come from elsewhere (a given set, docs/method.md section 10), so no neighbour is left
         out as the query itself, even where a query equals a reference row.
         """
         self.check_neighbors(ks)

@@ -53,7 +53,7 @@ def pool_density(vectors, neighbors=10, density_power=0.5, reference=None, devic
 
 
 def given_density(index, given, neighbors=10, density_power=0.5, progress=None, ranks=SINGLE):
-    """The density factor of each row of a given set (float32, docs/method.md section 9)
+    """The density factor of each row of a given set (float32, docs/method.md section 10)
     against the built reference ``index``: as queries from elsewhere, none of their
     neighbours is left out as the query itself. ``given`` is whole on every rank."""
     if density_power == 0:

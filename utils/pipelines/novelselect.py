@@ -228,7 +228,7 @@ def load_reference(options, session, pool):
 
 
 def load_given(options, session, pool):
-    """The vectors of --given_dir (docs/method.md section 9), whole on every rank, or None."""
+    """The vectors of --given_dir (docs/method.md section 10), whole on every rank, or None."""
     if not options.given_dir:
         return None
     if options.method == "random":

@@ -177,6 +177,11 @@ def dataset_paths(single_dataset_path, multi_datasets_dir, given_dir=None):
     (checked apart from the given set's, which has a CSV row of its own)."""
     given = [Path(given_dir)] if given_dir else []
     paths = [Path(single_dataset_path)] if single_dataset_path else []
+    for path, option in ((single_dataset_path, "--single_dataset_path"),
+                         (multi_datasets_dir, "--multi_datasets_dir")):
+        if given and path and Path(path).resolve() == given[0].resolve():
+            raise InputError(f"{given_dir}: --given_dir is also the {option}; give the data "
+                             f"you already have apart from the datasets to measure")
     if multi_datasets_dir:  # the given set may sit among them: its row is measured once
         paths += [path for path in datasets_in(Path(multi_datasets_dir))
                   if not given or path.resolve() != given[0].resolve()]
@@ -330,7 +335,8 @@ def output_writers(options, session, results):
             [row["Dataset Name"] for row in rows], [row[shown] for row in rows],
             [r.spread for r in results],
             shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
-            .replace("_distance_", ", alpha="), path)
+            .replace("_distance_", ", alpha=")
+            + (f"; each beside {rows[0]['Dataset Name']}" if options.given_dir else ""), path)
     summary = {r.row["Dataset Name"]: {"samples": len(r.spread), shown: r.row[shown]}
                for r in results}
     writers[output_csv.with_name(f"{output_csv.stem}_run.json")] = \

@@ -77,7 +77,7 @@ def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None, 
     k : number of picks, 1 <= k <= n.
     first : the first pick (``utils.selection.engine.first_pick(n, seed)``); None with
         ``given``.
-    given : (m, d) float32 unit rows of a set already held (docs/method.md section 9): the
+    given : (m, d) float32 unit rows of a set already held (docs/method.md section 10): the
         first centres, so every pick is an argmax and none is drawn.
 
     Returns
@@ -260,7 +260,7 @@ def repr_filter_selection(unit, k, max_similarity=DEFAULT_MAX_SIMILARITY, qualit
     k : number of picks, 1 <= k <= n.
     max_similarity : a sample is kept when max_{s kept} cos(u, s) <= max_similarity.
     quality : (n,) scores or None; visit order ``visit_order(n, quality, seed)``.
-    given : (m, d) float32 unit rows of a set already held (docs/method.md section 9): kept
+    given : (m, d) float32 unit rows of a set already held (docs/method.md section 10): kept
         before the first candidate is visited.
 
     Returns

@@ -222,7 +222,7 @@ class SelectionEngine(abc.ABC):
         the given ones first, with the novelty each had when it was picked (``given_novelty``;
         NaN for the first).
 
-        ``given``: a set the user already has (docs/method.md section 9), as its unit vectors
+        ``given``: a set the user already has (docs/method.md section 10), as its unit vectors
         and density factors ``(targets, factors)``: its m rows count as picks made before
         ``first`` (then a list, possibly empty), and the engine, built for m + k picks, makes
         k - len(first) more.

@@ -47,7 +47,7 @@ def select(unit, density_factors, k, alpha, first, quality=None, engine=None, de
     ``quality``: optional (n,) non-negative scores multiplied into the novelty.
     Ties go to the lowest index. ``on_pick(index, novelty)`` is called after each pick.
     ``given``: the unit vectors and density factors of a set the user already has, whose rows
-    count as picks made before ``first`` (docs/method.md section 9).
+    count as picks made before ``first`` (docs/method.md section 10).
     An ``engine`` given must have been built for the same rows, the picks (with the given
     set's rows) and ``alpha``.
     """

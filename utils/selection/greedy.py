@@ -81,7 +81,7 @@ def selection_engine(ranks, unit, density_factors, k, alpha, device, notify, sta
 
 
 def checked_given(given, dim, source):
-    """A given set's vectors (docs/method.md section 9) as float32 rows of the pool's width."""
+    """A given set's vectors (docs/method.md section 10) as float32 rows of the pool's width."""
     given = as_vectors(given, source)
     if given.shape[1] != dim:
         raise InputError(f"{source}: vectors have {given.shape[1]} dimensions but the pool "
@@ -141,7 +141,7 @@ def greedy_selection(vectors, k, neighbors=10, density_power=0.5, distance_power
     greedily from instead of the seed's first pick: an earlier run's picks, or any start set;
     the first t picks of a run give that run's picks, and their novelty in the result is the
     one each had when picked (NaN for the first); ``resume_source`` names the list in
-    messages. ``given``: vectors of a set the user already has (docs/method.md section 9),
+    messages. ``given``: vectors of a set the user already has (docs/method.md section 10),
     whose rows count as picks made before the first: no pick is drawn at random, and ``k``
     counts the new picks; ``given_source`` names it in messages, ``given_progress`` reports
     its density search. Returns a ``SelectionResult``.
