@@ -17,8 +17,6 @@ Measured on the Intel Xeon (2 cores, AVX-512) of docs/benchmarks.md, 5,000 queri
 import numba
 import numpy as np
 
-from ..numerics.blocks import MIB
-
 # Working bytes per (query, row) pair of a block: the float32 product. Blocks are also kept
 # small enough (SEARCH_BLOCK_ROWS square) that a block's products stay in cache for the
 # selection that reads them right after the product.
