@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BENCH_SPREAD, timed, write_shards
+from common import BENCH_SPREAD, cpu_description, timed, write_shards
 
 from utils.selection.gpu import GPU_KERNEL_VARIABLE
 from utils.synthetic import clustered_vectors
@@ -48,7 +48,8 @@ def main():
             [f"sample {j}" for j in range(start, min(args.pool, start + shard_rows))]))
 
     device = "CPU" if args.gpu_id < 0 else f"GPU {args.gpu_id}"
-    print(f"NovelSelect, {args.dim} dimensions, {args.format} shards, ours on the {device}")
+    print(f"NovelSelect, {args.dim} dimensions, {args.format} shards, ours on the {device}; "
+          f"{cpu_description()}")
     print(f"{'pool':>7} {'k':>6} {'kernel':>7} {'ours (s)':>9} {'baseline (s)':>13} "
           f"{'ratio':>7} {'same picks':>11} {'peak GPU GiB':>13}")
     kernels = args.gpu_kernels if args.gpu_id >= 0 else ["numba"]

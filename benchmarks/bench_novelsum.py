@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import BENCH_SPREAD, timed, write_shards, write_vectors
+from common import BENCH_SPREAD, cpu_description, timed, write_shards, write_vectors
 
 from utils.synthetic import clustered_vectors
 
@@ -47,7 +47,8 @@ def main():
     write_shards(work / "ref", reference, args.format, shard_rows=5000)
     rng = np.random.default_rng(1)
     device = "CPU" if args.gpu_id < 0 else f"GPU {args.gpu_id}"
-    print(f"NovelSum, {args.dim} dimensions, {args.format} shards, ours on the {device}")
+    print(f"NovelSum, {args.dim} dimensions, {args.format} shards, ours on the {device}; "
+          f"{cpu_description()}")
     print(f"{'target':>8} {'reference':>10} {'ours (s)':>9} {'baseline (s)':>13} {'ratio':>7}"
           f" {'max rel diff':>13}")
     for n in args.sizes:

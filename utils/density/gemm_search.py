@@ -216,6 +216,7 @@ class GemmSearch:
             self._self = (m, empty_heaps(len(self.rows), m),
                           np.zeros((n_blocks, n_blocks), dtype=bool), np.zeros(n_blocks, bool))
         _m, (heap_d, heap_l, counts), done, complete = self._self
+        buffer = np.empty((self.step, self.step), dtype=np.float32)  # no fresh pages a block
         for block in range(start // self.step, -(-stop // self.step)):
             if complete[block]:
                 continue
@@ -224,7 +225,10 @@ class GemmSearch:
                 if done[low, high]:
                     continue
                 i0, j0 = low * self.step, high * self.step
-                products = self.rows[i0:i0 + self.step] @ self.rows[j0:j0 + self.step].T
+                row_block, column_block = (self.rows[i0:i0 + self.step],
+                                           self.rows[j0:j0 + self.step])
+                products = np.matmul(row_block, column_block.T, out=buffer[
+                    :len(row_block), :len(column_block)])
                 norms = self.norms[i0:i0 + self.step], self.norms[j0:j0 + self.step]
                 keep_smallest_rows(products, *norms, i0, j0, heap_d, heap_l, counts)
                 if low != high:  # the same distances serve the pair (J, I)
