@@ -32,7 +32,7 @@ def parallel_copy(source, target):
         target[i] = source[i]
 
 
-def copy_bandwidth(n_bytes, repeats=5):
+def copy_bandwidth(n_bytes, repeats=20):
     """Bytes read + written per second by a parallel copy of ``n_bytes``, best of ``repeats``."""
     source = np.ones(n_bytes // 4, dtype=np.float32)
     target = np.empty_like(source)

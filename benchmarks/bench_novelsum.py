@@ -39,6 +39,8 @@ def main():
     parser.add_argument("--format", choices=["json", "npy"], default="json")
     parser.add_argument("--gpu-id", type=int, default=-1, help="for novelsum.py (-1: CPU)")
     parser.add_argument("--skip-baseline-above", type=int, default=10**9)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of ours, the median reported (the reference runs once)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_novelsum_"))
@@ -58,7 +60,7 @@ def main():
         ours_csv, base_csv = work / f"ours_{n}.csv", work / f"base_{n}.csv"
         ours, _ = timed([sys.executable, "novelsum.py", "--single_dataset_path", str(target),
                          "--dense_ref_dir", str(work / "ref"), "--output_csv", str(ours_csv),
-                         "--gpu_id", str(args.gpu_id), "--quiet"])
+                         "--gpu_id", str(args.gpu_id), "--quiet"], repeats=args.repeats)
         if n > args.skip_baseline_above:
             print(f"{n:>8} {len(reference):>10} {ours:>9.2f} {'skipped':>13}", flush=True)
             continue

@@ -36,12 +36,16 @@ def write_shards(folder, vectors, fmt, shard_rows):
     return folder
 
 
-def timed(command, env=None):
-    """Wall-clock seconds and stdout of a command run from the repository root."""
-    start = time.perf_counter()
-    result = subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env=None if env is None else {**os.environ, **env})
-    return time.perf_counter() - start, result.stdout
+def timed(command, env=None, repeats=1):
+    """Wall-clock seconds (the median of ``repeats`` runs: a shared machine's load comes and
+    goes) and the last stdout of a command run from the repository root."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.PIPE,
+                                text=True, env=None if env is None else {**os.environ, **env})
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds)[len(seconds) // 2], result.stdout
 
 
 def cpu_description():

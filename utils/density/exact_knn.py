@@ -6,9 +6,10 @@ sigma_k(x) = 1 / (mean of the k smallest squared L2 distances from x to the refe
 of R. The published script always dropped the first neighbour, which is wrong for a query from
 elsewhere (docs/method.md section 7); here the left-out row is found by identity, not by position.
 
-Search backends, all exhaustive (squared L2, as a faiss ``IndexFlatL2``): faiss on the CPU;
-faiss-gpu when it is installed and a GPU is asked for; otherwise a blocked torch search on the
-GPU. They compute ||q||^2 + ||r||^2 - 2 q.r with float32 matrix products, whose rounding
+Search backends, all exhaustive (squared L2, as a faiss ``IndexFlatL2``): blocked numpy matrix
+products on the CPU (``gemm_search``, measured 3x faiss there); faiss-gpu when it is installed
+and a GPU is asked for; otherwise a blocked torch search on the GPU (``flat_index``). They
+compute ||q||^2 + ||r||^2 - 2 q.r with float32 matrix products, whose rounding
 depends on the blocking, the threads, the device and, under torchrun, on how the reference is
 split (measured: up to 3e-4 on a squared distance of clustered 256-dimensional vectors). So
 the search only proposes candidates, twice as many as needed, and their distances are then
