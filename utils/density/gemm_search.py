@@ -10,7 +10,7 @@ is all the certification asks of a search: a row it did not propose has a search
 smaller than the largest it proposed.
 
 Measured on the Intel Xeon (2 cores, AVX-512) of docs/benchmarks.md, 5,000 queries against
-20,000 x 256 rows: faiss's flat search 1.7 s, this search 0.5 s; when the queries are the rows
+20,000 x 256 rows: faiss's flat search 1.7 s, this search 0.6 s; when the queries are the rows
 (the pool's own density), the block pairs (I, J) and (J, I) share one product, half the work.
 """
 
