@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BENCH_SPREAD, timed, write_shards
+from common import BENCH_SPREAD, cpu_description, timed, write_shards
 
 from utils.selection.gpu import GPU_KERNEL_VARIABLE
 from utils.synthetic import clustered_vectors
@@ -34,6 +34,8 @@ def main():
     parser.add_argument("--format", choices=["json", "npy"], default="json")
     parser.add_argument("--gpu-id", type=int, default=-1, help="for novelselect.py (-1: CPU)")
     parser.add_argument("--skip-baseline-above", type=int, default=10**9)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of ours, the median reported (the reference runs once)")
     parser.add_argument("--gpu-kernels", nargs="+", choices=["triton", "torch"],
                         default=["triton"], help="on a GPU: which NovelSelect kernels to time")
     args = parser.parse_args()
@@ -48,7 +50,8 @@ def main():
             [f"sample {j}" for j in range(start, min(args.pool, start + shard_rows))]))
 
     device = "CPU" if args.gpu_id < 0 else f"GPU {args.gpu_id}"
-    print(f"NovelSelect, {args.dim} dimensions, {args.format} shards, ours on the {device}")
+    print(f"NovelSelect, {args.dim} dimensions, {args.format} shards, ours on the {device}; "
+          f"{cpu_description()}")
     print(f"{'pool':>7} {'k':>6} {'kernel':>7} {'ours (s)':>9} {'baseline (s)':>13} "
           f"{'ratio':>7} {'same picks':>11} {'peak GPU GiB':>13}")
     kernels = args.gpu_kernels if args.gpu_id >= 0 else ["numba"]
@@ -56,7 +59,8 @@ def main():
         ours, stdout = timed([sys.executable, "novelselect.py", "--text_dir", str(work / "text"),
                               "--figure_dir", str(work / "emb"), "--output_dir",
                               str(work / "ours"), "--k", str(k), "--gpu_id", str(args.gpu_id),
-                              "--quiet"], env={GPU_KERNEL_VARIABLE: kernel})
+                              "--quiet"], env={GPU_KERNEL_VARIABLE: kernel},
+                             repeats=args.repeats)
         peak = re.search(r"peak GPU memory ([\d.]+) GiB", stdout)
         peak = peak.group(1) if peak else "-"
         if k > args.skip_baseline_above:

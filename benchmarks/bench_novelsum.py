@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import BENCH_SPREAD, timed, write_shards, write_vectors
+from common import BENCH_SPREAD, cpu_description, timed, write_shards, write_vectors
 
 from utils.synthetic import clustered_vectors
 
@@ -39,6 +39,8 @@ def main():
     parser.add_argument("--format", choices=["json", "npy"], default="json")
     parser.add_argument("--gpu-id", type=int, default=-1, help="for novelsum.py (-1: CPU)")
     parser.add_argument("--skip-baseline-above", type=int, default=10**9)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of ours, the median reported (the reference runs once)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_novelsum_"))
@@ -47,7 +49,8 @@ def main():
     write_shards(work / "ref", reference, args.format, shard_rows=5000)
     rng = np.random.default_rng(1)
     device = "CPU" if args.gpu_id < 0 else f"GPU {args.gpu_id}"
-    print(f"NovelSum, {args.dim} dimensions, {args.format} shards, ours on the {device}")
+    print(f"NovelSum, {args.dim} dimensions, {args.format} shards, ours on the {device}; "
+          f"{cpu_description()}")
     print(f"{'target':>8} {'reference':>10} {'ours (s)':>9} {'baseline (s)':>13} {'ratio':>7}"
           f" {'max rel diff':>13}")
     for n in args.sizes:
@@ -57,7 +60,7 @@ def main():
         ours_csv, base_csv = work / f"ours_{n}.csv", work / f"base_{n}.csv"
         ours, _ = timed([sys.executable, "novelsum.py", "--single_dataset_path", str(target),
                          "--dense_ref_dir", str(work / "ref"), "--output_csv", str(ours_csv),
-                         "--gpu_id", str(args.gpu_id), "--quiet"])
+                         "--gpu_id", str(args.gpu_id), "--quiet"], repeats=args.repeats)
         if n > args.skip_baseline_above:
             print(f"{n:>8} {len(reference):>10} {ours:>9.2f} {'skipped':>13}", flush=True)
             continue

@@ -1,8 +1,9 @@
-"""What both benchmarks share: the repository on the import path, the embeddings' spread,
-shard writing, timing a process."""
+"""What the benchmarks share: the repository on the import path, the embeddings' spread,
+shard writing, timing a process, the machine's name for the tables."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -35,9 +36,31 @@ def write_shards(folder, vectors, fmt, shard_rows):
     return folder
 
 
-def timed(command, env=None):
-    """Wall-clock seconds and stdout of a command run from the repository root."""
-    start = time.perf_counter()
-    result = subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            env=None if env is None else {**os.environ, **env})
-    return time.perf_counter() - start, result.stdout
+def timed(command, env=None, repeats=1):
+    """Wall-clock seconds (the median of ``repeats`` runs: a shared machine's load comes and
+    goes) and the last stdout of a command run from the repository root."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.PIPE,
+                                text=True, env=None if env is None else {**os.environ, **env})
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds)[len(seconds) // 2], result.stdout
+
+
+def cpu_description():
+    """The CPU as /proc/cpuinfo names it, with its family and model numbers (a virtual machine
+    often hides the marketing name) and the cores this process may use, for table titles."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    flags = fields.get("flags", "").split()
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} "
+            f"model {fields.get('model', '?')}), {cores} cores, {simd}")

@@ -273,16 +273,57 @@ def test_one_outlier_of_large_norm_does_not_make_every_query_search_again():
 @pytest.mark.slow
 def test_the_exact_reranking_in_blocks_of_candidates_equals_all_at_once(block_mib):
     """Blocks of queries and of candidate columns (a running nearest list) give what one
-    block gives, however many candidates a query has."""
-    from utils.density.exact_knn import rerank_exact
+    block gives, however many candidates a query has; the CPU kernel gives the same."""
+    pytest.importorskip("torch")
+    from utils.density.exact_knn import rerank_exact, rerank_exact_torch
 
     rows = clustered_vectors(3000, 512, seed=4)
     queries = rows[:40] + 0.01
     labels = np.tile(np.arange(len(rows))[::-1], (len(queries), 1))  # every row, reversed
-    whole_d, whole_l = rerank_exact(queries, rows, labels, 11, 2**40)
-    part_d, part_l = rerank_exact(queries, rows, labels, 11, block_mib * 2**20)
+    whole_d, whole_l = rerank_exact_torch(queries, rows, labels, 11, 2**40)
+    part_d, part_l = rerank_exact_torch(queries, rows, labels, 11, block_mib * 2**20)
     np.testing.assert_array_equal(part_d, whole_d)
     np.testing.assert_array_equal(part_l, whole_l)
+    cpu_d, cpu_l = rerank_exact(queries, rows, labels, 11, block_mib * 2**20)
+    np.testing.assert_array_equal(cpu_d, whole_d)
+    np.testing.assert_array_equal(cpu_l, whole_l)
     differences = queries[:, None, :].astype(np.float64) - rows[None].astype(np.float64)
     exact = (differences * differences).sum(-1)
     np.testing.assert_array_equal(whole_l, np.argsort(exact, axis=1, kind="stable")[:, :11])
+
+
+def awkward_rows(dim, seed=0):
+    """Clustered, unnormalised rows of norm about 1,000 with exact duplicates, and queries
+    among them: duplicates of rows, and rows moved by 1e-3 (cancellation in every difference)."""
+    rng = np.random.default_rng(seed)
+    rows = (clustered_vectors(400, dim, n_clusters=5, seed=seed, spread=0.01) * 300
+            + 1000).astype(np.float32)
+    rows = with_duplicates(rows, {3: [50, 51, 399], 7: [8]})
+    queries = np.vstack([rows[[3, 50, 7, 8]],
+                         rows[:60] + rng.normal(size=(60, dim)).astype(np.float32) * 1e-3])
+    return rows, queries.astype(np.float32)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 64, 257])
+def test_the_cpu_reranking_is_bitwise_the_torch_one(dim):
+    """The numba re-ranking (no torch on the CPU) and the torch one that runs on a GPU give
+    bitwise the same float64 distances and the same order (distance, then row), on rows with
+    duplicates, large norms and odd widths; duplicates of a query's row tie exactly."""
+    pytest.importorskip("torch")
+    from utils.density.exact_knn import rerank_exact_torch
+    from utils.density.rerank_cpu import rerank_exact_cpu
+
+    rows, queries = awkward_rows(dim)
+    rng = np.random.default_rng(dim)
+    copies = [3, 50, 51, 399, 7, 8]  # every copy of the duplicated rows, first
+    others = np.setdiff1d(np.arange(len(rows)), copies)
+    labels = np.stack([np.concatenate([copies, rng.permutation(others)[:144]])
+                       for _ in queries])
+    cpu_d, cpu_l = rerank_exact_cpu(queries, rows, labels, 12)
+    torch_d, torch_l = rerank_exact_torch(queries, rows, labels, 12, 2**30)
+    np.testing.assert_array_equal(cpu_d, torch_d)
+    np.testing.assert_array_equal(cpu_l, torch_l)
+    assert cpu_l[0, :4].tolist() == [3, 50, 51, 399] and cpu_d[0, 3] == 0.0
+    differences = queries[:, None, :].astype(np.float64) - rows[labels].astype(np.float64)
+    exact = (differences * differences).sum(-1)
+    np.testing.assert_allclose(cpu_d, np.sort(exact, axis=1)[:, :12], rtol=1e-14, atol=0)

@@ -47,7 +47,7 @@ def torchrun(ranks, script, *args, timeout=240, **popen):
 
 @pytest.mark.slow
 def test_a_failure_that_is_not_bad_input_is_one_line_and_every_rank_stops(tmp_path):
-    """Rank 1's faiss fails (a RuntimeError, as when memory runs out): one Error line naming
+    """Rank 1's kNN search fails (a RuntimeError, as when memory runs out): one Error line naming
     the rank, no traceback from any rank, and every rank gone well within 60 s (issue 14)."""
     select = GOLDEN / "novelselect"
     started = time.monotonic()
@@ -57,7 +57,7 @@ def test_a_failure_that_is_not_bad_input_is_one_line_and_every_rank_stops(tmp_pa
     assert time.monotonic() - started < 60
     assert result.returncode != 0
     assert error_lines(result.stderr) == [
-        "Error: rank 1: RuntimeError: Error in faiss::IndexFlat: failed to allocate 8 GB "
+        "Error: rank 1: RuntimeError: Error in the kNN search: failed to allocate 8 GB "
         "(simulated)"], result.stderr[-3000:]
     assert f'File "{REPO}' not in result.stderr  # no frame of ours: torchrun's report only
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

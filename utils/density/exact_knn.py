@@ -6,13 +6,15 @@ sigma_k(x) = 1 / (mean of the k smallest squared L2 distances from x to the refe
 of R. The published script always dropped the first neighbour, which is wrong for a query from
 elsewhere (docs/method.md section 7); here the left-out row is found by identity, not by position.
 
-Search backends, all exhaustive (squared L2, as a faiss ``IndexFlatL2``): faiss on the CPU;
-faiss-gpu when it is installed and a GPU is asked for; otherwise a blocked torch search on the
-GPU. They compute ||q||^2 + ||r||^2 - 2 q.r with float32 matrix products, whose rounding
+Search backends, all exhaustive (squared L2, as a faiss ``IndexFlatL2``): blocked numpy matrix
+products on the CPU (``gemm_search``, measured 3x faiss there); faiss-gpu when it is installed
+and a GPU is asked for; otherwise a blocked torch search on the GPU (``flat_index``). They
+compute ||q||^2 + ||r||^2 - 2 q.r with float32 matrix products, whose rounding
 depends on the blocking, the threads, the device and, under torchrun, on how the reference is
 split (measured: up to 3e-4 on a squared distance of clustered 256-dimensional vectors). So
 the search only proposes candidates, twice as many as needed, and their distances are then
-computed again exactly (``rerank_exact``: float64 differences summed in a fixed order); a
+computed again exactly (``rerank_exact``: float64 differences summed in a fixed order, by a
+numba kernel on the CPU and torch on a GPU, bitwise equal); a
 query whose candidates may miss a nearer row (its k-th exact distance not clearly below what
 the search's rounding allows the rows it did not propose) is searched again with twice as
 many (``nearest_certified``). A density factor then depends on the vectors alone, bitwise, on
@@ -26,7 +28,7 @@ import math
 
 import numpy as np
 
-from ..numerics.blocks import MIB, row_blocks
+from ..numerics.blocks import row_blocks
 from ..numerics.compute import exact_torch
 
 
@@ -41,9 +43,6 @@ def drop_self(sq_distances, labels, self_rows, k):
     keep = ~is_self
     keep[~is_self.any(axis=1), k:] = False
     return sq_distances[keep].reshape(len(sq_distances), k)
-
-
-RERANK_CPU_BLOCK_MIB = 16  # working memory of one block of the exact re-ranking on the CPU
 
 
 def candidate_count(n_results, n_rows):
@@ -166,17 +165,27 @@ def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu"):
     ``queries`` (n, d) float32; ``rows``: the searched rows (numpy or a torch tensor on
     ``device``); ``labels`` (n, m): candidate row numbers from a search, at least ``n_keep``.
     Returns ``(distances, labels)``, (n, n_keep) float64 and int64, nearest first, equal
-    distances in the order of their row numbers. Blocks of queries and of candidates stay
-    within ``block_bytes``; the nearest so far are merged with each block of candidates, so
-    a query with every row as a candidate needs no more memory than one with a few.
+    distances in the order of their row numbers. On the CPU a numba kernel
+    (``rerank_cpu.rerank_exact_cpu``: no torch import, a row of d float64 per thread), on a
+    GPU torch (``rerank_exact_torch``, within ``block_bytes``); the values are bitwise equal.
     """
+    if device == "cpu":
+        from .rerank_cpu import rerank_exact_cpu
+
+        return rerank_exact_cpu(queries, np.asarray(rows), labels, n_keep)
+    return rerank_exact_torch(queries, rows, labels, n_keep, block_bytes, device)
+
+
+def rerank_exact_torch(queries, rows, labels, n_keep, block_bytes, device="cpu"):
+    """``rerank_exact`` in torch on ``device``: distances by ``exact_sq_distances``. Blocks of
+    queries and of candidates stay within ``block_bytes``; the nearest so far are merged with
+    each block of candidates, so a query with every row as a candidate needs no more memory
+    than one with a few."""
     torch = exact_torch()
     rows_t = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(
         np.ascontiguousarray(rows, dtype=np.float32))
     n, m = labels.shape
     dim = rows_t.shape[1]
-    if device == "cpu":  # cache-sized blocks: 7x faster than 256 MiB ones here (measured)
-        block_bytes = min(block_bytes, RERANK_CPU_BLOCK_MIB * MIB)
     per_element = dim * RERANK_BYTES_PER_ELEMENT
     columns = max(1, min(m, int(block_bytes // per_element)))
     out_d = np.empty((n, n_keep), dtype=np.float64)

@@ -1,0 +1,95 @@
+"""The exact re-ranking on the CPU: a numba kernel, bitwise the torch ``exact_sq_distances``.
+
+For each query and each of its candidate rows, the squared distance is the float64
+differences, their squares and a halving tree over the dimensions (with h the largest power
+of two below d: s_j += s_{j+h} for j < d - h, then s_j += s_{j+h'} for j < h' = h/2, ..., 1),
+the order of ``numerics.fixed_order.halving_sums``. Every operation is a single IEEE
+operation and numba runs without fastmath (nothing reordered or fused), so each value is
+bitwise the one torch computes on the CPU or a GPU (tests/test_density.py checks it). The
+``n_keep`` nearest are kept by (distance, row), as ``exact_knn.nearest_by_distance_then_row``
+orders them. Working memory: one row of d float64 per thread, besides the output.
+"""
+
+import functools
+
+import numpy as np
+
+
+@functools.cache  # one compiled dispatcher per process (loaded from numba's disk cache)
+def _rerank_kernel():
+    import numba
+
+    # One function, no jitted helper: numba caches it on disk only without closures.
+    @numba.njit(parallel=True, cache=True)
+    def rerank_rows(queries, rows, labels, out_d, out_l):
+        n, m = labels.shape
+        n_keep = out_d.shape[1]
+        dim = queries.shape[1]
+        half = 1  # the largest power of two below dim (the halving tree's first step)
+        while half * 2 < dim:
+            half *= 2
+        for i in numba.prange(n):
+            squares = np.empty(half, dtype=np.float64)
+            query, query_high = queries[i], queries[i, half:]
+            best_d, best_l = out_d[i], out_l[i]
+            count = 0
+            for c in range(m):
+                label = labels[i, c]
+                row, row_high = rows[label], rows[label, half:]
+                if dim == 1:
+                    difference = np.float64(query[0]) - np.float64(row[0])
+                    distance = difference * difference
+                else:
+                    for j in range(half):
+                        difference = np.float64(query[j]) - np.float64(row[j])
+                        squares[j] = difference * difference
+                    for j in range(dim - half):
+                        difference = np.float64(query_high[j]) - np.float64(row_high[j])
+                        squares[j] += difference * difference
+                    width = half
+                    while width > 1:
+                        width //= 2
+                        for j in range(width):
+                            squares[j] += squares[j + width]
+                    distance = squares[0]
+                # Keep the n_keep smallest by (distance, row), sorted: an insertion.
+                if count < n_keep:
+                    position = count
+                    count += 1
+                elif distance < best_d[n_keep - 1] or (
+                        distance == best_d[n_keep - 1] and label < best_l[n_keep - 1]):
+                    position = n_keep - 1
+                else:
+                    continue
+                while position > 0 and (distance < best_d[position - 1] or (
+                        distance == best_d[position - 1] and label < best_l[position - 1])):
+                    best_d[position] = best_d[position - 1]
+                    best_l[position] = best_l[position - 1]
+                    position -= 1
+                best_d[position] = distance
+                best_l[position] = label
+
+    return rerank_rows
+
+
+def rerank_exact_cpu(queries, rows, labels, n_keep):
+    """The ``n_keep`` nearest of each query's candidate rows by exact squared distance, on the
+    CPU: ``(distances, labels)``, (n, n_keep) float64 and int64, nearest first, equal
+    distances in the order of their row numbers (``exact_knn.rerank_exact``'s contract).
+
+    ``queries`` (n, d) and ``rows`` (r, d) float32; ``labels`` (n, m) candidate rows, m at
+    least ``n_keep``, each a row of ``rows``.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    if labels.shape[1] < n_keep:
+        raise ValueError(f"{labels.shape[1]} candidates per query, fewer than the "
+                         f"{n_keep} to keep")
+    if len(labels) and (labels.min(initial=0) < 0 or labels.max(initial=0) >= len(rows)):
+        raise ValueError(f"candidate rows must lie in 0..{len(rows) - 1}")
+    out_d = np.empty((len(queries), n_keep), dtype=np.float64)
+    out_l = np.empty((len(queries), n_keep), dtype=np.int64)
+    if len(queries) and n_keep:
+        _rerank_kernel()(queries, rows, labels, out_d, out_l)
+    return out_d, out_l
