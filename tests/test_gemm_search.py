@@ -9,6 +9,7 @@ from test_density import near_duplicate_crowd
 
 from utils.density.factor import DensityReference
 from utils.density.flat_index import NumpyFlatIndex, flat_index
+from utils.density import gemm_search, rerank_cpu
 from utils.density.gemm_search import GemmSearch, block_rows, sq_norms32
 from utils.synthetic import with_duplicates
 
@@ -19,10 +20,20 @@ def float32_distances(queries, rows):
     return (q64 * q64).sum(1)[:, None] + (r64 * r64).sum(1)[None] - 2 * q64 @ r64.T
 
 
+@pytest.fixture(params=["numba", "numpy"])
+def selection(request, monkeypatch):
+    """Each search with the numba heaps, then with numpy's partial selection (a small search),
+    and the exact re-ranking likewise."""
+    if request.param == "numba":
+        monkeypatch.setattr(gemm_search, "SMALL_SEARCH_PAIRS", 0)
+        monkeypatch.setattr(rerank_cpu, "SMALL_RERANK_ELEMENTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("step_rows", [1, 7, 500])
-def test_the_search_keeps_the_m_smallest_in_blocks_of_any_size(step_rows):
+def test_the_search_keeps_the_m_smallest_in_blocks_of_any_size(step_rows, selection):
     """Blocks of 1, 7 and all rows give the m nearest (as sets, up to float32 near-ties),
-    nearest first, whatever the number of blocks."""
+    nearest first, whatever the number of blocks, by either selection."""
     rows = clustered_vectors(500, 24, seed=1)
     queries = np.vstack([rows[:30] + 0.05, clustered_vectors(30, 24, seed=2)])
     search = GemmSearch(rows, block_bytes=4 * step_rows ** 2)
@@ -49,10 +60,11 @@ def test_norms_are_rounded_once_from_float64():
 
 
 @pytest.mark.parametrize("step_rows", [7, 64])
-def test_queries_that_are_the_rows_share_block_pairs(step_rows):
+def test_queries_that_are_the_rows_share_block_pairs(step_rows, monkeypatch):
     """Runs of the rows, in order, are served from pairs computed once, and give the
     distances a plain search gives (the same float32 values, labels in the same order up to
     equal distances); a run of a few rows completes only its own blocks."""
+    monkeypatch.setattr(gemm_search, "SMALL_SEARCH_PAIRS", 0)  # the shared pairs are numba's
     rows = clustered_vectors(300, 16, seed=3)
     shared = GemmSearch(rows, block_bytes=4 * step_rows ** 2)
     plain_d, plain_l = shared.search_plain(rows, 10)
@@ -67,7 +79,8 @@ def test_queries_that_are_the_rows_share_block_pairs(step_rows):
     assert shared._self[3].all() and shared._self[2][np.triu_indices(len(shared._self[3]))].all()
 
 
-def test_a_run_of_other_size_is_searched_plainly():
+def test_a_run_of_other_size_is_searched_plainly(monkeypatch):
+    monkeypatch.setattr(gemm_search, "SMALL_SEARCH_PAIRS", 0)
     rows = clustered_vectors(100, 8, seed=4)
     search = GemmSearch(rows, block_bytes=4 * 32 ** 2)
     search.search(rows[:40], 6)
@@ -78,7 +91,7 @@ def test_a_run_of_other_size_is_searched_plainly():
 
 
 @pytest.mark.parametrize("block_mib", [2 / 1024, 1])
-def test_the_density_is_bitwise_that_of_the_faiss_search(block_mib):
+def test_the_density_is_bitwise_that_of_the_faiss_search(block_mib, selection):
     """The search only proposes; the certified kNN makes the density exact, so the numpy
     search (in small blocks, the pool as its own reference, queries from elsewhere, exact
     duplicates) gives bitwise the mean squared distances of the faiss search."""
@@ -111,3 +124,24 @@ def test_the_cpu_default_is_the_numpy_search_and_it_refuses_a_gpu():
     assert isinstance(flat_index(rows), NumpyFlatIndex)
     with pytest.raises(ValueError, match="CPU only"):
         flat_index(rows, device="cuda:0", backend="numpy")
+
+
+def test_a_small_search_starts_no_numba(tmp_path):
+    """NovelSum of a small dataset runs its density search and re-ranking in numpy alone:
+    the process never imports numba (about 0.8 s of start-up)."""
+    import subprocess
+    import sys
+
+    from conftest import GOLDEN, REPO
+
+    case = GOLDEN / "novelsum_default_grid"
+    code = ("import sys; from utils.cli.novelsum import main; "
+            f"main(['--multi_datasets_dir', r'{case / 'targets'}', '--dense_ref_dir', "
+            f"r'{case / 'reference'}', '--output_csv', r'{tmp_path / 'out.csv'}', '--quiet', "
+            "'--gpu_id', '-1'], standalone_mode=False); "
+            "print('numba' in sys.modules, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False False"
+

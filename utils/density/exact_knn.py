@@ -172,7 +172,7 @@ def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu"):
     if device == "cpu":
         from .rerank_cpu import rerank_exact_cpu
 
-        return rerank_exact_cpu(queries, np.asarray(rows), labels, n_keep)
+        return rerank_exact_cpu(queries, np.asarray(rows), labels, n_keep, block_bytes)
     return rerank_exact_torch(queries, rows, labels, n_keep, block_bytes, device)
 
 

@@ -7,127 +7,29 @@ it covers faiss: the products are float32 sums of d terms; the norms are rounded
 float64 (more exact than faiss's float32 sums). Each query keeps the m smallest of its own
 distances exactly (a max-heap of m per query, any of equal distances at the m-th place), which
 is all the certification asks of a search: a row it did not propose has a search distance no
-smaller than the largest it proposed.
+smaller than the largest it proposed. A search of fewer than ``SMALL_SEARCH_PAIRS`` pairs
+selects with numpy's ``argpartition`` instead, the same distances, and imports no numba.
 
 Measured on the Intel Xeon (2 cores, AVX-512) of docs/benchmarks.md, 5,000 queries against
 20,000 x 256 rows: faiss's flat search 1.7 s, this search 0.6 s; when the queries are the rows
 (the pool's own density), the block pairs (I, J) and (J, I) share one product, half the work.
 """
 
-import numba
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+
+from ..runtime.device import cpu_threads
 
 # Working bytes per (query, row) pair of a block: the float32 product. Blocks are also kept
 # small enough (SEARCH_BLOCK_ROWS square) that a block's products stay in cache for the
 # selection that reads them right after the product.
 SEARCH_PAIR_BYTES = 4
 SEARCH_BLOCK_ROWS = 2048
-SCAN = 128  # entries compared with a bound at once; columns per task of the symmetric pass
-
-
-@numba.njit(cache=True, inline="always")
-def sq_distance(row_norm, column_norm, product):
-    """||r||^2 + ||c||^2 - 2 r.c in float32: faiss's form (module docstring)."""
-    return (row_norm + column_norm) - np.float32(2.0) * product
-
-
-@numba.njit(cache=True, inline="always")
-def heap_offer(heap, labels, count, distance, label):
-    """Offer one candidate to a query's max-heap of its ``len(heap)`` smallest distances
-    (``count`` of them filled); returns the distance a candidate must now beat."""
-    m = heap.shape[0]
-    if count < m:  # filling: sift the new entry up
-        position = count
-        while position > 0:
-            parent = (position - 1) >> 1
-            if heap[parent] >= distance:
-                break
-            heap[position] = heap[parent]
-            labels[position] = labels[parent]
-            position = parent
-    else:  # full: replace the largest, sift the new entry down
-        position = 0
-        while True:
-            child = 2 * position + 1
-            if child >= m:
-                break
-            if child + 1 < m and heap[child + 1] > heap[child]:
-                child += 1
-            if heap[child] <= distance:
-                break
-            heap[position] = heap[child]
-            labels[position] = labels[child]
-            position = child
-    heap[position] = distance
-    labels[position] = label
-    return heap[0] if count + 1 >= m else np.float32(np.inf)
-
-
-@numba.njit(cache=True)
-def _threshold(heap_d, counts, query):
-    return heap_d[query, 0] if counts[query] == heap_d.shape[1] else np.float32(np.inf)
-
-
-@numba.njit(parallel=True, cache=True)
-def keep_smallest_rows(products, row_norms, column_norms, row_start, column_start,
-                       heap_d, heap_l, counts):
-    """Offer each row's distances (a query, ``row_start + i``) to its heap, labelled by
-    column (``column_start + j``), from the block's ``products`` and the squared norms of its
-    rows and columns. A run of ``SCAN`` entries is first compared with the query's bound at
-    once (vectorised); most runs have no entry below it."""
-    n_columns = products.shape[1]
-    for i in numba.prange(products.shape[0]):
-        query = row_start + i
-        heap, labels = heap_d[query], heap_l[query]
-        bound = _threshold(heap_d, counts, query)
-        row_norm = row_norms[i]
-        for first in range(0, n_columns, SCAN):
-            run = products[i, first:min(n_columns, first + SCAN)]
-            norms = column_norms[first:first + run.shape[0]]
-            below = False
-            for j in range(run.shape[0]):
-                below |= sq_distance(row_norm, norms[j], run[j]) < bound
-            if not below:
-                continue
-            for j in range(run.shape[0]):
-                distance = sq_distance(row_norm, norms[j], run[j])
-                if distance < bound:
-                    bound = heap_offer(heap, labels, counts[query], distance,
-                                       column_start + first + j)
-                    counts[query] = min(counts[query] + 1, heap.shape[0])
-
-
-@numba.njit(parallel=True, cache=True)
-def keep_smallest_columns(products, row_norms, column_norms, row_start, column_start,
-                          heap_d, heap_l, counts):
-    """``keep_smallest_rows`` with the columns as the queries (``column_start + j``) and the
-    rows as their candidates: the pair (J, I) of a symmetric search, read from the block of
-    (I, J) row by row (contiguous), in tasks of ``SCAN`` columns, each row's run compared
-    with the columns' bounds at once. The distances are those ``keep_smallest_rows`` gives
-    the same pairs (float addition commutes)."""
-    n_rows, n_columns = products.shape
-    for task in numba.prange((n_columns + SCAN - 1) // SCAN):
-        first = task * SCAN
-        last = min(n_columns, first + SCAN)
-        norms = column_norms[first:last]
-        bounds = np.empty(last - first, dtype=np.float32)
-        for j in range(first, last):
-            bounds[j - first] = _threshold(heap_d, counts, column_start + j)
-        for i in range(n_rows):
-            run = products[i, first:last]
-            row_norm = row_norms[i]
-            below = False
-            for j in range(run.shape[0]):
-                below |= sq_distance(row_norm, norms[j], run[j]) < bounds[j]
-            if not below:
-                continue
-            for j in range(run.shape[0]):
-                distance = sq_distance(row_norm, norms[j], run[j])
-                if distance < bounds[j]:
-                    query = column_start + first + j
-                    bounds[j] = heap_offer(heap_d[query], heap_l[query], counts[query],
-                                           distance, row_start + i)
-                    counts[query] = min(counts[query] + 1, heap_d.shape[1])
+# Below this many (query, row) pairs a search selects with numpy (``search_small``): numba's
+# one-time start in a process (about 0.8 s here, docs/benchmarks.md) costs more than its faster
+# selection saves (about 4 ns a pair).
+SMALL_SEARCH_PAIRS = 2 * 10**8
 
 
 def sq_norms32(rows):
@@ -171,12 +73,16 @@ class GemmSearch:
     def __init__(self, rows, block_bytes):
         self.rows = np.ascontiguousarray(rows, dtype=np.float32)
         self.norms = sq_norms32(self.rows)
+        self.block_bytes = block_bytes
+        self.small_pairs = SMALL_SEARCH_PAIRS  # read when built: a test may lower it
         self.step = block_rows(block_bytes)
         self._self = None  # (m, heaps, pairs done, blocks complete) of the shared search
         self._next_run = 0  # where the last run of rows ended: the next one likely starts
 
     def search(self, queries, m):
         m = min(m, len(self.rows))
+        if len(queries) * len(self.rows) < self.small_pairs and self._self is None:
+            return self.search_small(queries, m)
         start = self.run_start(queries)
         if start is None or (self._self is not None and self._self[0] != m):
             return self.search_plain(queries, m)
@@ -194,9 +100,43 @@ class GemmSearch:
                 return start
         return None
 
+    def search_small(self, queries, m):
+        """Numpy alone: blocks of queries against all rows, the distances in the kernels' form
+        (``gemm_kernels.sq_distance``) and a partial selection of each query's m smallest.
+        One block per thread, each product on one BLAS thread: numpy's selection is
+        single-threaded (it releases the GIL), and two such blocks side by side beat one
+        product on two threads followed by a selection on one (0.7 s against 1.1 s here for
+        5,000 queries against 20,000 x 256)."""
+        from threadpoolctl import threadpool_limits
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        query_norms = sq_norms32(queries)
+        threads = cpu_threads()
+        # a block each thread: the product, the norms' sum and argpartition's indices
+        step = max(1, min(-(-len(queries) // threads),
+                          self.block_bytes // (16 * threads * len(self.rows))))
+        distances = np.empty((len(queries), m), dtype=np.float32)
+        labels = np.empty((len(queries), m), dtype=np.int64)
+
+        def select(q0):
+            block = queries[q0:q0 + step] @ self.rows.T
+            block *= np.float32(2.0)
+            np.subtract(query_norms[q0:q0 + step, None] + self.norms[None, :], block, out=block)
+            nearest = np.argpartition(block, m - 1, axis=1)[:, :m] if m < len(self.rows) \
+                else np.broadcast_to(np.arange(m), block.shape)
+            labels[q0:q0 + len(block)] = nearest
+            distances[q0:q0 + len(block)] = np.take_along_axis(block, nearest, axis=1)
+
+        with threadpool_limits(limits=1, user_api="blas"), \
+                ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(select, range(0, len(queries), step)))
+        return sorted_heaps(distances, labels)
+
     def search_plain(self, queries, m):
         """Query and row blocks of at most ``step`` rows: one product of (query block x row
         block) float32 at a time, besides the queries' heaps."""
+        from .gemm_kernels import keep_smallest_rows
+
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         heap_d, heap_l, counts = empty_heaps(len(queries), m)
         query_norms = sq_norms32(queries)
@@ -211,6 +151,8 @@ class GemmSearch:
     def complete_blocks(self, start, stop, m):
         """Compute every pair not yet computed of the blocks holding rows ``start:stop``;
         returns the heaps of all rows (those of these blocks complete)."""
+        from .gemm_kernels import keep_smallest_columns, keep_smallest_rows
+
         n_blocks = -(-len(self.rows) // self.step)
         if self._self is None:
             self._self = (m, empty_heaps(len(self.rows), m),

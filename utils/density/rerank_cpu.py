@@ -11,8 +11,18 @@ orders them. Working memory: one row of d float64 per thread, besides the output
 """
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from ..numerics.blocks import row_blocks
+from ..numerics.fixed_order import halving_sums
+
+# Below this many (query, candidate, dimension) elements the re-ranking runs in numpy
+# (``rerank_exact_numpy``, the same bits): a small search then starts no numba (about 0.8 s).
+SMALL_RERANK_ELEMENTS = 10**8
+RERANK_NUMPY_BYTES_PER_ELEMENT = 8 + 8  # the float64 differences and the first halving
+RERANK_BLOCK_BYTES = 64 * 2**20
 
 
 @functools.cache  # one compiled dispatcher per process (loaded from numba's disk cache)
@@ -72,13 +82,14 @@ def _rerank_kernel():
     return rerank_rows
 
 
-def rerank_exact_cpu(queries, rows, labels, n_keep):
+def rerank_exact_cpu(queries, rows, labels, n_keep, block_bytes=RERANK_BLOCK_BYTES):
     """The ``n_keep`` nearest of each query's candidate rows by exact squared distance, on the
     CPU: ``(distances, labels)``, (n, n_keep) float64 and int64, nearest first, equal
     distances in the order of their row numbers (``exact_knn.rerank_exact``'s contract).
 
     ``queries`` (n, d) and ``rows`` (r, d) float32; ``labels`` (n, m) candidate rows, m at
-    least ``n_keep``, each a row of ``rows``.
+    least ``n_keep``, each a row of ``rows``. A small re-ranking runs in numpy
+    (``SMALL_RERANK_ELEMENTS``), within ``block_bytes``.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     rows = np.ascontiguousarray(rows, dtype=np.float32)
@@ -88,8 +99,36 @@ def rerank_exact_cpu(queries, rows, labels, n_keep):
                          f"{n_keep} to keep")
     if len(labels) and (labels.min(initial=0) < 0 or labels.max(initial=0) >= len(rows)):
         raise ValueError(f"candidate rows must lie in 0..{len(rows) - 1}")
+    if labels.size * rows.shape[1] < SMALL_RERANK_ELEMENTS:
+        return rerank_exact_numpy(queries, rows, labels, n_keep, block_bytes)
     out_d = np.empty((len(queries), n_keep), dtype=np.float64)
     out_l = np.empty((len(queries), n_keep), dtype=np.int64)
     if len(queries) and n_keep:
         _rerank_kernel()(queries, rows, labels, out_d, out_l)
+    return out_d, out_l
+
+
+def rerank_exact_numpy(queries, rows, labels, n_keep, block_bytes):
+    """``rerank_exact_cpu`` in numpy, bitwise: the float64 differences, squares and halving
+    tree as elementwise operations (``halving_sums``), in blocks of queries within
+    ``block_bytes`` (two at once, on two threads: numpy releases the GIL); the ``n_keep``
+    nearest by (distance, row)."""
+    n, m = labels.shape
+    out_d = np.empty((n, n_keep), dtype=np.float64)
+    out_l = np.empty((n, n_keep), dtype=np.int64)
+    per_query = m * rows.shape[1] * RERANK_NUMPY_BYTES_PER_ELEMENT
+
+    def rerank_block(block):
+        start, stop = block
+        block_l = labels[start:stop]
+        differences = (queries[start:stop, None, :].astype(np.float64)
+                       - rows[block_l].astype(np.float64))
+        distances = halving_sums(np.multiply(differences, differences, out=differences))
+        order = np.lexsort((block_l, distances), axis=-1)[:, :n_keep]
+        out_d[start:stop] = np.take_along_axis(distances, order, axis=1)
+        out_l[start:stop] = np.take_along_axis(block_l, order, axis=1)
+
+    blocks = list(row_blocks(n, per_query, block_bytes // 2))
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        list(threads.map(rerank_block, blocks))
     return out_d, out_l

@@ -28,21 +28,23 @@ def fixed_order_dots_many(rows, targets):
 
 
 def halving_sums(tensor):
-    """Sums over the last axis of a torch tensor in a fixed order: with h the largest power of
-    two below the width, column c += column c + h for c < width - h; then column c += column
-    c + h' for c < h' = h/2, h/4, ..., 1; column 0 is the sum.
+    """Sums over the last axis of a torch tensor or numpy array in a fixed order: with h the
+    largest power of two below the width, column c += column c + h for c < width - h; then
+    column c += column c + h' for c < h' = h/2, h/4, ..., 1; column 0 is the sum.
 
     Elementwise operations only, so a row's sum depends on its values alone, not on the
     chunk it is in or the device (a matrix product or ``sum`` may split rows differently).
     """
-    import torch
-
     width = tensor.shape[-1]
     if width <= 1:
-        return (tensor[..., 0].clone() if width else
-                torch.zeros(tensor.shape[:-1], dtype=tensor.dtype, device=tensor.device))
+        if width:
+            return tensor[..., 0].clone() if hasattr(tensor, "clone") else tensor[..., 0].copy()
+        import torch
+
+        return torch.zeros(tensor.shape[:-1], dtype=tensor.dtype, device=tensor.device)
     half = 1 << ((width - 1).bit_length() - 1)  # the largest power of two below ``width``
-    partial = tensor[..., :half].clone()
+    partial = tensor[..., :half]
+    partial = partial.clone() if hasattr(partial, "clone") else partial.copy()
     partial[..., :width - half] += tensor[..., half:]
     while half > 1:
         half //= 2
