@@ -25,9 +25,9 @@ operations, each exactly rounded; on a GPU that is a dozen elementwise operation
 chunk (log2 d), where a sequential order would need one per block of columns. The values
 x(u, s) are then bitwise the same on the numba, torch and Triton engines (on a GPU too, by
 construction; tests/test_gpu.py checks it there), and the lowest index wins among duplicates.
-The insertion's tail sum is also fixed per row: in four partial sums from the tail's end in
-numba (their order set by t and the insertion point, never by where the row sits in memory),
-by halving over the ranks in torch, per block of ranks in Triton; the sums may differ between
+The insertion's tail sum is also fixed per row: by halving over the tail's ranks in numba
+(its order set by t and the insertion point, never by where the row sits in memory) and in
+torch, per block of ranks in Triton; the sums may differ between
 engines in the last bits (the engines are compared to 1e-12), never between duplicates,
 whatever the chunking.
 
