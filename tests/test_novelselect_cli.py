@@ -201,3 +201,21 @@ def test_summary_names_the_device_used(runner, pool):
     assert result.exit_code == 0, result.output
     assert "picked 5 of 90 samples on cpu (GPU 3 was asked for but is not available)" \
         in result.output
+
+
+def test_the_pick_log_is_written_as_pandas_writes_it(runner, tmp_path):
+    """The pick log comes from the csv module (no pandas import in a run): the same bytes as
+    pandas' ``to_csv`` of the table it reads back, NaN novelty of the random first pick as an
+    empty field, floats in their shortest form."""
+    import pandas as pd
+
+    scores = tmp_path / "quality.json"
+    scores.write_text(json.dumps(np.random.default_rng(4).uniform(0.2, 1.0, 500).tolist()))
+    run = json.loads((SELECT / "expected.json").read_text())[0]
+    result = runner.invoke(main, run_args(run, tmp_path / "out") + ["--quality_scores",
+                                                                    str(scores)])
+    assert result.exit_code == 0, result.output
+    log = next((tmp_path / "out").glob("*_picks.csv"))
+    text = log.read_text()
+    assert text.splitlines()[1].split(",")[4] == ""  # the first pick's novelty
+    assert pd.read_csv(log).to_csv(index=False, lineterminator="\n") == text

@@ -56,13 +56,12 @@ class Checkpoints:
 
 
 def pick_log(selection, pool):
-    """The pick log: one row per pick, in order, with where it is and what it was worth.
+    """The pick log: one row per pick, in order, with where it is and what it was worth, as
+    ``{column: list}``.
 
     Columns: order, index, shard, row, novelty (empty for the first, random pick),
     density_factor, and quality and score (quality x novelty) when scores were given.
     """
-    import pandas as pd
-
     picks = np.asarray(selection.picks)
     shards, rows = pool.locate(picks)
     columns = {"order": np.arange(len(picks)), "index": picks, "shard": shards, "row": rows,
@@ -71,7 +70,19 @@ def pick_log(selection, pool):
     if selection.quality is not None:
         columns["quality"] = selection.quality[picks]
         columns["score"] = columns["quality"] * selection.novelty
-    return pd.DataFrame(columns)
+    return {name: np.asarray(values).tolist() for name, values in columns.items()}
+
+
+def write_pick_log(columns, path):
+    """The pick log as CSV (the csv module: pandas would cost a third of a second to import),
+    numbers in Python's shortest form and NaN as an empty field, as pandas writes them."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        for row in zip(*columns.values()):
+            writer.writerow(["" if value != value else value for value in row])  # NaN
 
 
 def check_output_folder(output_dir):
@@ -134,8 +145,8 @@ def write_selection(options, session, inputs, selection, resumed):
     writers = {
         names[0]: picked_items_writer(inputs.items, selection.picks),
         names[1]: lambda path: path.write_text(json.dumps(selection.picks, indent=2)),
-        f"{stem}_picks.csv": lambda path: pick_log(selection, inputs.pool).to_csv(
-            path, index=False, lineterminator="\n")}
+        f"{stem}_picks.csv": lambda path: write_pick_log(pick_log(selection, inputs.pool),
+                                                         path)}
     if options.plot and not np.isfinite(selection.novelty).any():
         session.report.notice("--plot: no picture, as no pick has a novelty to draw (the first "
                               "pick is drawn at random, and this run has no other)")
