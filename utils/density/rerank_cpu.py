@@ -21,7 +21,8 @@ from ..numerics.fixed_order import halving_sums
 # Below this many (query, candidate, dimension) elements the re-ranking runs in numpy
 # (``rerank_exact_numpy``, the same bits): a small search then starts no numba (about 0.8 s).
 SMALL_RERANK_ELEMENTS = 10**8
-RERANK_NUMPY_BYTES_PER_ELEMENT = 8 + 8  # the float64 differences and the first halving
+# the gathered rows (float32), their float64 differences, and the first halving's copy
+RERANK_NUMPY_BYTES_PER_ELEMENT = 4 + 8 + 8
 RERANK_BLOCK_BYTES = 64 * 2**20
 
 
