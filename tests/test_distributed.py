@@ -188,6 +188,20 @@ def selection_args(out, k=60, *extra):
             "--output_dir", out, "--k", k, "--gpu_id", "-1", *extra]
 
 
+def select_in_one_process_and_on_ranks(tmp_path, ranks, k, extra):
+    """novelselect.py in one process (into ``one``) and on ``ranks`` CPU ranks (``many``): both
+    succeed and write the same picked items, indices and pick log, byte for byte. Returns the
+    torchrun process."""
+    single = one_process("novelselect.py", *selection_args(tmp_path / "one", k, *extra))
+    assert single.returncode == 0, single.stderr
+    split = torchrun(ranks, "novelselect.py", *selection_args(tmp_path / "many", k, *extra))
+    assert split.returncode == 0, split.stderr[-3000:]
+    stem = f"novelselect_{k}_dense_0.5_dist_1.0"
+    for name in (f"{stem}.json", f"{stem}_indices.json", f"{stem}_picks.csv"):
+        assert (tmp_path / "many" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    return split
+
+
 @pytest.mark.parametrize("ranks", [1, 2, 3])
 @pytest.mark.slow
 def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
@@ -201,13 +215,8 @@ def test_novelselect_writes_what_one_process_writes(tmp_path, ranks):
                                   [100, 200])
     extra = ["--quality_scores", tmp_path / "quality.json", "--dense_ref_dir", reference,
              "--resume_from", tmp_path / "start.json", "--neighbors", "7"]
-    single = one_process("novelselect.py", *selection_args(tmp_path / "one", 60, *extra))
-    assert single.returncode == 0, single.stderr
-    split = torchrun(ranks, "novelselect.py", *selection_args(tmp_path / "many", 60, *extra))
-    assert split.returncode == 0, split.stderr[-3000:]
+    split = select_in_one_process_and_on_ranks(tmp_path, ranks, 60, extra)
     stem = "novelselect_60_dense_0.5_dist_1.0"
-    for name in (f"{stem}.json", f"{stem}_indices.json", f"{stem}_picks.csv"):
-        assert (tmp_path / "many" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
     one_record = json.loads((tmp_path / "one" / f"{stem}_run.json").read_text())
     record = json.loads((tmp_path / "many" / f"{stem}_run.json").read_text())
     assert record["ranks"] == ranks and one_record["ranks"] == 1
@@ -234,13 +243,7 @@ def test_a_given_set_gives_what_one_process_gives(tmp_path, ranks):
     extra = ["--given_dir", given_dir, "--quality_scores", tmp_path / "quality.json",
              "--checkpoint_every", "9", "--resume_from", tmp_path / "start.json",
              "--dense_ref_dir", reference]
-    single = one_process("novelselect.py", *selection_args(tmp_path / "one", 30, *extra))
-    assert single.returncode == 0, single.stderr
-    split = torchrun(ranks, "novelselect.py", *selection_args(tmp_path / "many", 30, *extra))
-    assert split.returncode == 0, split.stderr[-3000:]
-    stem = "novelselect_30_dense_0.5_dist_1.0"
-    for name in (f"{stem}.json", f"{stem}_indices.json", f"{stem}_picks.csv"):
-        assert (tmp_path / "many" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    split = select_in_one_process_and_on_ranks(tmp_path, ranks, 30, extra)
     assert "beside the 45 given" in split.stdout
 
     case = GOLDEN / "novelsum_default_grid"

@@ -128,13 +128,12 @@ def first_to_say(text):
     import torch.distributed as dist
 
     key = "novelsum-said-" + hashlib.sha256(text.encode()).hexdigest()[:32]
-    try:
+    # No store, or it is gone with rank 0: then rank 0 says it.
+    with contextlib.suppress(AttributeError, RuntimeError, ValueError):
         if dist.is_initialized():
             return dist.distributed_c10d._get_default_store().add(key, 1) == 1
         if joined_channel() is not None:  # ranks that meet through the store (vLLM)
             return joined_channel().first_to_say(key)
-    except (AttributeError, RuntimeError, ValueError):  # no store, or it is gone with rank 0
-        pass
     return is_main_rank()
 
 
