@@ -58,7 +58,7 @@ def run(pool, k, sample):
     """Time every step of a selection of ``k`` (alpha 1, the pool's own density, k = 10,
     beta = 0.5); returns (seconds per pick, bytes per pick) over the sampled steps."""
     factors = pool_density(pool, 10, 0.5)
-    engine = NumpyEngine(unit_rows(pool), factors, k, 1.0)
+    engine = NumpyEngine(unit_rows(pool), factors, k, 1.0, kernels="numba")
     engine.add_pick(first_pick(len(pool), 42))
     seconds = moved = 0.0
     for step in range(2, k):

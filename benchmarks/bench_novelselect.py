@@ -21,6 +21,7 @@ from pathlib import Path
 
 from common import BENCH_SPREAD, cpu_description, timed, write_shards
 
+from utils.selection.cpu import uses_numpy_kernels
 from utils.selection.gpu import GPU_KERNEL_VARIABLE
 from utils.synthetic import clustered_vectors
 
@@ -54,8 +55,10 @@ def main():
           f"{cpu_description()}")
     print(f"{'pool':>7} {'k':>6} {'kernel':>7} {'ours (s)':>9} {'baseline (s)':>13} "
           f"{'ratio':>7} {'same picks':>11} {'peak GPU GiB':>13}")
-    kernels = args.gpu_kernels if args.gpu_id >= 0 else ["numba"]
+    kernels = args.gpu_kernels if args.gpu_id >= 0 else ["cpu"]
     for k, kernel in ((k, kernel) for k in args.ks for kernel in kernels):
+        if kernel == "cpu":  # the CPU engine's own choice (utils/selection/cpu.py)
+            kernel = "numpy" if uses_numpy_kernels("auto", args.pool, k, args.dim) else "numba"
         ours, stdout = timed([sys.executable, "novelselect.py", "--text_dir", str(work / "text"),
                               "--figure_dir", str(work / "emb"), "--output_dir",
                               str(work / "ours"), "--k", str(k), "--gpu_id", str(args.gpu_id),

@@ -187,7 +187,7 @@ def measure_tail_fraction(rows, dim, k, every):
     from utils.synthetic import clustered_vectors
 
     vectors = clustered_vectors(rows, dim, 50, seed=0, spread=BENCH_SPREAD)
-    engine = NumpyEngine(unit_rows(vectors), pool_density(vectors), k, 1.0)
+    engine = NumpyEngine(unit_rows(vectors), pool_density(vectors), k, 1.0, kernels="numba")
     engine.add_pick(0)
     tails = held = 0
     for step in range(1, k - 1):
@@ -241,15 +241,16 @@ def exchange_worker(out_path, picks=40, rows=32, dim=4096):
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    local_s = median_step_s(NumpyEngine(unit, rho, picks, 1.0))
-    sharded = ShardedEngine(ranks, NumpyEngine(unit, rho, picks, 1.0), ranks.rank * rows,
-                            ranks.size * rows)
+    def local_engine():
+        return NumpyEngine(unit, rho, picks, 1.0, kernels="numba")
+
+    local_s = median_step_s(local_engine())
+    sharded = ShardedEngine(ranks, local_engine(), ranks.rank * rows, ranks.size * rows)
     sharded.add_pick(0)
     with traffic_counter()() as step:
         sharded.add_pick(sharded.best()[0])
     names = [name for name, _r, _w in step.ops]
-    sharded = ShardedEngine(ranks, NumpyEngine(unit, rho, picks, 1.0), ranks.rank * rows,
-                            ranks.size * rows)
+    sharded = ShardedEngine(ranks, local_engine(), ranks.rank * rows, ranks.size * rows)
     step_s = median_step_s(sharded)
     if ranks.is_main:
         Path(out_path).write_text(json.dumps(dict(

@@ -5,6 +5,7 @@ single-process computation on the whole data and prints one JSON line ``{check: 
 Usage: ``torchrun --standalone --nproc_per_node N tests/rank_checks.py``.
 """
 
+import functools
 import importlib.util
 import json
 import os
@@ -31,6 +32,10 @@ from utils.selection.cpu import NumpyEngine
 from utils.selection.engine import first_pick
 from utils.selection.gpu import TorchEngine
 from utils.selection.sharded import ShardedEngine
+
+# The CPU engine with each of its kernels (bitwise the same values; the default picks by size).
+NUMBA_ENGINE = functools.partial(NumpyEngine, kernels="numba")
+NUMPY_ENGINE = functools.partial(NumpyEngine, kernels="numpy")
 
 GOLDEN = REPO.parent / "shared" / "golden"
 if not GOLDEN.is_dir():
@@ -83,9 +88,10 @@ def triton_golden(ranks, pool):
     return engine.run(first_pick(len(pool), run["seed"])) == run["indices"][:k]
 
 
-def uneven(ranks, n, k, quality=False, engine_class=NumpyEngine):
+def uneven(ranks, n, k, quality=False, engine_class=NUMBA_ENGINE):
     """A tiny pool split unevenly (a rank with one candidate, one with none, one whose rows are
-    all picked): the sharded picks and novelty equal one engine's, on numba and torch engines."""
+    all picked): the sharded picks and novelty equal one engine's, on each CPU kernel and the
+    torch engine."""
     rng = np.random.default_rng(n * 100 + k)
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
     if n > 3:
@@ -115,10 +121,10 @@ def exact_ties_resume(ranks):
     for seed in range(3):
         pool = three_hot_pool(seed)
         unit, factors, k = unit_rows(pool), np.ones(len(pool), dtype=np.float32), 20
-        full = NumpyEngine(unit, factors, k, 1.0).run(seed)
+        full = NUMPY_ENGINE(unit, factors, k, 1.0).run(seed)
         start, stop = ranks.block(len(pool))
         for t in range(1, k):
-            local = NumpyEngine(unit[start:stop], factors[start:stop], k, 1.0)
+            local = NUMBA_ENGINE(unit[start:stop], factors[start:stop], k, 1.0)
             if ShardedEngine(ranks, local, start, len(pool)).run(full[:t]) != full:
                 failed.append((seed, t))
     return failed
@@ -160,10 +166,12 @@ def main():
     queries[7] = queries[150]
     results = {
         "golden_selections": golden_selections(ranks, pool),
-        "prefix_failures_numba": every_prefix_resumes(ranks, pool, NumpyEngine),
+        "prefix_failures_numba": every_prefix_resumes(ranks, pool, NUMBA_ENGINE),
+        "prefix_failures_numpy": every_prefix_resumes(ranks, pool, NUMPY_ENGINE),
         "prefix_failures_torch": every_prefix_resumes(ranks, pool, TorchEngine),
         "uneven": [uneven(ranks, n, k, quality, engine_class)
-                   for engine_class in (NumpyEngine, TorchEngine) for n, k, quality in
+                   for engine_class in (NUMBA_ENGINE, NUMPY_ENGINE, TorchEngine)
+                   for n, k, quality in
                    [(2, 2, False), (4, 4, False), (4, 3, True), (7, 7, True), (9, 5, False)]],
         "density_bitwise": density_bitwise(ranks, reference, queries) and crowd_bitwise(ranks),
         "exact_ties_failures": exact_ties_resume(ranks),

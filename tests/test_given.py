@@ -76,7 +76,8 @@ def test_each_pick_is_the_float64_argmax_beside_the_given_set(alpha, with_copies
         assert not {5, 77, 150} & set(result.picks[:10])
 
 
-ENGINES = {"numba": lambda u, r, k: NumpyEngine(u, r, k, 1.0),
+ENGINES = {"numba": lambda u, r, k: NumpyEngine(u, r, k, 1.0, kernels="numba"),
+           "numpy": lambda u, r, k: NumpyEngine(u, r, k, 1.0, kernels="numpy"),
            "torch-cpu": lambda u, r, k: TorchEngine(u, r, k, 1.0, "cpu", block_mib=1 / 64)}
 
 

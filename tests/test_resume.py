@@ -28,7 +28,8 @@ from utils.selection.gpu import TorchEngine
 SELECT = GOLDEN / "novelselect"
 RUNS = json.loads((SELECT / "expected.json").read_text())
 RUN_IDS = [f"k{r['k']}_a{r['distance_power']}" for r in RUNS]
-ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a),
+ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a, kernels="numba"),
+           "numpy": lambda u, r, k, a: NumpyEngine(u, r, k, a, kernels="numpy"),
            "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", block_mib=1 / 16)}
 
 
@@ -111,7 +112,9 @@ def test_resume_on_a_clustered_pool_of_2000(engine_name, with_quality):
     rho = pool_density(vectors, 10, 0.5)
     unit = unit_rows(vectors)
     quality = np.random.default_rng(33).uniform(0.2, 1.0, 2000) if with_quality else None
-    engine = {"numba": lambda: NumpyEngine(unit, rho, 150, 1.0),  # torch: 1 to 20 blocks
+    engine = {"numba": lambda: NumpyEngine(unit, rho, 150, 1.0, kernels="numba"),
+              "numpy": lambda: NumpyEngine(unit, rho, 150, 1.0, kernels="numpy"),
+              # torch: 1 to 20 blocks
               "torch-cpu": lambda: TorchEngine(unit, rho, 150, 1.0, "cpu", block_mib=2)}
     picks = select(unit, rho, 150, 1.0, 17, quality, engine[engine_name]())
     for t in [9, 100, 149]:

@@ -26,7 +26,8 @@ from utils.selection.memory import check_memory, density_memory_bytes, selection
 from utils.synthetic import with_duplicates
 
 SMALL_BLOCK_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
-ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a),
+ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a, kernels="numba"),
+           "numpy": lambda u, r, k, a: NumpyEngine(u, r, k, a, kernels="numpy"),
            "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu",
                                                        block_mib=SMALL_BLOCK_MIB)}
 
@@ -279,7 +280,7 @@ def check_lowest_first(picks, groups):
 
 
 # chunks of the torch engine at 1 MiB: 327 rows (distances), 9,532 down to 815 (insertion)
-DUPLICATE_ENGINES = {"numba": ENGINES["numba"],
+DUPLICATE_ENGINES = {"numba": ENGINES["numba"], "numpy": ENGINES["numpy"],
                      "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", block_mib=1)}
 
 
@@ -308,7 +309,7 @@ def picks_beside_numba(engine, unit, rho, groups, each_step=None):
     quality = np.ones(len(unit))
     for group in sorted(groups)[:15]:
         quality[group] = 3.0
-    reference_engine = NumpyEngine(unit, rho, 40, 1.0)
+    reference_engine = NumpyEngine(unit, rho, 40, 1.0, kernels="numba")
     picks = [1500]
     for _ in range(39):
         engine.add_pick(picks[-1])
@@ -343,7 +344,8 @@ def test_rebuild_equals_the_incremental_state(alpha):
     rho = density_factor(DensityReference(vectors).mean_sq_distances(vectors, [10])[10],
                          0.5).astype(np.float32)
     picks = select(unit, rho, 120, alpha, 3)
-    engines = {"numba": ENGINES["numba"],  # 64 KiB: a few rows a block at 119 picks
+    engines = {"numba": ENGINES["numba"], "numpy": ENGINES["numpy"],
+               # 64 KiB: a few rows a block at 119 picks
                "torch-cpu": lambda u, r, k, a: TorchEngine(u, r, k, a, "cpu", block_mib=1 / 16)}
     for t in [1, 2, 37, 119]:
         rebuilt = {}
@@ -367,17 +369,21 @@ def test_rebuild_equals_the_incremental_state(alpha):
                            and fresh_sums[i] == fresh_sums[group[0]] for i in group)
             rebuilt[name] = fresh_sums[active]
         assert np.array_equal(rebuilt["numba"], rebuilt["torch-cpu"])
+        assert np.array_equal(rebuilt["numba"], rebuilt["numpy"])
 
 
 @pytest.mark.parametrize("engine_name, bytes_per_row, blocks", [
     ("numba", 16 * 50, 25),              # 65,536 // 800 = 81 rows a block
+    # the numpy kernel's products and halvings (8 x 37 + 16), its values and their float64
+    ("numpy", (8 * 37 + 16 + 4 + 8) * 50, 500),  # 65,536 // 16,200 = 4 rows a block
     # products, their first halving's copy, later halvings (8 x 37 + 16), dots and values (8)
     ("torch-cpu", (8 * 37 + 16 + 8) * 50, 500),  # 65,536 // 16,000 = 4 rows a block
 ])
 def test_rebuild_runs_in_row_blocks_under_the_budget(engine_name, bytes_per_row, blocks):
     unit, rho = pool_inputs(n=2000, dim=37, seed=22)
     picks = select(unit, rho, 80, 1.0, 0)
-    make = {"numba": lambda b: NumpyEngine(unit, rho, 80, 1.0, block_mib=b),
+    make = {"numba": lambda b: NumpyEngine(unit, rho, 80, 1.0, block_mib=b, kernels="numba"),
+            "numpy": lambda b: NumpyEngine(unit, rho, 80, 1.0, block_mib=b, kernels="numpy"),
             "torch-cpu": lambda b: TorchEngine(unit, rho, 80, 1.0, "cpu", block_mib=b)}
     small, whole = make[engine_name](64 / 1024), make[engine_name](1024)
     assert small.rebuild_bytes_per_row(50) == bytes_per_row

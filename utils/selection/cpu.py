@@ -1,5 +1,5 @@
 """The CPU engine: numba kernels (``cpu_kernels``) for the incremental insertion and the
-rebuild."""
+rebuild, or their numpy twins (``numpy_kernels``, the same bits) for a small selection."""
 
 import functools
 
@@ -7,11 +7,28 @@ import numpy as np
 
 from ..numerics.blocks import MIB
 from .engine import SelectionEngine, tie_floor
+from . import numpy_kernels
 from .memory import TORCH_BLOCK_MIB
 
 # Working bytes per value of one row block of the numba rebuild: the float64 products of one
 # row and their halving (each thread holds one row's at a time; the values are sorted in place).
 NUMBA_REBUILD_BYTES_PER_VALUE = 8 + 8
+
+
+# A selection whose numpy work (about n k (d + k) elements: each step's dots and tails) is
+# below this runs the numpy kernels: it would finish before numba had loaded (about 0.8 s).
+SMALL_SELECTION_WORK = 5 * 10**7
+
+
+KERNELS = ("auto", "numba", "numpy")
+
+
+def uses_numpy_kernels(kernels, n, k, dim):
+    """Whether a selection of ``k`` picks from ``n`` rows of ``dim`` runs the numpy kernels:
+    ``kernels`` "numpy", or "auto" and a small selection."""
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, not {kernels!r}")
+    return kernels == "numpy" or (kernels == "auto" and n * k * (dim + k) < SMALL_SELECTION_WORK)
 
 
 @functools.cache  # numba and the kernels load on the first CPU engine, not at start-up
@@ -29,12 +46,14 @@ def _numba_rebuild_kernel():
 
 
 class NumpyEngine(SelectionEngine):
-    """CPU engine: candidates' sorted values in a numpy array, updated by a numba kernel.
+    """CPU engine: candidates' sorted values in a numpy array, updated by the numba kernels
+    or their numpy twins (``kernels``: "auto" takes numpy for a small selection; ``small``).
 
     ``values`` holds each candidate's value against the latest pick (for inspection and tests).
     """
 
-    def __init__(self, unit, density_factors, k, alpha, block_mib=TORCH_BLOCK_MIB):
+    def __init__(self, unit, density_factors, k, alpha, block_mib=TORCH_BLOCK_MIB,
+                 kernels="auto"):
         super().__init__(len(unit), k, alpha)
         self.block_bytes = block_mib * MIB  # working memory of one rebuild block
         self.unit = np.ascontiguousarray(unit, dtype=np.float32)
@@ -43,7 +62,8 @@ class NumpyEngine(SelectionEngine):
         self.weighted_sums = np.zeros(self.n, dtype=np.float64)
         self.values = np.zeros(self.n, dtype=np.float32)
         self.active = np.ones(self.n, dtype=np.bool_)
-        self.kernel = _numba_kernel()
+        self.small = uses_numpy_kernels(kernels, self.n, k, self.unit.shape[1])
+        self.kernel = numpy_kernels.add_pick_values if self.small else _numba_kernel()
 
     def _insert_vector(self, target, pick_density_factor, taken):
         if taken is not None:
@@ -54,10 +74,12 @@ class NumpyEngine(SelectionEngine):
                     self.values, self.t, self.coefficients, self.weights, self.active)
 
     def rebuild_bytes_per_row(self, t):
+        if self.small:
+            return numpy_kernels.rebuild_bytes_per_value(self.unit.shape[1]) * t
         return NUMBA_REBUILD_BYTES_PER_VALUE * t
 
     def _rebuild_vectors(self, targets, pick_density_factors, taken, blocks):
-        kernel = _numba_rebuild_kernel()
+        kernel = numpy_kernels.rebuild_rows if self.small else _numba_rebuild_kernel()
         self.active[np.asarray(taken, dtype=np.int64)] = False
         targets = np.ascontiguousarray(targets, dtype=np.float32)
         pick_density_factors = np.ascontiguousarray(pick_density_factors, dtype=np.float32)

@@ -12,7 +12,8 @@ product and a sort. Values are stored in float32 (4 bytes each, pool x k of them
 are float64, so the incremental A stays equal to a fresh sum far below the 1e-6 that matters.
 
 Three kernels run the same update: a numba loop on the CPU (both cores, one candidate per
-iteration); on a GPU, a Triton kernel that does the same per candidate (checked against the
+iteration; a small selection runs its numpy twin, bitwise the same, and never loads numba); on
+a GPU, a Triton kernel that does the same per candidate (checked against the
 torch kernel on the device before it is trusted), or else torch over row chunks.
 
 Exact duplicates must tie exactly (docs/method.md section 6): a candidate's value must not
