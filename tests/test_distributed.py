@@ -162,8 +162,9 @@ def rank_checks(ranks):
 @pytest.mark.slow
 def test_library_checks_on_several_ranks(ranks):
     """Golden picks through the API; every prefix of a golden run resumes to its picks on the
-    CPU engine's numba and numpy kernels and the torch engine; uneven splits (a rank with one candidate, with none, whose rows
-    are all picked; duplicates across ranks) pick as one engine; the sharded kNN gives one
+    CPU engine's numba and numpy kernels and the torch engine; uneven splits (a rank with one
+    candidate, with none, whose rows are all picked; duplicates across ranks) pick as one
+    engine; the sharded kNN gives one
     process's mean distances bit for bit (tests/rank_checks.py)."""
     checks = dict(rank_checks(ranks))
     checks.pop("triton_golden")  # its own test, below

@@ -6,8 +6,8 @@ import functools
 import numpy as np
 
 from ..numerics.blocks import MIB
-from .engine import SelectionEngine, tie_floor
 from . import numpy_kernels
+from .engine import SelectionEngine, tie_floor
 from .memory import TORCH_BLOCK_MIB
 
 # Working bytes per value of one row block of the numba rebuild: the float64 products of one

@@ -11,10 +11,10 @@ so a step costs one distance vector and one pass over each candidate's tail, not
 product and a sort. Values are stored in float32 (4 bytes each, pool x k of them); sums
 are float64, so the incremental A stays equal to a fresh sum far below the 1e-6 that matters.
 
-Three kernels run the same update: a numba loop on the CPU (both cores, one candidate per
-iteration; a small selection runs its numpy twin, bitwise the same, and never loads numba); on
-a GPU, a Triton kernel that does the same per candidate (checked against the
-torch kernel on the device before it is trusted), or else torch over row chunks.
+Three kernels run the same update: on the CPU a numba loop (both cores, one candidate per
+iteration), or for a small selection its numpy twin, bitwise the same, which never loads
+numba; on a GPU, a Triton kernel that does the same per candidate (checked against the torch
+kernel on the device before it is trusted), or else torch over row chunks.
 
 Exact duplicates must tie exactly (docs/method.md section 6): a candidate's value must not
 depend on where its row sits in memory, on how many rows there are, or on the engine. So the

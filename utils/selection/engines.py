@@ -1,4 +1,4 @@
-"""The engine for a device: numba on the CPU, Triton or torch on a GPU."""
+"""The engine for a device: numba or numpy on the CPU, Triton or torch on a GPU."""
 
 import os
 
@@ -8,8 +8,9 @@ from .memory import TORCH_BLOCK_MIB
 
 
 def make_engine(unit, density_factors, k, alpha, device, notify=None, block_mib=TORCH_BLOCK_MIB):
-    """The engine for ``device``: numba on the CPU; on a GPU the Triton kernel when Triton is
-    installed and passes its self-check there, else the torch kernel (``notify`` hears why).
+    """The engine for ``device``: on the CPU, numba kernels or (small selections) numpy ones;
+    on a GPU the Triton kernel when Triton is installed and passes its self-check there, else
+    the torch kernel (``notify`` hears why).
     ``block_mib``: working memory of one row chunk of the GPU engines, and of one row block
     of a rebuild (``SelectionEngine.rebuild``) on every engine."""
     if device == "cpu":

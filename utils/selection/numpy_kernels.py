@@ -4,8 +4,9 @@ A small run then never starts numba (its import and first kernel load cost about
 more than a small selection's whole work). Each float operation is the numba kernel's, in the
 same order, as whole-array operations: the dot by ``halving_sums`` over the float32 products,
 the value, the insertion point, and each tail's float64 sum by halving over its ranks. Same
-signatures as the numba kernels; ``active`` rows only. Working memory: a few copies of the
-active rows' stored values (float64), small by the engine's choice (``cpu.SMALL_SELECTION_WORK``).
+signatures as the numba kernels; ``active`` rows only. Working memory: a few float64 copies of
+the active rows' stored values and float32 copies of their unit vectors (a few hundred MiB at
+most below ``cpu.SMALL_SELECTION_WORK``); a rebuild, ``rebuild_bytes_per_value`` per value.
 """
 
 import numpy as np
