@@ -305,8 +305,8 @@ def awkward_rows(dim, seed=0):
 
 
 @pytest.mark.parametrize("dim", [1, 2, 3, 64, 257])
-@pytest.mark.parametrize("small_rerank_elements", [0, 10**8])  # numba, then numpy
-def test_the_cpu_reranking_is_bitwise_the_torch_one(dim, small_rerank_elements, monkeypatch):
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+def test_the_cpu_reranking_is_bitwise_the_torch_one(dim, kernel, monkeypatch):
     """The numba and the numpy re-ranking (no torch on the CPU) and the torch one that runs on
     a GPU give bitwise the same float64 distances and the same order (distance, then row), on
     rows with duplicates, large norms and odd widths; duplicates of a query's row tie
@@ -314,16 +314,17 @@ def test_the_cpu_reranking_is_bitwise_the_torch_one(dim, small_rerank_elements, 
     pytest.importorskip("torch")
     from utils.density import rerank_cpu
     from utils.density.exact_knn import rerank_exact_torch
-    from utils.density.rerank_cpu import rerank_exact_cpu
+    from utils.density.rerank_cpu import rerank_exact_cpu, rerank_exact_numpy
 
-    monkeypatch.setattr(rerank_cpu, "SMALL_RERANK_ELEMENTS", small_rerank_elements)
+    monkeypatch.setattr(rerank_cpu, "SMALL_RERANK_ELEMENTS", 0)  # rerank_exact_cpu: numba
+    rerank = rerank_exact_cpu if kernel == "numba" else rerank_exact_numpy
     rows, queries = awkward_rows(dim)
     rng = np.random.default_rng(dim)
     copies = [3, 50, 51, 399, 7, 8]  # every copy of the duplicated rows, first
     others = np.setdiff1d(np.arange(len(rows)), copies)
     labels = np.stack([np.concatenate([copies, rng.permutation(others)[:144]])
                        for _ in queries])
-    cpu_d, cpu_l = rerank_exact_cpu(queries, rows, labels, 12, block_bytes=2**16)
+    cpu_d, cpu_l = rerank(queries, rows, labels, 12, block_bytes=2**16)
     torch_d, torch_l = rerank_exact_torch(queries, rows, labels, 12, 2**30)
     np.testing.assert_array_equal(cpu_d, torch_d)
     np.testing.assert_array_equal(cpu_l, torch_l)
