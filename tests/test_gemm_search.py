@@ -7,9 +7,9 @@ import pytest
 from conftest import clustered_vectors
 from test_density import near_duplicate_crowd
 
+from utils.density import gemm_search, rerank_cpu
 from utils.density.factor import DensityReference
 from utils.density.flat_index import NumpyFlatIndex, flat_index
-from utils.density import gemm_search, rerank_cpu
 from utils.density.gemm_search import GemmSearch, block_rows, sq_norms32
 from utils.synthetic import with_duplicates
 
@@ -88,6 +88,20 @@ def test_a_run_of_other_size_is_searched_plainly(monkeypatch):
     distances, labels = search.search(rows[:40], 12)  # another m: a plain search
     np.testing.assert_array_equal(labels[:, 0], np.arange(40))  # each row nearest itself
     assert search._self[0] == 6 and distances.shape == (40, 12)
+
+
+def test_the_search_method_follows_the_whole_job_not_one_chunk(monkeypatch):
+    """Queries searched in chunks take the numba heaps when all of them together are many
+    pairs, though each chunk alone is few; the densities are those of one whole search."""
+    monkeypatch.setattr(gemm_search, "SMALL_SEARCH_PAIRS", 300 * 200)
+    rows, queries = clustered_vectors(300, 16, seed=8), clustered_vectors(250, 16, seed=9)
+    reference = DensityReference(rows, backend="numpy")
+    assert reference.index().searcher.is_small(50)
+    chunked = reference.mean_sq_distances(queries, [3, 7], chunk_rows=50)
+    assert not reference.index().searcher.is_small(50)
+    whole = DensityReference(rows, backend="numpy").mean_sq_distances(queries, [3, 7])
+    for k in (3, 7):
+        np.testing.assert_array_equal(chunked[k], whole[k])
 
 
 @pytest.mark.parametrize("block_mib", [2 / 1024, 1])

@@ -81,6 +81,7 @@ class DensityReference:
         kept = np.empty((len(distinct), k_max), dtype=np.float64)
         chunks = [(start, min(len(distinct), start + chunk_rows))
                   for start in range(0, len(distinct), chunk_rows)]
+        self.index().expect_queries(len(distinct))
         for start, stop in tracked(chunks, progress):
             rows, self_rows = distinct.rows(start, stop)
             sq_distances, labels = self.nearest_exact(rows, k_max + 1)

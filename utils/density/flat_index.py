@@ -30,6 +30,10 @@ class FlatIndex(abc.ABC):
     def search(self, queries, n_results):
         """(squared L2 distances, labels) of the ``n_results`` nearest rows, nearest first."""
 
+    def expect_queries(self, count):
+        """Hear that about ``count`` queries will be searched, in several calls (a search may
+        choose its method by the whole job, not by one call's share)."""
+
 
 class NumpyFlatIndex(FlatIndex):
     """The CPU's search: float32 matrix products in blocks within ``block_mib`` and a partial
@@ -44,6 +48,9 @@ class NumpyFlatIndex(FlatIndex):
 
     def search(self, queries, n_results):
         return self.searcher.search(queries, n_results)
+
+    def expect_queries(self, count):
+        self.searcher.expected_queries = count
 
 
 class FaissFlatIndex(FlatIndex):

@@ -7,8 +7,9 @@ it covers faiss: the products are float32 sums of d terms; the norms are rounded
 float64 (more exact than faiss's float32 sums). Each query keeps the m smallest of its own
 distances exactly (a max-heap of m per query, any of equal distances at the m-th place), which
 is all the certification asks of a search: a row it did not propose has a search distance no
-smaller than the largest it proposed. A search of fewer than ``SMALL_SEARCH_PAIRS`` pairs
-selects with numpy's ``argpartition`` instead, the same distances, and imports no numba.
+smaller than the largest it proposed. A search of fewer than ``SMALL_SEARCH_PAIRS`` pairs (the
+queries of all its calls, when told how many: ``expected_queries``) selects with numpy's
+``argpartition`` instead, the same distances, and imports no numba.
 
 Measured on the Intel Xeon (2 cores, AVX-512) of docs/benchmarks.md, 5,000 queries against
 20,000 x 256 rows: faiss's flat search 1.7 s, this search 0.6 s; when the queries are the rows
@@ -78,10 +79,17 @@ class GemmSearch:
         self.step = block_rows(block_bytes)
         self._self = None  # (m, heaps, pairs done, blocks complete) of the shared search
         self._next_run = 0  # where the last run of rows ended: the next one likely starts
+        self.expected_queries = 0  # queries of the whole job, when the caller says (chunks)
+
+    def is_small(self, n_queries):
+        """Whether a call with ``n_queries`` takes the numpy path (``search_small``): the
+        whole job's pairs are few, and no shared self-search has started."""
+        job_queries = max(n_queries, self.expected_queries)
+        return job_queries * len(self.rows) < self.small_pairs and self._self is None
 
     def search(self, queries, m):
         m = min(m, len(self.rows))
-        if len(queries) * len(self.rows) < self.small_pairs and self._self is None:
+        if self.is_small(len(queries)):
             return self.search_small(queries, m)
         start = self.run_start(queries)
         if start is None or (self._self is not None and self._self[0] != m):

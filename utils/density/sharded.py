@@ -127,6 +127,8 @@ class ShardedDensityReference:
         kept = np.empty((len(plan), k_max), dtype=np.float64)
         chunks = [(start, min(len(plan), start + chunk_rows))
                   for start in range(0, len(plan), chunk_rows)]
+        if self.index() is not None:
+            self.index().expect_queries(len(plan))
         for start, stop in tracked(chunks, progress):
             chunk, self_rows = self._chunk_rows(plan, start, stop, queries, query_starts)
             sq_distances, labels = self._search_merged(chunk, k_max + 1)
