@@ -8,10 +8,12 @@ without fastmath, torch as elementwise operations), so exact duplicates get bitw
 values on every engine and device (docs/method.md section 6).
 """
 
+import numpy as np
 
 
 def fixed_order_dots(rows, target):
-    """``rows @ target`` (torch, float32) summed in the fixed order of the module docstring.
+    """``rows @ target`` (float32 torch tensors or numpy arrays) summed in the fixed order of
+    the module docstring.
 
     Every operation is elementwise, hence exactly rounded, so a row's result depends on its
     values only: not on its position, the number of rows, or the device (CPU and GPU agree
@@ -21,9 +23,10 @@ def fixed_order_dots(rows, target):
 
 
 def fixed_order_dots_many(rows, targets):
-    """``rows @ targets.T`` (torch, float32; (r, d) and (t, d) -> (r, t)), every entry summed
-    as ``fixed_order_dots`` sums it, so bitwise equal to ``fixed_order_dots(rows, target)``
-    for each target. Working memory: ``fixed_order_bytes_per_row(d)`` per entry."""
+    """``rows @ targets.T`` (float32, torch or numpy; (r, d) and (t, d) -> (r, t)), every
+    entry summed as ``fixed_order_dots`` sums it, so bitwise equal to
+    ``fixed_order_dots(rows, target)`` for each target. Working memory:
+    ``fixed_order_bytes_per_row(d)`` per entry."""
     return halving_sums(rows[:, None, :] * targets[None, :, :])
 
 
@@ -38,13 +41,14 @@ def halving_sums(tensor):
     width = tensor.shape[-1]
     if width <= 1:
         if width:
-            return tensor[..., 0].clone() if hasattr(tensor, "clone") else tensor[..., 0].copy()
+            return _copy(tensor[..., 0])
+        if not hasattr(tensor, "clone"):
+            return np.zeros(tensor.shape[:-1], dtype=tensor.dtype)
         import torch
 
         return torch.zeros(tensor.shape[:-1], dtype=tensor.dtype, device=tensor.device)
     half = 1 << ((width - 1).bit_length() - 1)  # the largest power of two below ``width``
-    partial = tensor[..., :half]
-    partial = partial.clone() if hasattr(partial, "clone") else partial.copy()
+    partial = _copy(tensor[..., :half])
     partial[..., :width - half] += tensor[..., half:]
     while half > 1:
         half //= 2
@@ -52,8 +56,14 @@ def halving_sums(tensor):
     return partial[..., 0]
 
 
+def _copy(tensor):
+    """A copy of a torch tensor or numpy array."""
+    return tensor.clone() if hasattr(tensor, "clone") else tensor.copy()
+
+
 def halving_row_sums(matrix):
-    """Row sums of a (rows, width) torch tensor in ``halving_sums``'s fixed order."""
+    """Row sums of a (rows, width) torch tensor or numpy array in ``halving_sums``'s fixed
+    order."""
     return halving_sums(matrix)
 
 

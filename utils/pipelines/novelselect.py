@@ -278,8 +278,8 @@ def select_baseline(options, session, inputs):
     names = write_baseline(options, session, inputs, picks)
     stop_ranks(session.ranks)
     return (f"picked {options.k} of {inputs.n} samples{given_note(inputs)} with "
-            f"{options.method} on {session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and "
-            f"{', '.join(names[1:])}")
+            f"{options.method} on {session.where(options.gpu_id)}; wrote "
+            f"{options.output_dir / names[0]} and {', '.join(names[1:])}")
 
 
 def select_novel(options, session, inputs):
@@ -307,8 +307,8 @@ def select_novel(options, session, inputs):
     if not ranks.is_main:
         return None
     return (f"picked {options.k} of {inputs.n} samples{given_note(inputs)} on "
-            f"{session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and {', '.join(names[1:])}"
-            f"{peak_memory_note(session.device)}")
+            f"{session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and "
+            f"{', '.join(names[1:])}{peak_memory_note(session.device)}")
 
 
 def given_note(inputs):

@@ -2,7 +2,7 @@
 
 A small run then never starts numba (its import and first kernel load cost about 0.8 s,
 more than a small selection's whole work). Each float operation is the numba kernel's, in the
-same order, as whole-array operations: the dot by ``halving_sums`` over the float32 products,
+same order, as whole-array operations: the dot by ``fixed_order_dots``,
 the value, the insertion point, and each tail's float64 sum by halving over its ranks. Same
 signatures as the numba kernels; ``active`` rows only. Working memory: a few float64 copies of
 the active rows' stored values and float32 copies of their unit vectors (a few hundred MiB at
@@ -12,12 +12,18 @@ most below ``cpu.SMALL_SELECTION_WORK``); a rebuild, ``rebuild_bytes_per_value``
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..numerics.fixed_order import fixed_order_bytes_per_row, halving_sums
+from ..numerics.fixed_order import (
+    fixed_order_bytes_per_row,
+    fixed_order_dots,
+    fixed_order_dots_many,
+    halving_row_sums,
+    halving_sums,
+)
 
 
 def pick_values(unit, density_factors, target, pick_density_factor):
     """x(u, s) = (1 - u . s) * (rho(u) + rho(s)) in float32, the dot in fixed order."""
-    dots = halving_sums(unit * target)
+    dots = fixed_order_dots(unit, target)
     return (np.float32(1.0) - dots) * (density_factors + np.float32(pick_density_factor))
 
 
@@ -85,8 +91,8 @@ def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_va
     t = len(targets)
     if not len(rows):
         return
-    dots = halving_sums(unit[rows][:, None, :] * targets[None, :, :])
+    dots = fixed_order_dots_many(unit[rows], targets)
     x = (np.float32(1.0) - dots) * (density_factors[rows][:, None] + pick_density_factors)
     x.sort(axis=1, kind="stable")  # equal values (+0.0, -0.0) in pick order, as inserted
     sorted_values[rows, :t] = x
-    weighted_sums[rows] = halving_sums(x.astype(np.float64) * weights[:t])
+    weighted_sums[rows] = halving_row_sums(x.astype(np.float64) * weights[:t])
