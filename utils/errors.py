@@ -37,5 +37,13 @@ def options_named(names):
         _option_names.update(saved)
 
 
+class RunFailed(Exception):
+    """A run that cannot go on for a reason outside its inputs (an engine that did not start).
+
+    One line, as for ``InputError``; under ``torchrun`` the rank that meets it says it, and the
+    others leave (it is not a fault every rank would find alike).
+    """
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what the run has kept: its message replaces the default one."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..embedding.backends import BACKENDS
+from ..embedding.choice import BACKENDS, DTYPES
 from ..pipelines.embedding import EmbeddingOptions, run_embedding
 from .errors import clean_errors
 from .options import PATH_SEPARATOR, ReferenceStyleCommand, gpu_option, quiet_option
@@ -28,9 +28,13 @@ from .options import PATH_SEPARATOR, ReferenceStyleCommand, gpu_option, quiet_op
 @click.option("--output_dir", "--output-dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the vectors: mirrors the input tree, one shard per input shard.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="auto: vLLM for a causal LM on a GPU, sentence-transformers for its folders, "
-                   "else transformers.")
-@click.option("--batch_size", "--batch-size", type=click.IntRange(min=1), default=32,
+              help="auto: the fastest measured here (docs/embedding.md): vLLM for a causal LM "
+                   "on a GPU; on a CPU sentence-transformers for its folders, else "
+                   "transformers or vLLM.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+              help="What the model computes in. auto: bfloat16 on a CPU that computes it "
+                   "natively (AVX512_BF16, AMX), else float32; the model's own on a GPU.")
+@click.option("--batch_size", "--batch-size", type=click.IntRange(min=1), default=16,
               show_default=True, help="Texts per forward pass (transformers, "
                                       "sentence-transformers).")
 @click.option("--output_format", "--output-format", type=click.Choice(["json", "npy"]),
@@ -41,9 +45,11 @@ from .options import PATH_SEPARATOR, ReferenceStyleCommand, gpu_option, quiet_op
                    "fields: Parquet columns, JSON objects).")
 @click.option("--overwrite", is_flag=True, help="Embed shards again even if their output exists.")
 @quiet_option
+@click.option("--verbose", is_flag=True,
+              help="Show vLLM's and transformers' own log lines (hidden by default).")
 @clean_errors
-def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_size,
-         output_format, text_field, overwrite, quiet):
+def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, dtype, batch_size,
+         output_format, text_field, overwrite, quiet, verbose):
     """Embed every item of the input shards; a rerun skips shards already done.
 
     MODEL_DIR below is a model folder, such as the all-MiniLM-L6-v2 folder that the
@@ -55,6 +61,6 @@ def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, batch_s
     """
     summary = run_embedding(EmbeddingOptions(
         input_dir.split(PATH_SEPARATOR), model_path, gpu_id, max_length, output_dir, backend,
-        batch_size, output_format, text_field, overwrite, quiet))
+        batch_size, output_format, text_field, overwrite, quiet, dtype, verbose))
     if summary is not None:
         click.echo(summary)

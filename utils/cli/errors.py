@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ..errors import InputError, Interrupted, options_named
+from ..errors import InputError, Interrupted, RunFailed, options_named
 from ..runtime.reporting import is_main_rank
 from ..runtime.store_ranks import PeerFailed, joined_channel
 from .options import OPTION_NAMES
@@ -39,6 +39,10 @@ def clean_errors(command_body):
             # Found outside an agreed phase: the same fault on every rank (a check that each
             # makes alike), or this rank's own. Whichever rank is first to say it says it.
             leave_rank(1, own_line(f"Error: {err}") if first_to_say(str(err)) else None)
+        except RunFailed as err:
+            if "RANK" not in os.environ:
+                raise click.ClickException(str(err)) from None
+            rank_failed(err)
         except click.ClickException as err:  # a usage error: every rank meets it alike
             if "RANK" not in os.environ:
                 raise
@@ -72,6 +76,8 @@ def rank_failed(err):
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     if is_distributed_error(err):
         message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
+    elif isinstance(err, RunFailed):
+        message = f"rank {os.environ['RANK']}: {text}"
     else:
         message = f"rank {os.environ['RANK']}: {type(err).__name__}: {text}"
     speaks = first_to_say(message)

@@ -11,7 +11,8 @@ from ..runtime.reporting import is_main_rank
 # How library messages name parameters while a command runs (``utils.errors.option``).
 OPTION_NAMES = {"k": "--k", "neighbors": "--neighbors", "reference": "--dense_ref_dir",
                 "exclude_self": "--exclude_self", "density_power": "--density_power",
-                "model_path": "--model_path", "backend": "--backend", "given": "--given_dir"}
+                "model_path": "--model_path", "backend": "--backend", "given": "--given_dir",
+                "max_length": "--max_length", "dtype": "--dtype"}
 
 _NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 

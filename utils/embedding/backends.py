@@ -1,135 +1,42 @@
-"""Embedding backends (sentence-transformers, transformers, vLLM) and the choice among them.
+"""The embedding backends: sentence-transformers, transformers and vLLM.
 
 Records become text (``utils.io.text_items``, docs/method.md section 1), are cut to
 ``max_length`` tokens by the model's own tokenizer (special tokens included, the head kept), and
-are embedded by one of three backends:
+are embedded by one of three backends, in the dtype chosen for them (``choice.py``):
 
 - ``sentence-transformers``: a sentence-transformers folder, with the model's own pooling;
 - ``transformers``: a causal LM; the final layer's hidden state at the last token, L2-normalised;
-- ``vllm``: the same vectors from vLLM's embedding runner, on a GPU.
+- ``vllm``: either kind through vLLM's pooling runner (the same pooling), on a CPU or a GPU.
 
-The causal-LM backends are given the same token ids, so CPU and GPU users get comparable
-vectors. torch, transformers, sentence-transformers and vLLM are imported only when used.
+transformers and vLLM are given the same token ids, so every backend embeds the same input.
+torch, transformers, sentence-transformers and vLLM are imported only when used.
 """
-
-import json
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, setting
 from ..numerics.rows import unit_rows
-from ..runtime.store_ranks import torchrun_hidden
-
-BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
-
-
-def read_model_config(model_path):
-    config = Path(model_path) / "config.json"
-    try:
-        return json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def is_sentence_transformers_folder(model_path):
-    return (Path(model_path) / "modules.json").is_file()
-
-
-def is_causal_lm(model_path):
-    architectures = read_model_config(model_path).get("architectures") or []
-    return any(name.endswith("ForCausalLM") for name in architectures)
-
-
-def cached_model_folder(model_id):
-    """The local folder of a Hugging Face model id in this machine's cache, or None.
-
-    Nothing is downloaded: the cache is where ``huggingface-cli download`` or an earlier online
-    run put the model (``HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``).
-    """
-    import os
-
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(model_id, local_files_only=True,
-                                 cache_dir=os.environ.get("HF_HUB_CACHE"))
-    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError):
-        return None
-
-
-def resolve_model_path(model_path):
-    """A model folder for ``--model_path``: a local folder as given, or a Hugging Face model id
-    (``org/name``) found in the local cache. Checked to hold a model."""
-    path = Path(model_path)
-    if not path.exists():
-        if str(model_path).startswith((".", "/", "~")) or str(model_path).count("/") > 1:
-            raise InputError(f"{setting('model_path', model_path)}: no such model folder")
-        cached = cached_model_folder(str(model_path))
-        if cached is None:
-            raise InputError(f"{setting('model_path', model_path)}: no such folder, and no "
-                             f"model of that name in the local Hugging Face cache (models are "
-                             f"never downloaded here); download it with `hf download "
-                             f"{model_path}` where there is network, or give a model folder")
-        path = Path(cached)
-    if not path.is_dir():
-        raise InputError(f"{setting('model_path', model_path)}: no such model folder")
-    if not (path / "config.json").is_file() and not is_sentence_transformers_folder(path):
-        raise InputError(f"{setting('model_path', model_path)}: not a model folder (no "
-                         f"config.json)")
-    return path
-
-
-def vllm_installed():
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-def may_use_vllm(backend, model_path, gpu_present):
-    """Whether ``backend`` will be vLLM once the device is known (so that GPU choice must be
-    made through ``CUDA_VISIBLE_DEVICES`` before CUDA starts)."""
-    if backend == "vllm":
-        return True
-    return backend == "auto" and gpu_present and is_causal_lm(model_path) and vllm_installed()
-
-
-def choose_backend(backend, model_path, device):
-    """Resolve ``auto`` and check the choice, before any model is loaded.
-
-    ``auto``: vLLM for a causal LM with vLLM and a GPU, sentence-transformers for a
-    sentence-transformers folder, transformers otherwise.
-    """
-    if backend == "auto":
-        if is_causal_lm(model_path) and device != "cpu" and vllm_installed():
-            return "vllm"
-        if is_sentence_transformers_folder(model_path):
-            return "sentence-transformers"
-        return "transformers"
-    if backend == "vllm":
-        if device == "cpu":
-            works = ("sentence-transformers" if is_sentence_transformers_folder(model_path)
-                     else "transformers (the same vectors)")
-            raise InputError(f"{setting('backend', 'vllm')} needs a GPU and none is available; "
-                             f"on the CPU use {setting('backend', works)}")
-        if not vllm_installed():
-            raise InputError(f"{setting('backend', 'vllm')}: vLLM is not installed "
-                             "(python -m pip install -r requirements-gpu.txt)")
-    if backend == "transformers" and not is_causal_lm(model_path):
-        if is_sentence_transformers_folder(model_path):
-            raise InputError(f"{setting('backend', 'transformers')}: {model_path} is a "
-                             f"sentence-transformers model; use "
-                             f"{setting('backend', 'sentence-transformers')} (or auto)")
-        raise InputError(f"{setting('backend', 'transformers')}: {model_path} is not a causal "
-                         f"LM (its config.json lists no *ForCausalLM architecture)")
-    return backend
+from .models import normalises
+from .vllm_engine import start_engine
 
 
 def truncated_token_ids(tokenizer, texts, max_length):
-    """Token ids of each text, special tokens included, cut to at most ``max_length``."""
-    return tokenizer(texts, add_special_tokens=True, truncation=True,
-                     max_length=max_length)["input_ids"]
+    """Token ids of each text, special tokens included, cut to at most ``max_length``.
+
+    A text that gives no token at all (an empty text, for a tokenizer that adds no special
+    tokens) is embedded as the tokenizer's end-of-text token alone (docs/method.md section 2):
+    a model cannot run on nothing.
+    """
+    ids = tokenizer(texts, add_special_tokens=True, truncation=True,
+                    max_length=max_length)["input_ids"]
+    stand_in = next((token for token in (tokenizer.eos_token_id, tokenizer.bos_token_id,
+                                         tokenizer.pad_token_id) if token is not None), 0)
+    return [list(row) if len(row) else [stand_in] for row in ids]
+
+
+def torch_dtype(name):
+    import torch
+
+    return getattr(torch, name)
 
 
 def last_token_states(hidden_states, attention_mask):
@@ -142,20 +49,26 @@ def last_token_states(hidden_states, attention_mask):
 
 
 class SentenceTransformersBackend:
-    """A sentence-transformers folder, embedded with the model's own modules and pooling."""
+    """A sentence-transformers folder, embedded with the model's own modules and pooling (it
+    sorts each call's texts by length into batches)."""
 
     name = "sentence-transformers"
 
-    def __init__(self, model_path, device, max_length, batch_size):
+    def __init__(self, model_path, device, max_length, batch_size, dtype, **_engine):
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
+        self.model.to(torch_dtype(dtype))
         self.model.max_seq_length = max_length
         self.batch_size = batch_size
+        # a model that normalises does it in its dtype (bfloat16: lengths off by ~0.004)
+        self.normalised = normalises(model_path)
 
     def embed(self, texts):
-        return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                 show_progress_bar=False).astype(np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
+                                    show_progress_bar=False)
+        vectors = vectors.float().cpu().numpy().reshape(len(texts), -1)
+        return unit_rows(vectors) if self.normalised else vectors
 
 
 class TransformersBackend:
@@ -163,16 +76,15 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model_path, device, max_length, batch_size):
+    def __init__(self, model_path, device, max_length, batch_size, dtype, **_engine):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.torch = torch
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        dtype = torch.float32 if device == "cpu" else "auto"
         self.model = AutoModel.from_pretrained(str(model_path), local_files_only=True,
-                                               dtype=dtype).to(self.device).eval()
+                                               dtype=torch_dtype(dtype)).to(self.device).eval()
         self.max_length, self.batch_size = max_length, batch_size
         self.pad_id = (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
                        else self.tokenizer.eos_token_id or 0)
@@ -199,37 +111,51 @@ class TransformersBackend:
 
 
 class VllmBackend:
-    """vLLM's embedding runner (pinned version: see requirements-gpu.txt) on one GPU.
+    """vLLM's pooling runner (``vllm_engine.py``), on a CPU or the one GPU in view.
 
-    The model runs as a pooling model converted for ``embed``, whose pooling for a generative
-    model is the last token's final hidden state, normalised. It is given the same truncated
-    token ids as the transformers backend, so both backends embed exactly the same input.
+    A causal LM is converted for ``embed``: the last token's final hidden state, normalised,
+    as the transformers backend computes it; a sentence-transformers folder keeps its own
+    pooling. vLLM is given the token ids the other backends are given, and batches them
+    itself, without padding.
     """
 
     name = "vllm"
 
-    def __init__(self, model_path, device, max_length, batch_size):
-        # vLLM runs on the first visible GPU: embedding.py has made the one --gpu_id names the
-        # only visible one (utils.runtime.device.pin_visible_gpu) before CUDA started. Under
-        # torchrun each rank's vLLM is a plain one-GPU engine: it must not see the torchrun
-        # world (no process group exists, utils.runtime.store_ranks), nor its variables.
+    def __init__(self, model_path, device, max_length, batch_size, dtype, verbose=False,
+                 notify=None):
+        # Under torchrun each rank's engine is a plain one-device engine: it must not see the
+        # torchrun world (no process group exists, utils.runtime.store_ranks); on a GPU it
+        # runs on the first visible one, which embedding.py made the one --gpu_id names
+        # (utils.runtime.device.pin_visible_gpu) before CUDA started.
         from transformers import AutoTokenizer
-        from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        with torchrun_hidden():  # its engine process, started here, inherits the environment
-            self.llm = LLM(model=str(model_path), runner="pooling", convert="embed",
-                           max_model_len=max_length, enforce_eager=True,
-                           gpu_memory_utilization=0.9)
+        self.llm, self.start_seconds = start_engine(model_path, device, max_length, dtype,
+                                                    verbose, notify)
         self.max_length = max_length
 
     def embed(self, texts):
         ids = truncated_token_ids(self.tokenizer, texts, self.max_length)
-        outputs = self.llm.embed([{"prompt_token_ids": list(x)} for x in ids], use_tqdm=False)
+        outputs = self.llm.embed([{"prompt_token_ids": x} for x in ids], use_tqdm=False)
         return unit_rows([o.outputs.embedding for o in outputs])
 
+    def close(self):
+        """Stop the engine process now rather than when the process exits."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
-def make_backend(backend, model_path, device, max_length, batch_size):
+
+def make_backend(backend, model_path, device, max_length, batch_size, dtype, verbose=False,
+                 notify=None):
     kinds = {"sentence-transformers": SentenceTransformersBackend,
              "transformers": TransformersBackend, "vllm": VllmBackend}
-    return kinds[backend](model_path, device, max_length, batch_size)
+    return kinds[backend](model_path, device, max_length, batch_size, dtype, verbose=verbose,
+                          notify=notify)
+
+
+def close_backend(embedder):
+    """Stop a backend's engine process (vLLM's) now, rather than when the process exits."""
+    close = getattr(embedder, "close", None)
+    if close is not None:
+        close()

@@ -32,12 +32,13 @@ def model_fingerprint(model_path):
     return digest.hexdigest()
 
 
-def shard_source(model_path, backend, max_length, text_field, input_sha256):
-    """What makes a shard's vectors: the model (folder and configuration), backend, token
-    limit, text field, and the input shard's content."""
+def shard_source(model_path, backend, dtype, max_length, text_field, input_sha256):
+    """What makes a shard's vectors: the model (folder and configuration), backend, the dtype
+    it computes in, token limit, text field, and the input shard's content."""
     return {"model": str(Path(model_path).resolve()),
             "model_config_sha256": model_fingerprint(model_path), "backend": backend,
-            "max_length": max_length, "text_field": text_field, "input_sha256": input_sha256}
+            "dtype": dtype, "max_length": max_length, "text_field": text_field,
+            "input_sha256": input_sha256}
 
 
 def source_change(path, source):

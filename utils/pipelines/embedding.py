@@ -10,12 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..embedding.backends import (
-    choose_backend,
-    make_backend,
-    may_use_vllm,
-    resolve_model_path,
-)
+from ..embedding.backends import close_backend, make_backend
+from ..embedding.choice import Choice, choose, may_use_vllm
+from ..embedding.models import resolve_model_path
 from ..embedding.outputs import (
     output_path,
     shard_done,
@@ -65,11 +62,13 @@ class EmbeddingOptions:
     text_field: str | None
     overwrite: bool
     quiet: bool
+    dtype: str = "auto"
+    verbose: bool = False
 
     def parameters(self):
         """The options as the run record lists them."""
         return dict(input_dir=self.input_dirs, model_path=self.model_path,
-                    max_length=self.max_length, backend=self.backend,
+                    max_length=self.max_length, backend=self.backend, dtype=self.dtype,
                     batch_size=self.batch_size, output_format=self.output_format,
                     text_field=self.text_field, overwrite=self.overwrite)
 
@@ -81,9 +80,9 @@ def run_embedding(options):
     record = RunRecord("embedding", options.parameters())
     model_path, model_error = model_folder_or_error(options.model_path)
     ranks, device = join_ranks(options.gpu_id, model_error is None and may_use_vllm(
-        options.backend, model_path, nvidia_driver_present()), report.notice)
+        options.backend, options.dtype, model_path, nvidia_driver_present()), report.notice)
     session = Session(report, ranks, device, record)
-    plan, pending, backend = read_plan(options, session, model_path, model_error)
+    plan, pending, choice = read_plan(options, session, model_path, model_error)
     check_one_view(ranks, pending, options.output_dir)
     skipped = len(plan) - len(pending)
     if skipped:
@@ -92,52 +91,54 @@ def run_embedding(options):
     if not pending:
         stop_ranks(ranks)
         return f"nothing to do: all {len(plan)} shard(s) are embedded" if ranks.is_main else None
-    report.notice(f"embedding with {backend} on {device}")
-    if report.quiet:
+    report.notice(f"embedding with {choice.describe()} on {device}: {choice.reason}")
+    if report.quiet or not options.verbose:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # its weight-loading bar
-    record.parameters.update(resolved_model_path=str(model_path), resolved_backend=backend)
-    shares = embed_shards(options, session, (backend, model_path), own_shards(pending, ranks),
+    record.parameters.update(resolved_model_path=str(model_path),
+                             resolved_backend=choice.backend, resolved_dtype=choice.dtype)
+    shares = embed_shards(options, session, (choice, model_path), own_shards(pending, ranks),
                           (skipped, len(plan)))
     stop_ranks(ranks)
     if not ranks.is_main:
         return None
     return write_summary(record, shares, pending, skipped, device, ranks, options.output_dir,
-                         f"with {backend} on {session.where(options.gpu_id)}")
+                         f"with {choice.describe()} on {session.where(options.gpu_id)}")
 
 
 def read_plan(options, session, model_path, model_error):
     """Every shard and its output, the shards still to embed with their texts, and the backend
-    for them; a bad input stops every rank, and is reported once."""
+    and dtype for them; a bad input stops every rank, and is reported once."""
     devices = session.ranks.gather_objects(session.device)
-    backend = options.backend
     with session.ranks.phase():
         if model_error is not None:
             raise model_error
         check_one_device_kind(devices, options.gpu_id)
-        source = shard_source(model_path, backend_if_known(backend, model_path, session.device),
-                              options.max_length, options.text_field, None)  # model read once
+        choice = choice_if_known(options, model_path, session.device)
+        source = shard_source(model_path, choice.backend, choice.dtype, options.max_length,
+                              options.text_field, None)  # the model's files read once
         plan, pending, stale = read_pending(
             options.input_dirs, options.output_dir, options.output_format, options.text_field,
             options.overwrite, session.record,
             lambda input_sha256: {**source, "input_sha256": input_sha256})
         if pending:
-            backend = choose_backend(backend, model_path, session.device)
+            choice = choose(options.backend, options.dtype, model_path, session.device,
+                            options.max_length)
     if stale:
         target, change = stale[0]
         session.report.notice(f"embedding {len(stale)} shard(s) again, made before by another "
                               f"run ({target.name}: {change})")
-    return plan, pending, backend
+    return plan, pending, choice
 
 
-def backend_if_known(backend, model_path, device):
-    """The backend ``auto`` resolves to, or the one asked for when it cannot be used here
-    (refused later, and only if there is work to do)."""
+def choice_if_known(options, model_path, device):
+    """The backend and dtype that would embed, or the ones asked for when they cannot be used
+    here (refused later, and only if there is work to do)."""
     try:
-        return choose_backend(backend, model_path, device)
+        return choose(options.backend, options.dtype, model_path, device, options.max_length)
     except InputError:
-        return backend
+        return Choice(options.backend, options.dtype, "as asked")
 
 
 def check_one_view(ranks, pending, output_dir):
@@ -163,23 +164,27 @@ def own_shards(pending, ranks):
 
 def embed_shards(options, session, model, mine, progress):
     """Embed and write this rank's shards; every rank's device, shards, texts and seconds, in
-    rank order. ``model``: (backend, model folder); ``progress``: (shards skipped, planned),
-    for the message of a Ctrl-C."""
+    rank order. ``model``: (``Choice``, model folder); ``progress``: (shards skipped,
+    planned), for the message of a Ctrl-C."""
     ranks, record = session.ranks, session.record
     texts_here = sum(len(texts) for _, _, texts, _source in mine)
     written, embedder = 0, None
     try:
         with ranks.phase(patient=True):  # a shard that cannot be written stops every rank
             if texts_here:  # a rank with no texts (more ranks than shards): no model
+                choice, model_path = model
                 with record.stage("loading model"):
-                    embedder = make_backend(*model, session.device, options.max_length,
-                                            options.batch_size)
+                    embedder = make_backend(choice.backend, model_path, session.device,
+                                            options.max_length, options.batch_size,
+                                            choice.dtype, verbose=options.verbose,
+                                            notify=session.report.notice)
             start = time.perf_counter()
             with session.report.bar("embedding", total=texts_here, unit="text") as bar:
                 for _, target, texts, source in mine:
                     write_vectors(target, embed_in_chunks(embedder, texts, bar), source)
                     written += 1
             seconds = time.perf_counter() - start
+            close_backend(embedder)
         return ranks.gather_objects({"device": session.device, "shards": written,
                                      "texts": texts_here, "seconds": seconds}, patient=True)
     except KeyboardInterrupt:

@@ -20,12 +20,17 @@ def nvidia_driver_present():
 
 
 def cuda_device_count():
-    """Number of CUDA devices torch can use (0 without torch, a CUDA build or a driver)."""
+    """Number of CUDA devices torch can use (0 without torch, a CUDA build or a driver).
+
+    Counted through NVML, as ``torch.cuda.device_count`` does first: CUDA itself does not
+    start, so that vLLM can still fork its workers afterwards (``torch.cuda.is_available``
+    would start it and forbid that; vLLM issues 8893 and 12754).
+    """
     if not nvidia_driver_present() or importlib.util.find_spec("torch") is None:
         return 0
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return torch.cuda.device_count()
 
 
 def resolve_device(gpu_id, notify=None):
