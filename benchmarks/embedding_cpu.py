@@ -86,25 +86,30 @@ def matmul_weights(model_path):
     return layers * (4 * h * h + 2 * h * inner)  # BERT
 
 
-def gemm_rate(dtype_name, size=2048, repeats=5):
+def gemm_rate(dtype_name, device="cpu", size=2048, repeats=5):
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a = torch.randn(size, size).to(device=device, dtype=dtype)
+    b = torch.randn(size, size).to(device=device, dtype=dtype)
     torch.matmul(a, b)
+    if device != "cpu":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         torch.matmul(a, b)
+    if device != "cpu":
+        torch.cuda.synchronize()
     return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def run_row(model_path, backend, dtype, batch, n_texts, out):
+def run_row(model_path, backend, dtype, batch, n_texts, out, device="cpu"):
     """One row, in this process: load, warm up, time; the vectors to ``out``."""
     from utils.embedding.backends import close_backend, make_backend
 
     texts = example_texts(n_texts)
     start = time.perf_counter()
-    embedder = make_backend(backend, model_path, "cpu", 256, batch or 32, dtype)
+    embedder = make_backend(backend, model_path, device, 256, batch or 32, dtype)
     load_s = time.perf_counter() - start
     # other texts than the timed ones, so that vLLM's prefix cache has none of them
     embedder.embed([f"Warm-up {i}: {text}" for i, text in enumerate(texts)])
@@ -124,12 +129,13 @@ def tokens_of(model_path, n_texts):
     return sum(len(row) for row in ids)
 
 
-def measure(python, model_path, row, n_texts, work):
+def measure(python, model_path, row, n_texts, work, device="cpu"):
     backend, dtype, batch = row
     out = Path(work) / f"{Path(model_path).name}-{backend}-{dtype}-{batch}.npy"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run([python, __file__, "--row", str(model_path), backend, dtype,
-                             str(batch), str(n_texts or 0), str(out)], cwd=REPO, env=env,
+                             str(batch), str(n_texts or 0), str(out), "--device", device],
+                            cwd=REPO, env=env,
                             capture_output=True, text=True, check=False)
     if result.returncode:
         tail = (result.stderr.strip().splitlines() or ["no message"])[-1]
@@ -143,6 +149,12 @@ def smallest_cosine(a, b):
     return float((a.astype(np.float64) * b).sum(axis=1).min())
 
 
+def gpu_name(device):
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))
+
+
 def vllm_python(given):
     if given:
         return given
@@ -153,10 +165,10 @@ def vllm_python(given):
 
 
 def table(args):
-    fp32_rate = gemm_rate("float32")
-    bf16_rate = gemm_rate("bfloat16")
-    print(f"# {cpu_description()}; torch GEMM {fp32_rate:.0f} GFLOP/s float32, "
-          f"{bf16_rate:.0f} bfloat16")
+    fp32_rate = gemm_rate("float32", args.device)
+    bf16_rate = gemm_rate("bfloat16", args.device)
+    where = cpu_description() if args.device == "cpu" else gpu_name(args.device)
+    print(f"# {where}; torch GEMM {fp32_rate:.0f} GFLOP/s float32, {bf16_rate:.0f} bfloat16")
     vllm = vllm_python(args.vllm_python)
     if vllm is None:
         print("# vLLM's rows left out: no vllm here (--vllm_python names a Python that has it)")
@@ -179,7 +191,7 @@ def table(args):
                 python = vllm if row[0] == "vllm" else sys.executable
                 if python is None or (args.backends and row[0] not in args.backends):
                     continue
-                got = measure(python, folder, row, n_texts, work)
+                got = measure(python, folder, row, n_texts, work, args.device)
                 label = f"| {name} ({n} texts) | {row[0]} | {row[1]} | {row[2] or 'engine'} |"
                 if "error" in got:
                     print(f"{label} failed: {got['error']} | | | | | |")
@@ -202,11 +214,14 @@ def main():
                         help="only the rows of these backends (default: all)")
     parser.add_argument("--models", nargs="+", default=None, choices=["minilm", "causal"],
                         help="only these models (default: both)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda:N for the same rows on a GPU (the GPU check)")
     parser.add_argument("--row", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
         model, backend, dtype, batch, n_texts, out = args.row
-        run_row(Path(model), backend, dtype, int(batch), int(n_texts) or None, out)
+        run_row(Path(model), backend, dtype, int(batch), int(n_texts) or None, out,
+                args.device)
     else:
         table(args)
 

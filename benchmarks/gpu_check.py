@@ -16,6 +16,12 @@ Steps, each a row of the one table printed at the end:
       row counts passed / failed / skipped from its JUnit report. With CUDA a skipped gpu test
       fails the row (a GPU path went unchecked); without CUDA they all skip, saying so.
 - c0 to e  the scale run of ``benchmarks/gpu_scale.py`` (its docstring), in the time left.
+- v   vLLM on the GPU, where installed (``requirements-gpu.txt``): ``benchmarks/embedding_cpu.py
+      --device cuda:0`` embeds the 744 example texts with all-MiniLM-L6-v2 and with a model of
+      Qwen2.5-0.5B's shape, through sentence-transformers or transformers and through vLLM, in
+      float32 and bfloat16; the row gives vLLM's texts/s and its smallest cosine to the first
+      (float32) row. Last, as it needs ~300 s (an estimate: it has not run on a GPU yet):
+      ``--budget_s 800`` leaves room for it.
 
 The budget (``--budget_s``, default 450 s) covers the whole check: cost_model.py puts a and
 c0 to c4 at about 405 s on one H100, and step e at 163 s more on 2 GPUs, 65 s on 8; ``--smoke`` runs the scale steps at tiny
@@ -25,6 +31,7 @@ step puts its one-line error in the table and the check exits 1; the table also 
 """
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -40,6 +47,7 @@ NEEDED_MODULES = {"torch": "every step", "triton": "the fused kernel (a, c3)",
                   "numpy": "every step", "numba": "tests/test_gpu.py's CPU comparisons",
                   "click": "the scripts (a)", "tqdm": "the scripts (a)", "pytest": "step a"}
 PYTEST_S = 130.0  # the gpu tests on one H100: ~30 tests, 8 script processes, Triton compiles
+VLLM_S = 300.0  # four engine starts and two other backends over 744 texts: a guess, not measured
 GPU_MARKER = "gpu"
 GPU_TESTS = "test_gpu*.py"  # where the tests marked gpu live, in tests/
 
@@ -122,11 +130,52 @@ def step_gpu_tests(ctx, row):
     row.result = judge_gpu_tests(*report, ctx.on_gpu)
 
 
+def needs_vllm(ctx):
+    if importlib.util.find_spec("vllm") is None:
+        return "skipped: vLLM is not installed (python -m pip install -r requirements-gpu.txt)"
+    return None
+
+
+def vllm_rows(table):
+    """``(model, dtype, texts/s, cosine)`` of each vLLM row of embedding_cpu.py's table, and
+    the rows that failed."""
+    rows, failed = [], []
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) < 9 or cells[1] != "vllm":
+            continue
+        if cells[4].startswith("failed"):
+            failed.append(f"{cells[0]} {cells[2]}: {cells[4]}")
+        else:
+            rows.append((cells[0], cells[2], cells[5], cells[8]))
+    return rows, failed
+
+
+def step_vllm(ctx, row):
+    command = [sys.executable, "benchmarks/embedding_cpu.py", "--device", ctx.device,
+               "--causal_texts", "744"]
+    try:
+        done = subprocess.run(command, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=max(1.0, ctx.budget.left()))
+    except subprocess.TimeoutExpired:
+        raise OutOfTime("the embedding rows killed at the budget's end") from None
+    print(done.stdout, file=sys.stderr, flush=True)
+    rows, failed = vllm_rows(done.stdout)
+    if done.returncode or failed or not rows:
+        raise CheckFailed(failed[0] if failed else
+                          f"embedding_cpu.py exited {done.returncode}: {last_line(done.stderr)}")
+    row.peak_gib = "n/a (subprocess)"
+    row.result = "pass: " + "; ".join(f"{model} {dtype} {rate} texts/s, cosine {cosine}"
+                                      for model, dtype, rate, cosine in rows)
+
+
 def check_plan(ctx):
     return [Step("p", "packages the check imports", "", 0.0, ALWAYS, step_packages),
             Step("a", f"pytest -m {GPU_MARKER} (tests marked gpu)", "", PYTEST_S, 1.0,
                  step_gpu_tests),
-            *plan(ctx)]
+            *plan(ctx),
+            Step("v", "vLLM embedding (benchmarks/embedding_cpu.py)", "744 texts", VLLM_S, 1.0,
+                 step_vllm, needs_vllm)]
 
 
 def main(argv=None):

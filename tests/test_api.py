@@ -117,8 +117,12 @@ def test_embed_texts_equals_the_model_and_feeds_the_rest():
 
     texts = ["How do tides work?", "Write a haiku about autumn.", "Sort a list in Python.",
              "What is inflation?", "Plan a three-day trip to Kyoto."]
-    vectors = embed_texts(texts, gt_minilm.get_model_path())
+    vectors = embed_texts(texts, gt_minilm.get_model_path(), dtype="float32")
     own = SentenceTransformer(str(gt_minilm.get_model_path()), device="cpu").encode(texts)
     assert vectors.shape == (5, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(vectors, own, atol=1e-5)
+    fast = embed_texts(texts, gt_minilm.get_model_path())  # bfloat16 where the CPU has it
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-6)
+    assert (fast * own).sum(axis=1).min() >= 0.999
     assert novelselect(vectors, 3, neighbors=2).picks[0] == np.random.RandomState(42).randint(5)

@@ -18,6 +18,7 @@ from utils.errors import InputError
 from utils.pipelines.embedding import balanced_owners, check_one_device_kind, pin_rank_gpu
 
 SIZES = [7, 1, 4, 2, 5]  # texts per shard: uneven, so that balancing shows
+# float32: bfloat16 products may round apart with the thread count (each rank has one thread)
 
 
 @pytest.mark.parametrize("sizes, n_ranks, owners", [
@@ -92,7 +93,8 @@ def one_process(tmp_path_factory):
     texts = write_shards(root / "text", SIZES)
     result = CliRunner().invoke(embed_main, ["--input_dir", str(texts), "--model_path", MINILM,
                                              "--output_dir", str(root / "out"), "--gpu_id", "-1",
-                                             "--output_format", "npy", "--quiet"])
+                                             "--output_format", "npy", "--dtype", "float32",
+                                             "--quiet"])
     assert result.exit_code == 0, result.output
     return texts, root / "out"
 
@@ -102,7 +104,8 @@ def torchrun(n_ranks, input_dir, output_dir, *extra):
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
          str(n_ranks), "embedding.py", "--input_dir", str(input_dir), "--model_path", MINILM,
-         "--output_dir", str(output_dir), "--gpu_id", "-1", "--output_format", "npy", *extra],
+         "--output_dir", str(output_dir), "--gpu_id", "-1", "--output_format", "npy", "--dtype",
+         "float32", *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -143,7 +146,7 @@ def test_two_ranks_write_the_files_one_process_writes(tmp_path, one_process):
     assert_same_shards(tmp_path / "out", reference)
     assert result.stdout.count("\n") == 1  # one summary line, from rank 0
     assert (f"embedded {sum(SIZES)} texts in {len(SIZES)} shard(s) with sentence-transformers "
-            f"on 2 ranks on the CPU: ") in result.stdout
+            f"(float32) on 2 ranks on the CPU: ") in result.stdout
     record = json.loads((tmp_path / "out" / ".embedding_run.json").read_text())
     assert record["ranks"] == 2 and record["summary"]["texts"] == sum(SIZES)
     assert record["outputs"] == [f"{shard}.npy" for shard in range(len(SIZES))]
@@ -173,7 +176,8 @@ def test_three_ranks_resume_with_more_ranks_than_shards_left(tmp_path, one_proce
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("skipping 3 shard(s) already embedded") == 1
     assert result.stdout.startswith(f"embedded {SIZES[1] + SIZES[4]} texts in 2 shard(s) with "
-                                    f"sentence-transformers on 3 ranks on the CPU: ")
+                                    f"sentence-transformers (float32) on 3 ranks on the "
+                                    f"CPU: ")
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.npy")
             if p.name in kept} == kept
     assert_same_shards(tmp_path / "out", reference)

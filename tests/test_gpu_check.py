@@ -2,6 +2,7 @@
 (as on our GPU machines, which have no faiss), the time budget, the table, the pytest row, the
 torchrun step's pieces, and the one cost model."""
 
+import importlib.util
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import gpu_scale  # noqa: E402
 import scale_torchrun  # noqa: E402
 import sizing  # noqa: E402
 
-STEPS = ["p", "a", "c0", "d", "c1", "c2", "c3", "c4", "e"]
+STEPS = ["p", "a", "c0", "d", "c1", "c2", "c3", "c4", "e", "v"]
 
 
 def table_rows(text):
@@ -59,8 +60,11 @@ def test_smoke_passes_every_step_without_faiss(tmp_path, faiss_hidden):
     assert "nothing below ran on a GPU" in text
     rows = table_rows(text)
     assert list(rows) == STEPS
-    for step in STEPS:
+    for step in STEPS[:-1]:
         assert rows[step][-1].startswith("pass: "), rows[step]
+    if importlib.util.find_spec("vllm") is None:  # this environment's case in CI
+        assert rows["v"][-1] == ("skipped: vLLM is not installed (python -m pip install -r "
+                                 "requirements-gpu.txt)")
     assert rows["a"][-1].startswith("pass: 0 passed, 0 failed, 0 errors, "), rows["a"]
     assert "skipped (no CUDA device here: no CUDA device" in rows["a"][-1]
     assert "-m gpu" in done.stderr and "SKIPPED" in done.stderr, "pytest -ra's report shown"
@@ -68,7 +72,7 @@ def test_smoke_passes_every_step_without_faiss(tmp_path, faiss_hidden):
     assert rows["e"][-1].startswith("pass: 2 ranks (CPU processes, --gpu_id -1): all 10 picks "
                                     "identical to c3's, density factors of its picks bitwise "
                                     "c1's; torchrun "), rows["e"]
-    assert "9 steps: 9 passed, 0 failed" in text
+    assert "10 steps: 9 passed, 0 failed" in text or "10 steps: 10 passed, 0 failed" in text
 
 
 def test_no_time_left_skips_every_step_and_exits_zero(tmp_path):
@@ -91,7 +95,7 @@ def test_the_scale_script_alone_writes_its_own_table(tmp_path):
     assert gpu_scale.main(["--smoke", "--budget_s", "0", "--output", str(output)]) == 0
     text = output.read_text()
     assert text.startswith("# GPU scale run (benchmarks/gpu_scale.py)")
-    assert list(table_rows(text)) == STEPS[2:]
+    assert list(table_rows(text)) == STEPS[2:-1]  # v is the check's own step
 
 
 def smoke_context(total_s=60.0):
@@ -388,10 +392,24 @@ def test_default_check_fits_its_budget_on_one_h100_by_the_model():
     ctx = gpu_scale.Context(args, "cpu", check_table.Budget(args.budget_s))
     ctx.device = "cuda:0"
     ctx.args.smoke = False
-    steps = [step for step in gpu_check.check_plan(ctx) if step.step != "e"]
+    # e needs 2+ GPUs, v vLLM: both fit only a larger --budget_s (as gpu_check.py says)
+    steps = [step for step in gpu_check.check_plan(ctx) if step.step not in ("e", "v")]
     assert sum(step.estimate_s for step in steps) < args.budget_s
 
 
 def test_every_benchmark_module_reads_in_one_sitting():
     for path in sorted((REPO / "benchmarks").glob("*.py")):
         assert len(path.read_text().splitlines()) <= 450, path.name
+
+
+def test_the_vllm_row_reads_the_embedding_table():
+    table = """# NVIDIA H100; torch GEMM 50000 GFLOP/s float32, 700000 bfloat16
+| model | backend | dtype | batch | load s | texts/s | tokens/s | GFLOP/s | cos to first row | share |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| all-MiniLM-L6-v2 (744 texts) | sentence-transformers | float32 | 32 | 5.0 | 900.0 | 1 | 1 | 1.000000 | 1% |
+| all-MiniLM-L6-v2 (744 texts) | vllm | bfloat16 | engine | 40.1 | 5000.5 | 1 | 1 | 0.999910 | 1% |
+| Qwen2.5-0.5B shape (744 texts) | vllm | float32 | engine | failed: CUDA error | | | | | |
+"""
+    rows, failed = gpu_check.vllm_rows(table)
+    assert rows == [("all-MiniLM-L6-v2 (744 texts)", "bfloat16", "5000.5", "0.999910")]
+    assert failed == ["Qwen2.5-0.5B shape (744 texts) float32: failed: CUDA error"]

@@ -175,16 +175,21 @@ def test_readme_outputs_are_ignored_by_git():
 
 
 def test_ci_installs_exactly_what_the_docs_say():
-    """.ci/run runs the README's install line as written, then only commands the docs give,
-    and ends with the README's test command."""
+    """.ci/run runs the README's install line as written, then only commands the docs give:
+    the README's test command, then vLLM's environment as docs/embedding.md builds it and the
+    tests marked vllm in it, as docs/development.md says."""
     ci_commands = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
-                   if line.strip().startswith("python")]
+                   if line.strip().startswith(("python", ".venv-vllm/bin/python"))]
     readme_commands_ = set(bash_lines(README))
-    documented = readme_commands_ | set(bash_lines(DEVELOPMENT_DOC))
+    documented = (readme_commands_ | set(bash_lines(DEVELOPMENT_DOC))
+                  | set(bash_lines((DOCS / "embedding.md").read_text())))
     assert ci_commands and all(command in documented for command in ci_commands)
     assert ci_commands[0] in readme_commands_
     assert "python -m pip install torch==2.13.0" in ci_commands[0]
-    assert ci_commands[-1].startswith("python -m pytest") and ci_commands[-1] in readme_commands_
+    main_env = [command for command in ci_commands if command.startswith("python -m pip")
+                or command.startswith("python -m pytest")]
+    assert main_env[-1].startswith("python -m pytest") and main_env[-1] in readme_commands_
+    assert ci_commands[-1] == ".venv-vllm/bin/python -m pytest -m vllm"
 
 
 def check_the_given_set_example(outputs, printed):

@@ -96,6 +96,7 @@ def run_embedding(options):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # its weight-loading bar
+        transformers_logging.set_verbosity_error()  # its load reports
     record.parameters.update(resolved_model_path=str(model_path),
                              resolved_backend=choice.backend, resolved_dtype=choice.dtype)
     shares = embed_shards(options, session, (choice, model_path), own_shards(pending, ranks),
@@ -115,16 +116,15 @@ def read_plan(options, session, model_path, model_error):
         if model_error is not None:
             raise model_error
         check_one_device_kind(devices, options.gpu_id)
-        choice = choice_if_known(options, model_path, session.device)
+        choice, refusal = choice_or_refusal(options, model_path, session.device)
         source = shard_source(model_path, choice.backend, choice.dtype, options.max_length,
                               options.text_field, None)  # the model's files read once
         plan, pending, stale = read_pending(
             options.input_dirs, options.output_dir, options.output_format, options.text_field,
             options.overwrite, session.record,
             lambda input_sha256: {**source, "input_sha256": input_sha256})
-        if pending:
-            choice = choose(options.backend, options.dtype, model_path, session.device,
-                            options.max_length)
+        if pending and refusal is not None:
+            raise refusal
     if stale:
         target, change = stale[0]
         session.report.notice(f"embedding {len(stale)} shard(s) again, made before by another "
@@ -132,13 +132,14 @@ def read_plan(options, session, model_path, model_error):
     return plan, pending, choice
 
 
-def choice_if_known(options, model_path, device):
-    """The backend and dtype that would embed, or the ones asked for when they cannot be used
-    here (refused later, and only if there is work to do)."""
+def choice_or_refusal(options, model_path, device):
+    """``(Choice, None)``: the backend and dtype that will embed; or the ones asked for and why
+    they cannot be used here (``InputError``, raised only if there is work to do)."""
     try:
-        return choose(options.backend, options.dtype, model_path, device, options.max_length)
-    except InputError:
-        return Choice(options.backend, options.dtype, "as asked")
+        return choose(options.backend, options.dtype, model_path, device,
+                      options.max_length), None
+    except InputError as refusal:
+        return Choice(options.backend, options.dtype, "as asked"), refusal
 
 
 def check_one_view(ranks, pending, output_dir):
