@@ -15,14 +15,14 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # model of Qwen2.5-0.5B's shape (benchmarks/embedding_cpu.py; docs/benchmarks.md). The speeds
 # rank the choices; other models and machines scale them alike.
 MEASURED_CPU = {
-    "sentence-transformers": {("sentence-transformers", "float32"): (5.0, 72.2),
-                              ("sentence-transformers", "bfloat16"): (6.0, 106.6),
-                              ("vllm", "float32"): (25.3, 110.7),
-                              ("vllm", "bfloat16"): (24.2, 194.3)},
-    "causal-lm": {("transformers", "float32"): (3.7, 1.1),
-                  ("transformers", "bfloat16"): (4.2, 1.9),
-                  ("vllm", "float32"): (29.6, 1.2),
-                  ("vllm", "bfloat16"): (27.4, 2.4)},
+    "sentence-transformers": {("sentence-transformers", "float32"): (5.0, 74.3),
+                              ("sentence-transformers", "bfloat16"): (5.3, 129.7),
+                              ("vllm", "float32"): (24.3, 113.3),
+                              ("vllm", "bfloat16"): (24.8, 190.9)},
+    "causal-lm": {("transformers", "float32"): (3.8, 1.0),
+                  ("transformers", "bfloat16"): (3.9, 2.0),
+                  ("vllm", "float32"): (30.7, 1.2),
+                  ("vllm", "bfloat16"): (26.7, 2.3)},
 }
 
 # On a GPU nothing was measured here yet: vLLM for causal LMs, as the paper embeds.
@@ -64,8 +64,8 @@ def native_bfloat16(flags=None):
 
 def fastest_dtype(device, model_path, flags=None):
     """``auto``'s dtype: bfloat16 on a CPU that computes it natively (its vectors are within
-    cosine 0.9999 of float32's, docs/method.md section 2), float32 on other CPUs, and the
-    model's own dtype on a GPU."""
+    cosine 0.999 of float32's, docs/embedding.md), float32 on other CPUs, and the model's own
+    dtype on a GPU."""
     if device == "cpu":
         return "bfloat16" if native_bfloat16(flags) else "float32"
     own = config_dtype(model_path)
