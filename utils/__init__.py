@@ -8,14 +8,6 @@ The public API is imported lazily, so that the command-line scripts start fast::
     nt.novelsum_score(vectors, reference=pool)
 """
 
-import os
-
-# OpenBLAS's workers spin for about 0.1 s after each matrix product before they sleep, and the
-# numba kernels that follow each product of the kNN search then run at a third of their speed on
-# two cores (docs/benchmarks.md). Sleeping at once costs a wake-up of microseconds a product. It
-# takes effect only where numpy is not loaded yet (the commands), and a value set already wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
 __all__ = ["DEFAULT_DENSITY_POWERS", "DEFAULT_DISTANCE_POWERS", "DEFAULT_NEIGHBORS",
            "InputError", "NovelSumResult", "SelectionResult", "density_reference",
            "embed_texts", "novelselect", "novelsum", "novelsum_score"]

@@ -8,7 +8,8 @@
 
 Arrays are (samples x dimensions); anything numeric converts to float32. Bad input raises
 ``InputError`` with a one-line message naming the parameter. Every number is defined in
-docs/method.md.
+docs/method.md. Each call leaves the caller's environment variables, torch's TF32 flags and
+thread count and faiss's threads as it found them (``utils.runtime.process_state``).
 """
 
 import numpy as np
@@ -24,6 +25,7 @@ from .metrics.novelsum import (
     novelsum_grid,
 )
 from .metrics.proximity import column_name
+from .runtime.process_state import leaves_process_as_found
 from .selection.greedy import SelectionResult, greedy_selection
 
 __all__ = ["DEFAULT_DENSITY_POWERS", "DEFAULT_DISTANCE_POWERS", "DEFAULT_NEIGHBORS",
@@ -31,12 +33,14 @@ __all__ = ["DEFAULT_DENSITY_POWERS", "DEFAULT_DISTANCE_POWERS", "DEFAULT_NEIGHBO
            "embed_texts", "novelselect", "novelsum", "novelsum_score"]
 
 
+@leaves_process_as_found
 def density_reference(reference, device="cpu"):
     """The reference set ``reference`` (vectors) ready for the density factor: build it once to
     measure several datasets against it (pass it as ``reference``)."""
     return build_density_reference(reference, device)
 
 
+@leaves_process_as_found
 def novelsum(vectors, reference=None, neighbors=DEFAULT_NEIGHBORS, density_powers=None,
              distance_powers=DEFAULT_DISTANCE_POWERS, *, given=None, device="cpu",
              neighbor_density=False, exclude_self=False):
@@ -65,6 +69,7 @@ def beside_given(vectors, given):
     return np.concatenate([given, vectors])
 
 
+@leaves_process_as_found
 def novelsum_score(vectors, reference=None, neighbors=10, density_power=0.5, distance_power=1.0,
                    *, given=None, device="cpu"):
     """NovelSum of ``vectors`` at one grid point (by default the paper's recommended k = 10,
@@ -79,6 +84,7 @@ def novelsum_score(vectors, reference=None, neighbors=10, density_power=0.5, dis
     return result.values[column_name(neighbors, density_power, distance_power)]
 
 
+@leaves_process_as_found
 def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0, seed=42, *,
                 reference=None, quality=None, resume_from=None, given=None, device="cpu",
                 on_pick=None):
@@ -98,6 +104,7 @@ def novelselect(vectors, k, neighbors=10, density_power=0.5, distance_power=1.0,
                             on_pick=on_pick)
 
 
+@leaves_process_as_found
 def embed_texts(texts, model_path, device="cpu", backend="auto", max_length=256,
                 batch_size=16, *, dtype="auto", verbose=False):
     """Embed a list of texts (docs/method.md section 2): a (len(texts), d) float32 array.

@@ -9,6 +9,7 @@ on a GPU faiss-gpu when it is installed, torch otherwise.
 """
 
 import abc
+import contextlib
 import math
 
 import numpy as np
@@ -62,7 +63,7 @@ class FaissFlatIndex(FlatIndex):
         from ..runtime.device import cpu_threads
 
         super().__init__(reference, device)
-        faiss.omp_set_num_threads(cpu_threads())  # torchrun sets OMP_NUM_THREADS=1 per rank
+        self.threads = cpu_threads()  # torchrun sets OMP_NUM_THREADS=1 per rank
         self.index = faiss.IndexFlatL2(reference.shape[1])
         if device != "cpu":
             # The exact re-ranking of the candidates runs on the GPU too, on its own copy.
@@ -70,10 +71,26 @@ class FaissFlatIndex(FlatIndex):
             self._gpu_resources = faiss.StandardGpuResources()  # must outlive the index
             self.index = faiss.index_cpu_to_gpu(self._gpu_resources, int(device.split(":")[1]),
                                                 self.index)
-        self.index.add(reference)
+        with faiss_threads(self.threads):
+            self.index.add(reference)
 
     def search(self, queries, n_results):
-        return self.index.search(queries, n_results)
+        with faiss_threads(self.threads):
+            return self.index.search(queries, n_results)
+
+
+@contextlib.contextmanager
+def faiss_threads(n_threads):
+    """faiss's OpenMP threads at ``n_threads`` in the block, as they were after it (the
+    setting is process-wide)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def merge_topk(best_d, best_i, block_d, block_i, n_results):

@@ -17,6 +17,7 @@ import sys
 import time
 
 from ..errors import InputError, RunFailed, setting
+from ..runtime.process_state import environment_kept
 from ..runtime.store_ranks import torchrun_hidden
 from .models import read_model_config
 
@@ -69,20 +70,6 @@ def check_vllm_can_embed(model_path, device, other_backend):
         named = ", ".join(architectures) or "no architecture named in its config.json"
         raise InputError(f"{setting('backend', 'vllm')}: vLLM {vllm_version()} cannot embed "
                          f"{model_path} ({named}); use {setting('backend', other_backend)}")
-
-
-@contextlib.contextmanager
-def environment_kept(environ=None):
-    """The block may change the environment (vLLM does, and so do we for its engine); it is
-    exactly as it was afterwards."""
-    environ = os.environ if environ is None else environ
-    saved = dict(environ)
-    try:
-        yield environ
-    finally:
-        for name in [name for name in environ if name not in saved]:
-            del environ[name]
-        environ.update(saved)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,21 @@ import numpy as np
 from .blocks import MIB, row_blocks
 
 
+# torch's TF32 flags as exact_torch first found them: the public API puts them back
+# (utils.runtime.process_state), so that its caller finds them as it left them.
+FOUND_TF32 = {}
+
+
+def tf32_flags(torch):
+    return {"matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32}
+
+
+def set_tf32_flags(torch, flags):
+    torch.backends.cuda.matmul.allow_tf32 = flags["matmul"]
+    torch.backends.cudnn.allow_tf32 = flags["cudnn"]
+
+
 def exact_torch():
     """Import torch with float32 matrix products in full precision (no TF32 shortcuts).
 
@@ -15,8 +30,9 @@ def exact_torch():
     """
     import torch
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    if not FOUND_TF32:
+        FOUND_TF32.update(tf32_flags(torch))
+    set_tf32_flags(torch, {"matmul": False, "cudnn": False})
     return torch
 
 
