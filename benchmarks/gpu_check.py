@@ -47,6 +47,7 @@ NEEDED_MODULES = {"torch": "every step", "triton": "the fused kernel (a, c3)",
                   "numpy": "every step", "numba": "tests/test_gpu.py's CPU comparisons",
                   "click": "the scripts (a)", "tqdm": "the scripts (a)", "pytest": "step a"}
 PYTEST_S = 130.0  # the gpu tests on one H100: ~30 tests, 8 script processes, Triton compiles
+VLLM_MIN_COSINE = 0.999  # vLLM's vectors against the float32 row of the same model
 VLLM_S = 300.0  # four engine starts and two other backends over 744 texts: a guess, not measured
 GPU_MARKER = "gpu"
 GPU_TESTS = "test_gpu*.py"  # where the tests marked gpu live, in tests/
@@ -161,6 +162,8 @@ def step_vllm(ctx, row):
         raise OutOfTime("the embedding rows killed at the budget's end") from None
     print(done.stdout, file=sys.stderr, flush=True)
     rows, failed = vllm_rows(done.stdout)
+    failed += [f"{model} {dtype}: cosine {cosine} to float32 (under {VLLM_MIN_COSINE})"
+               for model, dtype, _rate, cosine in rows if float(cosine) < VLLM_MIN_COSINE]
     if done.returncode or failed or not rows:
         raise CheckFailed(failed[0] if failed else
                           f"embedding_cpu.py exited {done.returncode}: {last_line(done.stderr)}")

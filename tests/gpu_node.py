@@ -10,7 +10,7 @@ import sys
 from utils.runtime import device, distributed
 
 
-def visible_gpu_count():
+def visible_gpu_count(fork_safe=False):
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return int(os.environ["TEST_NODE_GPUS"])

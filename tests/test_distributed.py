@@ -403,7 +403,7 @@ def test_too_few_gpus_for_the_node_s_ranks_are_refused_by_every_rank(monkeypatch
     GPU; otherwise those would exit in silence and torchrun would stop rank 0 mid-sentence."""
     import utils.runtime.distributed as distributed
 
-    monkeypatch.setattr(distributed, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(distributed, "cuda_device_count", lambda fork_safe=False: 2)
     assert [distributed.rank_device(None, r, local_size=2) for r in range(2)] == \
         ["cuda:0", "cuda:1"]
     assert distributed.rank_device(1, 0, local_size=1) == "cuda:1"

@@ -63,7 +63,7 @@ def test_each_rank_pins_its_own_gpu_for_vllm(environ, gpu_id, expected, visible)
 def test_a_pinned_rank_takes_the_first_gpu_it_sees(monkeypatch):
     import utils.runtime.distributed as distributed
 
-    monkeypatch.setattr(distributed, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(distributed, "cuda_device_count", lambda fork_safe=False: 2)
     assert distributed.rank_device(None, 1) == "cuda:1"
     assert distributed.rank_device(None, 1, pinned=True) == "cuda:0"
     assert distributed.rank_device(-1, 1, pinned=True) == "cpu"

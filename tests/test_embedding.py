@@ -249,8 +249,8 @@ def test_bad_inputs_one_line_errors(runner, tmp_path):
 def test_auto_dtype_follows_native_bfloat16(flags, expected):
     from utils.embedding.choice import fastest_dtype
 
-    assert fastest_dtype("cpu", MINILM, flags) == expected
-    assert fastest_dtype("cuda:0", MINILM, flags) == "float32"  # MiniLM's config says so
+    assert fastest_dtype("cpu", flags) == expected
+    assert fastest_dtype("cuda:0", flags) == "auto"  # the backend's own: the model's dtype
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -456,3 +456,46 @@ def test_run_record_beside_the_shards(runner, tmp_path):
     assert record["outputs"] == ["0.json", "1.json"] and record["summary"]["texts"] == 5
     assert {"sentence-transformers", "transformers", "torch"} <= set(record["packages"])
     assert load_vectors(tmp_path / "out").vectors.shape == (5, 384)
+
+
+@pytest.mark.parametrize("local_rank, local_size, cores, expected", [
+    (0, 1, [0, 1], "0,1"),           # one process: every core it may run on
+    (1, 2, [0, 1, 2, 3], "1,3"),     # two ranks: every other core each
+    (0, 2, [0, 1, 2, 3, 4], "0,2,4"),
+    (3, 4, [0, 1], "1"),             # more ranks than cores: they share them in turn
+    (2, 4, [0, 1], "0"),
+])
+def test_each_rank_s_vllm_engine_gets_its_share_of_the_cores(local_rank, local_size, cores,
+                                                             expected):
+    from utils.embedding.vllm_engine import cpu_cores_of_rank
+
+    assert cpu_cores_of_rank(local_rank, local_size, cores) == expected
+
+
+def test_vllm_settings_hold_in_the_block_alone():
+    from utils.embedding.vllm_engine import engine_environment, quiet_vllm
+
+    environ = {"HOME": "/home/u", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    with quiet_vllm(verbose=False, environ=environ) as env:
+        engine_environment(env, "cpu")
+        assert env["VLLM_LOGGING_LEVEL"] == "ERROR" and env["PYTHONWARNINGS"] == "ignore"
+        assert "VLLM_CPU_OMP_THREADS_BIND" in env
+        env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"  # as vLLM writes it
+    assert environ == {"HOME": "/home/u", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    mine = {"VLLM_LOGGING_LEVEL": "DEBUG", "VLLM_CPU_OMP_THREADS_BIND": "0"}
+    with quiet_vllm(verbose=False, environ=mine) as env:
+        engine_environment(env, "cpu")
+        assert env["VLLM_LOGGING_LEVEL"] == "DEBUG" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0"
+    with quiet_vllm(verbose=True, environ={}) as env:
+        assert "VLLM_LOGGING_LEVEL" not in env and "PYTHONWARNINGS" not in env
+
+
+def test_shards_recorded_before_dtype_count_as_float32(tmp_path):
+    from utils.embedding.outputs import source_change, source_path
+
+    target = tmp_path / "0.npy"
+    old = {"model": "m", "backend": "transformers", "max_length": 256}
+    source_path(target).write_text(json.dumps(old))
+    assert source_change(target, {**old, "dtype": "float32"}) is None
+    assert source_change(target, {**old, "dtype": "bfloat16"}) == (
+        "dtype None there, 'bfloat16' now")

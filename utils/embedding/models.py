@@ -48,32 +48,41 @@ def model_kind(model_path):
     return "other"
 
 
-def config_dtype(model_path):
-    """The dtype the weights were saved in, as config.json names it (``"bfloat16"``...), or
-    None."""
+def json_setting(path, key):
+    """``key`` of a JSON object file, when it is a positive int; else None."""
+    try:
+        value = json.loads(Path(path).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and 0 < value < 10**6 else None
+
+
+def token_limits(model_path, for_vllm=False):
+    """``(tokens, where it is said)`` for each limit on the tokens of one text: the model's
+    position embeddings, and for vLLM also the sentence-transformers and tokenizer limits,
+    which vLLM enforces too."""
     config = read_model_config(model_path)
-    name = config.get("dtype") or config.get("torch_dtype")
-    return name if isinstance(name, str) else None
+    limits = [(config[key], f"{key} in its config.json")
+              for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+              if isinstance(config.get(key), int) and config[key] > 0][:1]
+    if for_vllm:
+        for name, key in (("sentence_bert_config.json", "max_seq_length"),
+                          ("tokenizer_config.json", "model_max_length")):
+            value = json_setting(Path(model_path) / name, key)
+            if value is not None:
+                limits.append((value, f"{key} in its {name}, which vLLM enforces"))
+    return limits
 
 
-def context_length(model_path):
-    """The most tokens the model takes in one text (its position embeddings), or None when
-    its configuration does not say."""
-    config = read_model_config(model_path)
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        if isinstance(config.get(key), int) and config[key] > 0:
-            return config[key]
-    return None
-
-
-def check_max_length(max_length, model_path):
-    """Refuse a token limit longer than the model's context: its tail would be embedded by
-    positions the model never learned (transformers) or refused mid-run (vLLM)."""
-    limit = context_length(model_path)
-    if limit is not None and max_length > limit:
+def check_max_length(max_length, model_path, for_vllm=False):
+    """Refuse a token limit longer than the model takes: its tail would be embedded by
+    positions the model never learned (transformers) or refused as the engine starts (vLLM)."""
+    limits = token_limits(model_path, for_vllm)
+    if limits and max_length > min(limits)[0]:
+        limit, where = min(limits)
         raise InputError(f"{setting('max_length', max_length)}: {model_path} takes at most "
-                         f"{limit} tokens (max_position_embeddings in its config.json); give "
-                         f"{setting('max_length', limit)} or less")
+                         f"{limit} tokens ({where}); give {setting('max_length', limit)} or "
+                         f"less")
 
 
 def cached_model_folder(model_id):

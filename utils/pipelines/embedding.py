@@ -125,6 +125,7 @@ def read_plan(options, session, model_path, model_error):
             lambda input_sha256: {**source, "input_sha256": input_sha256})
         if pending and refusal is not None:
             raise refusal
+        check_one_choice(session.ranks.gather_objects(choice.describe()))
     if stale:
         target, change = stale[0]
         session.report.notice(f"embedding {len(stale)} shard(s) again, made before by another "
@@ -140,6 +141,15 @@ def choice_or_refusal(options, model_path, device):
                       options.max_length), None
     except InputError as refusal:
         return Choice(options.backend, options.dtype, "as asked"), refusal
+
+
+def check_one_choice(choices):
+    """Refuse ranks that would embed with different backends or dtypes (nodes whose CPUs
+    differ in bfloat16): one output folder would mix their vectors."""
+    if any(choice != choices[0] for choice in choices):
+        odd = next(rank for rank, choice in enumerate(choices) if choice != choices[0])
+        raise InputError(f"rank {odd} would embed with {choices[odd]} and rank 0 with "
+                         f"{choices[0]}; give --backend and --dtype so that all ranks agree")
 
 
 def check_one_view(ranks, pending, output_dir):

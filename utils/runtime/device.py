@@ -19,25 +19,30 @@ def nvidia_driver_present():
     return bool(glob.glob("/dev/nvidia[0-9]*")) or bool(glob.glob("/proc/driver/nvidia/gpus/*"))
 
 
-def cuda_device_count():
+def cuda_device_count(fork_safe=False):
     """Number of CUDA devices torch can use (0 without torch, a CUDA build or a driver).
 
-    Counted through NVML, as ``torch.cuda.device_count`` does first: CUDA itself does not
-    start, so that vLLM can still fork its workers afterwards (``torch.cuda.is_available``
-    would start it and forbid that; vLLM issues 8893 and 12754).
+    ``fork_safe`` (vLLM's path): counted through NVML alone, as ``torch.cuda.device_count``
+    does first, so that CUDA does not start and vLLM can still fork its workers afterwards
+    (``torch.cuda.is_available`` would start it and forbid that; vLLM issues 8893 and 12754).
+    Otherwise CUDA is also asked whether it works (a driver too old for torch's CUDA: none).
     """
     if not nvidia_driver_present() or importlib.util.find_spec("torch") is None:
         return 0
     import torch
 
-    return torch.cuda.device_count()
+    count = torch.cuda.device_count()
+    if fork_safe or not count:
+        return count
+    return count if torch.cuda.is_available() else 0
 
 
-def resolve_device(gpu_id, notify=None):
-    """Return ``"cpu"`` or ``"cuda:N"`` for ``gpu_id``; ``notify(str)`` hears of any fallback."""
+def resolve_device(gpu_id, notify=None, fork_safe=False):
+    """Return ``"cpu"`` or ``"cuda:N"`` for ``gpu_id``; ``notify(str)`` hears of any fallback.
+    ``fork_safe``: CUDA must not start (``cuda_device_count``)."""
     if gpu_id is not None and gpu_id < 0:
         return CPU
-    count = cuda_device_count()
+    count = cuda_device_count(fork_safe)
     if gpu_id is None:
         return "cuda:0" if count else CPU
     if gpu_id < count:

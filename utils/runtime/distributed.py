@@ -206,7 +206,7 @@ def launched_by_torchrun(environ=None):
     return "WORLD_SIZE" in environ and "RANK" in environ
 
 
-def rank_device(gpu_id, local_rank, notify=None, pinned=False, local_size=1):
+def rank_device(gpu_id, local_rank, notify=None, pinned=False, local_size=1, fork_safe=False):
     """The device of the rank with ``local_rank`` on its node, under ``torchrun``.
 
     ``--gpu_id`` is the node's first GPU to use (default 0): local rank r takes GPU
@@ -217,7 +217,7 @@ def rank_device(gpu_id, local_rank, notify=None, pinned=False, local_size=1):
     """
     if gpu_id is not None and gpu_id < 0:
         return "cpu"
-    count = cuda_device_count()
+    count = cuda_device_count(fork_safe)
     first = 0 if gpu_id is None else gpu_id
     if count == 0:
         if gpu_id is not None and notify is not None:

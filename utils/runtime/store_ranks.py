@@ -139,9 +139,10 @@ def start_store_ranks(gpu_id=None, notify=None, pinned=False):
     from .device import resolve_device
 
     if not launched_by_torchrun():
-        return SINGLE, resolve_device(gpu_id, notify)
+        return SINGLE, resolve_device(gpu_id, notify, fork_safe=True)
     rank, size, local_rank, local_size = torchrun_place()
-    device = rank_device(gpu_id, local_rank, notify if rank == 0 else None, pinned, local_size)
+    device = rank_device(gpu_id, local_rank, notify if rank == 0 else None, pinned, local_size,
+                         fork_safe=True)
     share_cpu_threads()
     import torch.distributed as dist
 
