@@ -499,3 +499,24 @@ def test_shards_recorded_before_dtype_count_as_float32(tmp_path):
     assert source_change(target, {**old, "dtype": "float32"}) is None
     assert source_change(target, {**old, "dtype": "bfloat16"}) == (
         "dtype None there, 'bfloat16' now")
+
+
+@pytest.mark.slow
+def test_text_changed_after_embedding_is_refused_beside_its_vectors(runner, tmp_path):
+    """Reordered texts with the old vectors would write the wrong records (exit 0 before)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS[:3]))
+    (tmp_path / "in" / "1.json").write_text(json.dumps(QUESTIONS[3:]))
+    embed(runner, [tmp_path / "in"], tmp_path / "vectors", "--output_format", "npy")
+    select = ["--text_dir", str(tmp_path / "in"), "--figure_dir", str(tmp_path / "vectors"),
+              "--k", "2", "--neighbors", "1", "--quiet"]
+    result = runner.invoke(select_main, select + ["--output_dir", str(tmp_path / "picked")])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "in" / "1.json").write_text(json.dumps(QUESTIONS[3:][::-1]))  # same count
+    result = runner.invoke(select_main, select + ["--output_dir", str(tmp_path / "again")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {tmp_path / 'in' / '1.json'}: changed since {tmp_path / 'vectors' / '1.npy'} "
+        f"was embedded from it (its SHA-256 is not the one in .1.npy.source.json); embed it "
+        f"again with embedding.py, or give the text it was made from")
+    assert not (tmp_path / "again").exists()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.hashing import source_path
+
 # Files of a model folder whose content decides the vectors beside its weights' names.
 MODEL_CONFIG_FILES = ("config.json", "modules.json", "sentence_bert_config.json",
                       "tokenizer_config.json", "1_Pooling/config.json")
@@ -15,11 +17,6 @@ def output_path(shard, input_root, output_root, output_format):
     """Where a shard's vectors go: the same relative path and stem, the chosen format."""
     relative = Path(shard).relative_to(input_root)
     return Path(output_root) / relative.with_suffix(f".{output_format}")
-
-
-def source_path(path):
-    """The hidden file beside a shard's vectors that records what made them."""
-    return path.with_name(f".{path.name}.source.json")
 
 
 def model_fingerprint(model_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..runtime.progress import tracked
 from .formats import _parquet_file, _read_bytes
+from .hashing import check_made_from
 from .json_vectors import parse_json
 from .listing import TEXT_SUFFIXES, dataset_files, natural_key
 from .text_items import field_value
@@ -107,7 +108,8 @@ def load_items(path, progress=None, text_field=None):
 
 
 def check_pairing(text_paths, text_counts, vector_set, text_source=None):
-    """Check that text and embedding shards pair up by stem, with equal row counts.
+    """Check that text and embedding shards pair up by stem, with equal row counts, and that
+    each text shard is the one its vectors were made from where embedding.py recorded it.
 
     When the text side (``text_source``, the path given) and the embedding side are each one
     file, they pair whatever their names; folders pair shard by shard by stem.
@@ -133,3 +135,4 @@ def check_pairing(text_paths, text_counts, vector_set, text_source=None):
             where = vector_path.name if single_files else "its embedding shard"
             raise InputError(f"{text_path}: {count} items but {where} has {stop - start} "
                              f"vectors")
+        check_made_from(text_path, vector_path)
