@@ -201,10 +201,10 @@ def test_a_bad_shard_is_one_error_line_and_every_rank_stops(tmp_path):
 
 @pytest.mark.slow
 def test_a_shard_one_rank_cannot_write_stops_the_others_after_their_shards(tmp_path):
-    """Rank 1's shard (empty) cannot be written, as a file stands where its folder should be:
-    rank 0 writes its own, then both stop with rank 1's error, printed once."""
+    """Rank 1's shard cannot be written, as a file stands where its folder should be: rank 0
+    writes its own, then both stop with rank 1's error, printed once."""
     texts = write_shards(tmp_path / "text", [1])
-    write_shards(texts / "sub", [0])
+    write_shards(texts / "sub", [1])
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "sub").write_text("in the way")
     result = torchrun(2, texts, tmp_path / "out", "--quiet")

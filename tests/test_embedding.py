@@ -520,3 +520,23 @@ def test_text_changed_after_embedding_is_refused_beside_its_vectors(runner, tmp_
         f"was embedded from it (its SHA-256 is not the one in .1.npy.source.json); embed it "
         f"again with embedding.py, or give the text it was made from")
     assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.slow
+def test_a_single_shard_file_is_an_input_and_an_empty_one_is_refused(runner, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "0.json").write_text(json.dumps(QUESTIONS))
+    embed(runner, [tmp_path / "in"], tmp_path / "folder", "--output_format", "npy")
+    embed(runner, [tmp_path / "in" / "0.json"], tmp_path / "file", "--output_format", "npy")
+    assert sorted(p.name for p in (tmp_path / "file").iterdir() if p.suffix == ".npy") == [
+        "0.npy"]
+    np.testing.assert_allclose(np.load(tmp_path / "file" / "0.npy"),
+                               np.load(tmp_path / "folder" / "0.npy"), atol=1e-6)
+    (tmp_path / "in" / "1.json").write_text("[]")
+    result = runner.invoke(embed_main, ["--input_dir", str(tmp_path / "in"), "--model_path",
+                                        MINILM, "--output_dir", str(tmp_path / "out"),
+                                        "--quiet"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: {tmp_path / 'in' / '1.json'}: holds no records; "
+                                     f"remove it from --input_dir or fill it")
+    assert not (tmp_path / "out").exists()

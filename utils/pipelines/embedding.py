@@ -203,12 +203,23 @@ def embed_shards(options, session, model, mine, progress):
                                               ranks)) from None
 
 
+def input_root(path):
+    """The folder an ``--input_dir`` is laid out from: itself, or a single shard's folder."""
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
 def text_shards(folder, output_dir=None):
     """Text shards under ``folder`` (subfolders included, the output folder left out: its
-    vectors are no input), in natural order of their paths."""
+    vectors are no input), in natural order of their paths; a single shard file as given."""
     folder = Path(folder)
+    if folder.is_file():
+        if folder.suffix not in TEXT_SUFFIXES:
+            raise InputError(f"--input_dir {folder}: not a text shard (.json, .jsonl or "
+                             f".parquet)")
+        return [folder]
     if not folder.is_dir():
-        raise InputError(f"--input_dir {folder}: no such folder")
+        raise InputError(f"--input_dir {folder}: no such file or folder")
     outputs = Path(output_dir).resolve() if output_dir is not None else None
     if outputs == folder.resolve():
         outputs = None  # the same folder: its shards are the input (never written over)
@@ -225,7 +236,7 @@ def text_shards(folder, output_dir=None):
 
 def plan_shards(input_dirs, output_dir, output_format):
     """(input shard, output path) for every shard; several inputs get a subfolder each."""
-    names = [Path(d).resolve().name for d in input_dirs]
+    names = [Path(d).resolve().name if Path(d).is_dir() else Path(d).stem for d in input_dirs]
     if len(set(names)) != len(names):
         raise InputError("--input_dir folders must have different names: their outputs go "
                          "to subfolders of --output_dir named after them")
@@ -235,7 +246,7 @@ def plan_shards(input_dirs, output_dir, output_format):
     for folder, name in zip(input_dirs, names):
         root = Path(output_dir) / name if len(input_dirs) > 1 else Path(output_dir)
         for shard in shards[folder]:
-            target = output_path(shard, folder, root, output_format)
+            target = output_path(shard, input_root(folder), root, output_format)
             if target.resolve() in inputs:  # never write over an input
                 raise InputError(f"{target}: --output_dir {output_dir} would write {shard.name}'s "
                                  f"vectors over the input shard {inputs[target.resolve()]}; "
@@ -268,6 +279,9 @@ def read_pending(input_dirs, output_dir, output_format, text_field, overwrite, r
     with record.stage("reading"):
         for shard, target in plan:
             texts = shard_texts(shard, text_field)
+            if not texts:  # else it is embedded into an empty shard, refused by every reader
+                raise InputError(f"{shard}: holds no records; remove it from --input_dir or "
+                                 f"fill it")
             inputs.append({"name": str(shard), "rows": len(texts),
                            "sha256": sha256_of_file(shard)})
             source = source_of(inputs[-1]["sha256"])
