@@ -209,15 +209,18 @@ def input_root(path):
     return path.parent if path.is_file() else path
 
 
+def single_shard(path):
+    if path.suffix not in TEXT_SUFFIXES:
+        raise InputError(f"--input_dir {path}: not a text shard (.json, .jsonl or .parquet)")
+    return path
+
+
 def text_shards(folder, output_dir=None):
     """Text shards under ``folder`` (subfolders included, the output folder left out: its
     vectors are no input), in natural order of their paths; a single shard file as given."""
     folder = Path(folder)
     if folder.is_file():
-        if folder.suffix not in TEXT_SUFFIXES:
-            raise InputError(f"--input_dir {folder}: not a text shard (.json, .jsonl or "
-                             f".parquet)")
-        return [folder]
+        return [single_shard(folder)]
     if not folder.is_dir():
         raise InputError(f"--input_dir {folder}: no such file or folder")
     outputs = Path(output_dir).resolve() if output_dir is not None else None
