@@ -540,3 +540,18 @@ def test_a_single_shard_file_is_an_input_and_an_empty_one_is_refused(runner, tmp
     assert result.output.strip() == (f"Error: {tmp_path / 'in' / '1.json'}: holds no records; "
                                      f"remove it from --input_dir or fill it")
     assert not (tmp_path / "out").exists()
+
+
+def test_bfloat16_vectors_of_a_causal_lm_are_within_cosine_0_999_of_float32(tmp_path):
+    """The promise of --dtype auto (docs/embedding.md), on a causal LM: float32 from the same
+    backend is the oracle."""
+    from utils.embedding.backends import TransformersBackend
+
+    folder = save_tiny_llama(tmp_path, 128, 256)
+    texts = QUESTIONS + ["", "a much longer text " * 20]
+    exact = TransformersBackend(folder, "cpu", 64, 4, "float32").embed(texts)
+    fast = TransformersBackend(folder, "cpu", 64, 4, "bfloat16").embed(texts)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-6)
+    assert (exact * fast).sum(axis=1).min() >= 0.999
+    assert np.abs(exact - fast).max() > 1e-4  # bfloat16 did compute: not float32 again
