@@ -345,3 +345,24 @@ def test_exclude_self_needs_two_samples(runner, small_case):
                                   str(folder / "o.csv"), "--exclude_self", "--quiet"])
     assert result.exit_code == 1
     assert "one sample, so --exclude_self leaves no distance to average" in result.output
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_missing_input_is_named_before_an_earlier_run_s_outputs(runner, tmp_path, overwrite):
+    """A typo in a dataset path beside an older CSV: the typo is the fault to report, with or
+    without --overwrite, and the older outputs stay as they were."""
+    case = GOLDEN / "novelsum_default_grid"
+    csv = tmp_path / "scores.csv"
+    first = runner.invoke(main, ["--single_dataset_path",
+                                          str(case / "targets" / "subset_a.json"),
+                                          "--dense_ref_dir", str(case / "reference"),
+                                          "--output_csv", str(csv), "--quiet"])
+    assert first.exit_code == 0, first.output
+    before = csv.read_bytes()
+    typo = tmp_path / "subset_typo.json"
+    result = runner.invoke(main, ["--single_dataset_path", str(typo), "--dense_ref_dir",
+                                           str(case / "reference"), "--output_csv", str(csv),
+                                           "--quiet", *overwrite])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: --single_dataset_path {typo}: no such file or folder"
+    assert csv.read_bytes() == before

@@ -16,7 +16,11 @@ HOW_NOT_WHAT = frozenset({"gpu_id", "quiet", "plot", "block_mib", "resume_from",
 def check_output_plan(outputs, inputs):
     """Refuse two outputs on one path, and an output on an input or inside an input folder
     (where the next run would read it as data). ``outputs`` and ``inputs``: (what, path)
-    pairs naming each path's option; a path may be None (not used)."""
+    pairs naming each path's option; a path may be None (not used). A missing input is named
+    first: a typo is the fault to fix, not an output it would collide with."""
+    for what, path in inputs:
+        if path and not Path(path).exists():
+            raise InputError(f"{what} {path}: no such file or folder")
     written = {}
     sources = [(what, Path(path), Path(path).resolve()) for what, path in inputs if path]
     for what, path in outputs:
