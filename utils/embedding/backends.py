@@ -67,12 +67,12 @@ class SentenceTransformersBackend:
         self.normalised = normalises(model_path)
 
     def embed(self, texts):
-        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                                    show_progress_bar=False)
         if not texts:
             width = getattr(self.model, "get_embedding_dimension",  # its name from version 6
                             getattr(self.model, "get_sentence_embedding_dimension", None))()
             return np.zeros((0, width), dtype=np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
+                                    show_progress_bar=False)
         vectors = vectors.float().cpu().numpy().reshape(len(texts), -1)
         return unit_rows(vectors) if self.normalised else vectors
 

@@ -2,6 +2,7 @@
 loads, and for ``auto`` the fastest choice measured (benchmarks/embedding_cpu.py, whose table
 is in docs/benchmarks.md)."""
 
+import contextlib
 from dataclasses import dataclass
 
 from ..errors import InputError, setting
@@ -44,14 +45,11 @@ class Choice:
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
     """The CPU's feature flags as the kernel lists them (empty where there is no such file)."""
-    try:
-        with open(cpuinfo) as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open(cpuinfo) as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                return set(value.split())
     return set()
 
 
@@ -90,13 +88,12 @@ def fastest_backend(kind, model_path, device, dtype):
             return "vllm", "vLLM for a causal LM on a GPU, as the paper embeds"
         return own, "on a GPU"
     rates = MEASURED_CPU[kind]
-    vllm_faster = rates[("vllm", dtype)][1] > rates[(own, dtype)][1] if dtype in (
-        "float32", "bfloat16") else False
-    if vllm_faster and vllm_refusal(kind, model_path, device) is None:
+    if ("vllm", dtype) not in rates or (own, dtype) not in rates:
+        return own, "the model's own backend"  # a dtype not measured (float16)
+    if rates[("vllm", dtype)][1] > rates[(own, dtype)][1] and \
+            vllm_refusal(kind, model_path, device) is None:
         return "vllm", f"the fastest measured on a CPU in {dtype}"
-    if dtype in ("float32", "bfloat16"):
-        return own, f"the fastest measured on a CPU in {dtype} without vLLM"
-    return own, "the model's own backend"
+    return own, f"the fastest measured on a CPU in {dtype} without vLLM"
 
 
 def check_backend(backend, kind, model_path, device):

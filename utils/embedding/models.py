@@ -1,5 +1,5 @@
 """What a model folder is, read from its files before any model loads: where it is, what kind
-of model it holds, how many tokens it takes, and which dtype its weights are in."""
+of model it holds, and how many tokens of one text it takes."""
 
 import json
 from pathlib import Path
