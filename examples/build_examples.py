@@ -66,6 +66,14 @@ def copy_licenses():
     (licenses / "human-eval-MIT.txt").write_text(human_eval.read_text())
 
 
+def write_subset_record(path):
+    """A subset's rows are pool vectors: it records what embedded the pool (no input shard of
+    its own), so that the commands can check it was embedded like the sets it meets."""
+    pool_record = HERE / "pool" / "embeddings" / ".0.json.source.json"  # embedding.py's
+    made_with = {**json.loads(pool_record.read_text()), "input_sha256": None}
+    (path.parent / f".{path.name}.source.json").write_text(json.dumps(made_with))
+
+
 def run(script, *args):
     subprocess.run([sys.executable, str(REPO / script), *map(str, args), "--quiet"], check=True,
                    cwd=REPO)
@@ -81,8 +89,9 @@ def main():
     shards = [mt_bench, sharegpt[:250], sharegpt[250:], humaneval]
     for i, items in enumerate(shards):
         write_json(text / f"{i}.json", items)
+    # float32 whatever the CPU: --dtype auto would pick bfloat16 where the CPU computes it
     run("embedding.py", "--input_dir", text, "--model_path", get_model_path(), "--output_dir",
-        HERE / "pool" / "embeddings")
+        HERE / "pool" / "embeddings", "--dtype", "float32", "--gpu_id", "-1")
 
     vectors = np.concatenate([np.array(json.loads((HERE / "pool" / "embeddings" /
                                                    f"{i}.json").read_text()))
@@ -111,6 +120,7 @@ def main():
     for name, rows in subsets.items():
         (HERE / "subsets").mkdir(exist_ok=True)
         np.save(HERE / "subsets" / f"{name}.npy", vectors[rows].astype(np.float32))
+        write_subset_record(HERE / "subsets" / f"{name}.npy")
     write_json(HERE / "subsets_indices.json", {k: [int(i) for i in v] for k, v in
                                                subsets.items()})
     copy_licenses()

@@ -491,14 +491,15 @@ def test_vllm_settings_hold_in_the_block_alone():
 
 
 def test_shards_recorded_before_dtype_count_as_float32(tmp_path):
-    from utils.embedding.outputs import source_change, source_path
+    from utils.embedding.outputs import source_change
+    from utils.io.provenance import source_path
 
     target = tmp_path / "0.npy"
     old = {"model": "m", "backend": "transformers", "max_length": 256}
     source_path(target).write_text(json.dumps(old))
     assert source_change(target, {**old, "dtype": "float32"}) is None
     assert source_change(target, {**old, "dtype": "bfloat16"}) == (
-        "dtype None there, 'bfloat16' now")
+        "dtype 'float32' there, 'bfloat16' now")
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from .options import (
     ReferenceStyleCommand,
     embedding_field_option,
     gpu_option,
+    mixed_embeddings_option,
     quiet_option,
     replace_option,
 )
@@ -88,13 +89,15 @@ def refuse_unused_options(ctx, method):
               help="Every N picks, write the picks so far to {stem}_checkpoint.json in "
                    "--output_dir (atomically), for --resume_from after a killed run; removed "
                    "when the run completes.")
+@mixed_embeddings_option
 @replace_option
 @quiet_option
 @click.pass_context
 @clean_errors
 def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
          distance_power, seed, dense_ref_dir, given_dir, quality_scores, embedding_field, plot,
-         method, max_similarity, resume_from, checkpoint_every, overwrite, quiet):
+         method, max_similarity, resume_from, checkpoint_every, allow_mixed_embeddings, overwrite,
+         quiet):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
@@ -123,9 +126,13 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         raise click.UsageError(f"--method {method} runs in one process: start it without "
                                f"torchrun (only NovelSelect is split over ranks)")
     summary = run_novelselect(NovelselectOptions(
-        text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
-        seed, dense_ref_dir, quality_scores, embedding_field, plot, method, max_similarity,
-        resume_from, checkpoint_every, quiet, overwrite, given_dir))
+        text_dir=text_dir, figure_dir=figure_dir, output_dir=output_dir, k=k, gpu_id=gpu_id,
+        neighbors=neighbors, density_power=density_power, distance_power=distance_power,
+        seed=seed, dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
+        embedding_field=embedding_field, plot=plot, method=method,
+        max_similarity=max_similarity, resume_from=resume_from,
+        checkpoint_every=checkpoint_every, quiet=quiet, overwrite=overwrite,
+        given_dir=given_dir, allow_mixed_embeddings=allow_mixed_embeddings))
     if summary is not None:
         click.echo(summary)
 

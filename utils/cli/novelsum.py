@@ -23,6 +23,7 @@ from .options import (
     ReferenceStyleCommand,
     embedding_field_option,
     gpu_option,
+    mixed_embeddings_option,
     quiet_option,
     replace_option,
 )
@@ -85,13 +86,14 @@ def spaced(numbers):
 @click.option("--n_clusters", "--n-clusters", type=int, default=DEFAULT_N_CLUSTERS,
               show_default=True, help="Clusters of the cluster_inertia and partition_entropy "
                                       "metrics.")
+@mixed_embeddings_option
 @replace_option
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, given_dir, output_csv, gpu_id,
-         neighbors,
-         density_powers, distance_powers, block_mib, embedding_field, neighbor_density,
-         exclude_self, per_sample_csv, plot, metrics, n_clusters, overwrite, quiet):
+         neighbors, density_powers, distance_powers, block_mib, embedding_field,
+         neighbor_density, exclude_self, per_sample_csv, plot, metrics, n_clusters,
+         allow_mixed_embeddings, overwrite, quiet):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
     Lists may be space- or comma-separated. Next to the CSV, {csv stem}_run.json records how
@@ -118,7 +120,8 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, given_dir, outp
         plot, gpu_id, neighbors, density_powers, distance_powers, typed_powers, block_mib,
         embedding_field, neighbor_density, exclude_self, metrics, n_clusters, quiet,
         n_clusters_given=click.get_current_context().get_parameter_source("n_clusters")
-        != click.core.ParameterSource.DEFAULT, overwrite=overwrite, given_dir=given_dir))
+        != click.core.ParameterSource.DEFAULT, overwrite=overwrite, given_dir=given_dir,
+        allow_mixed_embeddings=allow_mixed_embeddings))
     if summary is not None:
         click.echo(summary)
 

@@ -120,3 +120,9 @@ replace_option = click.option(
     "--overwrite", is_flag=True,
     help="Replace outputs that another run (other parameters) wrote under the same names.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or notices on stderr.")
+
+mixed_embeddings_option = click.option(
+    "--allow_mixed_embeddings", "--allow-mixed-embeddings", is_flag=True,
+    help="Go on when the embedding sets read together were embedded with different models or "
+         "--max_length (refused otherwise, as their vectors are not comparable); the run "
+         "record says so.")

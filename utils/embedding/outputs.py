@@ -1,12 +1,11 @@
 """Where each input shard's vectors go, what made them, and whether they are already there."""
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..io.hashing import source_path
+from ..io.provenance import read_source
 
 # Files of a model folder whose content decides the vectors beside its weights' names.
 MODEL_CONFIG_FILES = ("config.json", "modules.json", "sentence_bert_config.json",
@@ -41,19 +40,13 @@ def shard_source(model_path, backend, dtype, max_length, text_field, input_sha25
 def source_change(path, source):
     """Why the vectors at ``path`` do not come from ``source`` (``"max_length 128 there, 256
     now"``), or None when they do."""
-    try:
-        recorded = json.loads(source_path(path).read_text())
-    except (OSError, ValueError):
+    recorded = read_source(path)
+    if recorded is None:
         return "no record of what made them"
     for key, value in source.items():
-        if recorded.get(key, RECORDED_BEFORE.get(key)) != value:
+        if recorded.get(key) != value:
             return f"{key} {recorded.get(key)!r} there, {value!r} now"
     return None
-
-
-# What records written before a key existed meant by its absence: shards embedded before
-# --dtype were computed in float32 on a CPU (a GPU run of a bfloat16 model is embedded again).
-RECORDED_BEFORE = {"dtype": "float32"}
 
 
 def shard_done(path, n_items):

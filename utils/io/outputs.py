@@ -10,7 +10,8 @@ from ..errors import InputError
 # is the same run and may replace its own outputs.
 HOW_NOT_WHAT = frozenset({"gpu_id", "quiet", "plot", "block_mib", "resume_from",
                           "checkpoint_every", "per_sample_csv", "output_csv", "output_dir",
-                          "overwrite", "n_clusters_lowered_from"})
+                          "overwrite", "n_clusters_lowered_from",
+                          "allow_mixed_embeddings"})
 
 
 def check_output_plan(outputs, inputs):

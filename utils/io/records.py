@@ -98,6 +98,7 @@ class RunRecord:
         self.tool = tool
         self.parameters = dict(parameters)
         self.inputs = {}
+        self.embedded_with = {}  # what embedded each set read (io/provenance.py)
         self.stages = {}
         self.started = datetime.now(timezone.utc)
         self._clock = time.perf_counter()
@@ -118,6 +119,7 @@ class RunRecord:
         return {"tool": self.tool,
                 "parameters": self.parameters,
                 "inputs": self.inputs,
+                **({"embedded_with": self.embedded_with} if self.embedded_with else {}),
                 "outputs": [Path(p).name for p in outputs],
                 "summary": summary or {},
                 "device": device,

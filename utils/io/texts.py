@@ -6,7 +6,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..runtime.progress import tracked
 from .formats import _parquet_file, _read_bytes
-from .hashing import check_made_from
+from .provenance import check_made_from
 from .json_vectors import parse_json
 from .listing import TEXT_SUFFIXES, dataset_files, natural_key
 from .text_items import field_value

@@ -18,12 +18,12 @@ from ..embedding.outputs import (
     shard_done,
     shard_source,
     source_change,
-    source_path,
 )
 from ..errors import InputError, Interrupted
 from ..io.atomic import write_text_atomic, write_together
 from ..io.hashing import sha256_of_file
 from ..io.listing import TEXT_SUFFIXES, natural_key
+from ..io.provenance import source_path
 from ..io.records import RunRecord
 from ..io.text_items import item_text
 from ..io.texts import read_text_shard

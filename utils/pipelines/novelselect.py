@@ -57,6 +57,7 @@ class NovelselectOptions:
     quiet: bool
     overwrite: bool = False
     given_dir: str | None = None
+    allow_mixed_embeddings: bool = False
 
     def parameters(self):
         """The options as the run record lists them."""
@@ -68,7 +69,8 @@ class NovelselectOptions:
             embedding_field=self.embedding_field, method=self.method,
             max_similarity=self.max_similarity,
             resume_from=self.resume_from and str(self.resume_from),
-            checkpoint_every=self.checkpoint_every, given_dir=self.given_dir)
+            checkpoint_every=self.checkpoint_every, given_dir=self.given_dir,
+            allow_mixed_embeddings=self.allow_mixed_embeddings)
 
 
 @dataclass
@@ -100,10 +102,19 @@ def run_novelselect(options):
     if differences:
         report.notice(f"--resume_from {options.resume_from}: made by a run with other "
                       f"parameters ({'; '.join(differences)}); its picks are continued as given")
+    session.check_embedded_alike(embedding_sets(options), options.allow_mixed_embeddings)
     inputs = load_inputs(options, session, resume)
     if options.method != "novelselect":
         return select_baseline(options, session, inputs)
     return select_novel(options, session, inputs)
+
+
+def embedding_sets(options):
+    """The embedding sets the run reads together, each named by its option (None: unused)."""
+    uses_reference = options.density_power != 0 and options.method == "novelselect"
+    return [("--figure_dir", options.figure_dir),
+            ("--dense_ref_dir", options.dense_ref_dir if uses_reference else None),
+            ("--given_dir", options.given_dir if options.method != "random" else None)]
 
 
 def plan_outputs(options):

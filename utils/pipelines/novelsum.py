@@ -64,6 +64,7 @@ class NovelsumOptions:
     n_clusters_given: bool = True  # False: the default, lowered to what small data allows
     overwrite: bool = False
     given_dir: str | None = None  # data already held: each dataset is measured beside it
+    allow_mixed_embeddings: bool = False
 
     @property
     def uses_density(self):
@@ -84,7 +85,8 @@ class NovelsumOptions:
             distance_powers=self.distance_powers, neighbor_density=self.neighbor_density,
             exclude_self=self.exclude_self, block_mib=self.block_mib,
             embedding_field=self.embedding_field, metrics=list(self.metrics),
-            n_clusters=self.n_clusters, given_dir=self.given_dir)
+            n_clusters=self.n_clusters, given_dir=self.given_dir,
+            allow_mixed_embeddings=self.allow_mixed_embeddings)
 
 
 @dataclass
@@ -108,6 +110,7 @@ def run_novelsum(options):
     session = Session(report, ranks, device, RunRecord("novelsum", options.parameters()))
     paths = dataset_paths(options.single_dataset_path, options.multi_datasets_dir,
                           options.given_dir)
+    session.check_embedded_alike(embedding_sets(options, paths), options.allow_mixed_embeddings)
     ref, metric_ref = load_references(options, session)
     options = fit_cluster_count(options, session, paths, ref)
     reference = density_search(options, session, ref)
@@ -219,6 +222,14 @@ def check_distinct(paths):
             raise InputError(f"{names[name]} and {path} would both be the dataset '{name}' in "
                              f"the CSV; rename one of them")
         names[name] = path
+
+
+def embedding_sets(options, paths):
+    """The embedding sets the run reads together, each named by its option (None: unused)."""
+    uses_reference = options.uses_density or needs_reference(options.metrics)
+    return [("--dense_ref_dir", options.dense_ref_dir if uses_reference else None),
+            ("--given_dir", options.given_dir),
+            *(("dataset", path) for path in paths)]
 
 
 def load_references(options, session):

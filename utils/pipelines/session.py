@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from ..io.hashing import sha256_of_bytes
+from ..io.provenance import MIXED_OPTION, check_embedded_alike, embedded_with
 from ..io.records import RunRecord
 from ..io.vectors import load_vector_block, load_vectors
 from ..runtime.distributed import Ranks
@@ -31,3 +32,17 @@ class Session:
                                      shard_digest=sha256_of_bytes)
         return load_vectors(path, progress, allow_zero=allow_zero,
                             embedding_field=embedding_field)
+
+    def check_embedded_alike(self, sets, allow_mixed):
+        """Before any vectors load: refuse embedding sets (``(what, path)`` pairs, None paths
+        left out) whose recorded model or --max_length differ, unless ``allow_mixed``; the run
+        record names what embedded each set."""
+        with self.ranks.phase():
+            found = [embedded_with(f"{what} {path}", path) for what, path in sets if path]
+            mixed, notice = check_embedded_alike(found, allow_mixed)
+        if mixed:
+            self.report.notice(f"{mixed}; going on as {MIXED_OPTION} asks")
+        if notice:
+            self.report.notice(notice)
+        self.record.embedded_with = {"sets": {s.what: s.describe() for s in found},
+                                     "mixed": mixed}
