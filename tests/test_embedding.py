@@ -223,7 +223,7 @@ def test_bad_inputs_one_line_errors(runner, tmp_path):
         (["--input_dir", str(tmp_path / "good"), "--model_path", str(tmp_path / "nope")],
          "--model_path " + str(tmp_path / "nope") + ": no such model folder"),
         (["--input_dir", str(tmp_path / "empty"), "--model_path", MINILM],
-         "no text shards (.json, .jsonl or .parquet)"),
+         "no text shards (.json, .jsonl, .parquet, .json.gz, .jsonl.gz)"),
         (["--input_dir", str(tmp_path / "bad"), "--model_path", MINILM],
          "0.json: item 1: is neither text nor a conversation (found 42)"),
         (["--input_dir", str(tmp_path / "good"), "--model_path", MINILM, "--output_dir",

@@ -17,8 +17,8 @@ from .options import PATH_SEPARATOR, ReferenceStyleCommand, gpu_option, quiet_op
 
 @click.command(cls=ReferenceStyleCommand, path_options=("--input_dir", "--input-dir"))
 @click.option("--input_dir", "--input-dir", required=True,
-              help="One or more folders of text shards, or shard files (.json, .jsonl or "
-                   ".parquet; strings, ShareGPT, OpenAI chat or Alpaca records).")
+              help="One or more folders of text shards, or shard files (.json, .jsonl, either "
+                   "gzipped, or .parquet; strings, ShareGPT, OpenAI chat or Alpaca records).")
 @click.option("--model_path", "--model-path", required=True,
               help="Model folder, or a Hugging Face model id already in the local cache: a causal "
                    "LM (LLaMA, Qwen...) or a sentence-transformers model.")

@@ -39,8 +39,8 @@ def refuse_unused_options(ctx, method):
 
 @click.command(cls=ReferenceStyleCommand)
 @click.option("--text_dir", "--text-dir", required=True,
-              help="Text shards of the pool (.json, .jsonl or .parquet), paired with the "
-                   "embeddings by shard name.")
+              help="Text shards of the pool (.json, .jsonl, either gzipped, or .parquet), "
+                   "paired with the embeddings by shard name.")
 @click.option("--figure_dir", "--figure-dir", "--embedding_dir", "--embedding-dir", "figure_dir",
               required=True,
               help="Embedding shards of the pool (.json, .npy or .parquet), same names and row "

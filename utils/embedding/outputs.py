@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.listing import shard_stem
 from ..io.provenance import read_source
 
 # Files of a model folder whose content decides the vectors beside its weights' names.
@@ -15,7 +16,7 @@ MODEL_CONFIG_FILES = ("config.json", "modules.json", "sentence_bert_config.json"
 def output_path(shard, input_root, output_root, output_format):
     """Where a shard's vectors go: the same relative path and stem, the chosen format."""
     relative = Path(shard).relative_to(input_root)
-    return Path(output_root) / relative.with_suffix(f".{output_format}")
+    return Path(output_root) / relative.with_name(f"{shard_stem(relative)}.{output_format}")
 
 
 def model_fingerprint(model_path):

@@ -8,7 +8,25 @@ from ..errors import InputError
 VECTOR_SUFFIXES = (".json", ".npy", ".parquet")
 
 
-TEXT_SUFFIXES = (".json", ".jsonl", ".parquet")
+TEXT_SUFFIXES = (".json", ".jsonl", ".parquet", ".json.gz", ".jsonl.gz")
+
+COMPRESSED = ".gz"  # gzip, read as the format of the suffix before it
+
+
+def shard_suffix(path):
+    """A shard's format as its name says it: ``.jsonl.gz`` for ``0.jsonl.gz``, else the
+    suffix (``.json``, ``.npy``)."""
+    path = Path(path)
+    if path.suffix == COMPRESSED:
+        return Path(path.stem).suffix + COMPRESSED
+    return path.suffix
+
+
+def shard_stem(path):
+    """A shard's name without its format: ``0`` for ``0.jsonl.gz`` and for ``0.npy``; text and
+    embedding shards pair by it."""
+    name = Path(path).name
+    return name[:len(name) - len(shard_suffix(path))]
 
 
 def natural_key(stem):
@@ -21,7 +39,7 @@ def natural_key(stem):
 def shard_order_key(path):
     """Natural order of the stem, ties (``01.json``, ``1.json``) broken by the plain name."""
     path = Path(path)
-    return natural_key(path.stem), path.name
+    return natural_key(shard_stem(path)), path.name
 
 
 def list_shards(folder, suffixes):
@@ -36,13 +54,13 @@ def list_shards(folder, suffixes):
     if not folder.is_dir():
         raise InputError(f"{folder}: expected a folder of shard files")
     shards = [p for p in folder.iterdir()
-              if p.is_file() and p.suffix in suffixes and not p.name.startswith(".")]
+              if p.is_file() and shard_suffix(p) in suffixes and not p.name.startswith(".")]
     stems = {}
     for path in shards:
-        if path.stem in stems:
-            raise InputError(f"{folder}: shards {stems[path.stem].name} and {path.name} "
+        if shard_stem(path) in stems:
+            raise InputError(f"{folder}: shards {stems[shard_stem(path)].name} and {path.name} "
                              f"have the same name; keep one")
-        stems[path.stem] = path
+        stems[shard_stem(path)] = path
     if not shards:
         raise InputError(f"{folder}: no shard files ({', '.join(suffixes)}) in this folder")
     return sorted(shards, key=shard_order_key)
@@ -52,7 +70,7 @@ def dataset_files(path, suffixes):
     """Shards of a dataset given as one file or as a folder of shards."""
     path = Path(path)
     if path.is_file():
-        if path.suffix not in suffixes:
+        if shard_suffix(path) not in suffixes:
             raise InputError(f"{path}: expected a {' or '.join(suffixes)} file")
         return [path]
     return list_shards(path, suffixes)

@@ -1,6 +1,8 @@
 """Text shards: their items, and their pairing with the vector shards."""
 
+import gzip
 import json
+import zlib
 from pathlib import Path
 
 from ..errors import InputError
@@ -8,7 +10,14 @@ from ..runtime.progress import tracked
 from .formats import _parquet_file, _read_bytes
 from .provenance import check_made_from
 from .json_vectors import parse_json
-from .listing import TEXT_SUFFIXES, dataset_files, natural_key
+from .listing import (
+    COMPRESSED,
+    TEXT_SUFFIXES,
+    dataset_files,
+    natural_key,
+    shard_stem,
+    shard_suffix,
+)
 from .text_items import field_value
 
 
@@ -34,6 +43,17 @@ def vector_size(item):
     return None
 
 
+def _text_bytes(path):
+    """A JSON or JSON Lines shard's bytes, gunzipped where its name ends in ``.gz``."""
+    raw = _read_bytes(path)
+    if path.suffix != COMPRESSED:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputError(f"{path}: not a readable gzip file ({err})") from None
+
+
 def _text_records(path, raw):
     """The records of a text shard's bytes (``.json`` list, ``.jsonl`` lines, Parquet rows)."""
     if path.suffix == ".parquet":
@@ -43,7 +63,7 @@ def _text_records(path, raw):
             return _parquet_file(path).read().to_pylist()
         except pa.ArrowException as err:
             raise InputError(f"{path}: not a readable Parquet file ({err})") from None
-    if path.suffix == ".jsonl":
+    if shard_suffix(path).startswith(".jsonl"):
         items = []
         for lineno, line in enumerate(raw.splitlines(), start=1):
             if not line.strip():
@@ -60,14 +80,15 @@ def _text_records(path, raw):
 
 
 def read_text_shard(path, text_field=None):
-    """Read one text shard: a ``.json`` list of items, ``.jsonl`` with one item per line, or
-    ``.parquet`` with one item per row (a dict of its columns).
+    """Read one text shard: a ``.json`` list of items, ``.jsonl`` with one item per line (either
+    gzipped: ``.json.gz``, ``.jsonl.gz``), or ``.parquet`` with one item per row (a dict of its
+    columns).
 
     A shard whose first row is a vector is refused (an embedding shard given for text). With
     ``text_field`` (``--text_field``) every item must be a record holding that field.
     """
     path = Path(path)
-    items = _text_records(path, None if path.suffix == ".parquet" else _read_bytes(path))
+    items = _text_records(path, None if path.suffix == ".parquet" else _text_bytes(path))
     size = vector_size(items[0]) if items else None
     if size:
         raise InputError(f"{path}: row 0 is a vector of {size} numbers, not text; this looks "
@@ -83,7 +104,7 @@ def _refuse_embedding_arrays(path):
     path = Path(path)
     if path.is_dir():
         files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
-        arrays = ([] if any(p.suffix in TEXT_SUFFIXES for p in files)
+        arrays = ([] if any(shard_suffix(p) in TEXT_SUFFIXES for p in files)
                   else [p for p in files if p.suffix == ".npy"])
     else:
         arrays = [path] if path.suffix == ".npy" and path.is_file() else []
@@ -116,8 +137,8 @@ def check_pairing(text_paths, text_counts, vector_set, text_source=None):
     """
     single_files = (text_source is not None and Path(text_source).is_file()
                     and vector_set.source is not None and Path(vector_set.source).is_file())
-    text_stems = [p.stem for p in text_paths]
-    vector_stems = [p.stem for p in vector_set.paths]
+    text_stems = [shard_stem(p) for p in text_paths]
+    vector_stems = [shard_stem(p) for p in vector_set.paths]
     if text_stems != vector_stems and not single_files:
         only_text = sorted(set(text_stems) - set(vector_stems), key=natural_key)
         only_vectors = sorted(set(vector_stems) - set(text_stems), key=natural_key)

@@ -22,7 +22,7 @@ from ..embedding.outputs import (
 from ..errors import InputError, Interrupted
 from ..io.atomic import write_text_atomic, write_together
 from ..io.hashing import sha256_of_file
-from ..io.listing import TEXT_SUFFIXES, natural_key
+from ..io.listing import TEXT_SUFFIXES, natural_key, shard_stem, shard_suffix
 from ..io.provenance import source_path
 from ..io.records import RunRecord
 from ..io.text_items import item_text
@@ -210,8 +210,8 @@ def input_root(path):
 
 
 def single_shard(path):
-    if path.suffix not in TEXT_SUFFIXES:
-        raise InputError(f"--input_dir {path}: not a text shard (.json, .jsonl or .parquet)")
+    if shard_suffix(path) not in TEXT_SUFFIXES:
+        raise InputError(f"--input_dir {path}: not a text shard ({', '.join(TEXT_SUFFIXES)})")
     return path
 
 
@@ -226,20 +226,22 @@ def text_shards(folder, output_dir=None):
     outputs = Path(output_dir).resolve() if output_dir is not None else None
     if outputs == folder.resolve():
         outputs = None  # the same folder: its shards are the input (never written over)
-    shards = [p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
+    shards = [p for p in folder.rglob("*") if p.is_file() and shard_suffix(p) in TEXT_SUFFIXES
               and not any(part.startswith(".") for part in p.relative_to(folder).parts)
               and (outputs is None or outputs not in p.resolve().parents)]
     if not shards:
-        raise InputError(f"--input_dir {folder}: no text shards (.json, .jsonl or .parquet) in it")
+        raise InputError(f"--input_dir {folder}: no text shards ({', '.join(TEXT_SUFFIXES)}) "
+                         f"in it")
     # natural order of the path's parts; ties (01.json, 1.json) broken by the plain path
     return sorted(shards, key=lambda p: ([natural_key(part) for part in
-                                          p.relative_to(folder).with_suffix("").parts],
+                                          p.relative_to(folder).parent.parts]
+                                         + [natural_key(shard_stem(p))],
                                          str(p.relative_to(folder))))
 
 
 def plan_shards(input_dirs, output_dir, output_format):
     """(input shard, output path) for every shard; several inputs get a subfolder each."""
-    names = [Path(d).resolve().name if Path(d).is_dir() else Path(d).stem for d in input_dirs]
+    names = [Path(d).resolve().name if Path(d).is_dir() else shard_stem(d) for d in input_dirs]
     if len(set(names)) != len(names):
         raise InputError("--input_dir folders must have different names: their outputs go "
                          "to subfolders of --output_dir named after them")
