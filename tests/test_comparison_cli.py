@@ -63,20 +63,46 @@ def test_too_many_clusters_names_the_option(runner, tmp_path):
 
 
 def test_metrics_all_with_defaults_works_on_80_samples(runner, tmp_path):
-    """The shipped 80-sample MT-Bench embeddings against the example pool (320 rows): the
-    default --n_clusters 100 is lowered to 80, said, and recorded (issue 14)."""
+    """The shipped 80-sample MT-Bench embeddings against the example pool: the default
+    --n_clusters 100 is lowered to 40 (two samples per cluster), said, and recorded; the
+    inertia is then above 0 and below the one-cluster inertia (the total variance, in
+    float64 here)."""
     examples = GOLDEN.parent.parent / "examples"
     output = tmp_path / "o.csv"
     result = runner.invoke(novelsum_main, [
         "--single_dataset_path", str(examples / "subsets" / "mtbench_80.npy"), "--output_csv",
         str(output), "--metrics", "all", "--dense_ref_dir", str(examples / "pool" / "embeddings")])
     assert result.exit_code == 0, result.output
-    assert "--n_clusters lowered from its default 100 to 80" in result.output
+    assert "--n_clusters lowered from its default 100 to 40" in result.output
     row = next(csv.DictReader(output.open()))
-    assert np.isfinite(float(row["cluster_inertia"])) and float(row["partition_entropy"]) > 0
+    vectors = np.load(examples / "subsets" / "mtbench_80.npy").astype(np.float64)
+    variance = ((vectors - vectors.mean(axis=0)) ** 2).sum(axis=1).mean()
+    assert 0.05 * variance < float(row["cluster_inertia"]) < variance
+    assert float(row["partition_entropy"]) > 0
     record = json.loads((tmp_path / "o_run.json").read_text())
-    assert record["parameters"]["n_clusters"] == 80
+    assert record["parameters"]["n_clusters"] == 40
     assert record["parameters"]["n_clusters_lowered_from"] == 100
+
+
+def test_one_sample_per_cluster_leaves_cluster_inertia_empty(runner, tmp_path):
+    """--n_clusters equal to the dataset's distinct rows: every row is a centroid, the inertia
+    0 whatever the data; the cell is empty, with a notice, and the other metrics are there."""
+    examples = GOLDEN.parent.parent / "examples"
+    vectors = np.load(examples / "subsets" / "mtbench_80.npy")
+    (tmp_path / "sets").mkdir()
+    np.save(tmp_path / "sets" / "mtbench_80.npy", vectors)
+    np.save(tmp_path / "sets" / "doubled.npy", np.concatenate([vectors[:30], vectors[:30]]))
+    output = tmp_path / "o.csv"
+    result = runner.invoke(novelsum_main, [
+        "--multi_datasets_dir", str(tmp_path / "sets"), "--output_csv", str(output),
+        "--metrics", "cluster_inertia,vendi", "--n_clusters", "30"])
+    assert result.exit_code == 0, result.output
+    rows = {row["Dataset Name"]: row for row in csv.DictReader(output.open())}
+    assert rows["doubled"]["cluster_inertia"] == ""  # 60 rows, 30 distinct
+    assert float(rows["doubled"]["vendi"]) > 1
+    assert float(rows["mtbench_80"]["cluster_inertia"]) > 0
+    assert ("doubled: cluster_inertia left empty: its rows have at most 30 distinct values"
+            in result.output)
 
 
 @pytest.mark.parametrize("method", ["random", "kcenter", "kmeans", "repr_filter"])

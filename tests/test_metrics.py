@@ -277,7 +277,7 @@ def test_compute_metrics_errors(data, reference, names, kwargs, message):
 
 
 @pytest.mark.parametrize("names, sizes, n_reference, expected", [
-    (METRIC_NAMES, [80, 120], 500, 80),  # the smallest dataset bounds cluster_inertia
+    (METRIC_NAMES, [80, 120], 500, 40),  # two samples per cluster in the smallest dataset
     (("partition_entropy",), [80], 60, 60),  # the reference bounds partition_entropy
     (("vendi",), [5], None, 100),  # no cluster metric: nothing to lower
     (METRIC_NAMES, [300, 400], 1000, 100),  # room for the default

@@ -10,6 +10,17 @@ from ..numerics.rows import as_float32
 DEFAULT_N_CLUSTERS = 100
 
 
+def more_distinct_rows_than(vectors, count):
+    """Whether ``vectors`` holds more than ``count`` distinct rows; it stops reading as soon as
+    it has seen that many, so data without duplicates costs ``count + 1`` rows."""
+    seen = set()
+    for row in vectors:
+        seen.add(row.tobytes())
+        if len(seen) > count:
+            return True
+    return False
+
+
 def cluster_inertia(vectors, n_clusters=DEFAULT_N_CLUSTERS, device="cpu",
                     block_mib=DEFAULT_BLOCK_MIB, engine=None):
     """Mean squared L2 distance of each sample to its nearest k-means centroid.
@@ -21,8 +32,12 @@ def cluster_inertia(vectors, n_clusters=DEFAULT_N_CLUSTERS, device="cpu",
     Returns
     -------
     float : (1/n) sum_i min_c ||x_i - mu_c||^2, mu the centroids of faiss
-        ``Kmeans(d, C, niter=20, seed=42)`` trained on ``vectors``.
+        ``Kmeans(d, C, niter=20, seed=42)`` trained on ``vectors``; NaN when ``vectors`` has
+        at most C distinct rows: every row is then a centroid and the inertia 0, whatever
+        the data (docs/cli.md, baseline metrics).
     """
+    if not more_distinct_rows_than(vectors, n_clusters):
+        return float("nan")
     centroids = kmeans_centroids(vectors, n_clusters, device=device, block_mib=block_mib,
                                  engine=engine)
     distances, _ = nearest_centroids(vectors, centroids, device, block_mib, engine)

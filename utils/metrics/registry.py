@@ -192,10 +192,11 @@ def check_metric_inputs(names, n_samples, n_reference=None, ks=DEFAULT_KS,
 def fitting_cluster_count(names, n_clusters, dataset_sizes, n_reference=None):
     """The largest cluster count up to ``n_clusters`` that the cluster metrics of ``names``
     allow on every dataset (``dataset_sizes``) and the reference: what a default count is
-    lowered to on small data."""
+    lowered to on small data. cluster_inertia keeps two samples per cluster on average (half
+    the smallest dataset): with one per cluster every dataset's inertia would be 0."""
     limit = n_clusters
     if "cluster_inertia" in names:
-        limit = min(limit, *dataset_sizes)
+        limit = min(limit, *(size // 2 for size in dataset_sizes))
     if "partition_entropy" in names and n_reference is not None:
         limit = min(limit, n_reference)
     return max(limit, 1)

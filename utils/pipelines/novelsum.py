@@ -29,6 +29,7 @@ from ..runtime.distributed import start_ranks, stop_ranks
 from ..runtime.reporting import Reporter
 from .novelsum_tables import (
     gains_table,
+    is_missing,
     metrics_table,
     nearest_grid_point,
     per_sample_frame,
@@ -163,7 +164,8 @@ def fit_cluster_count(options, session, paths, ref):
                                    None if ref is None else ref.offsets[-1])
     if fitted < options.n_clusters:
         session.report.notice(f"--n_clusters lowered from its default {options.n_clusters} to "
-                              f"{fitted}: the cluster metrics need as many rows as clusters")
+                              f"{fitted} for small data (cluster_inertia: two samples per "
+                              f"cluster; partition_entropy: a reference row per cluster)")
         session.record.parameters.update(n_clusters=fitted,
                                          n_clusters_lowered_from=options.n_clusters)
         return replace(options, n_clusters=fitted)
@@ -322,6 +324,11 @@ def measure_parts(parts, path, options, session, references, metric_cache):
                         None if metric_ref is None else metric_ref.vectors, options.neighbors,
                         options.n_clusters, session.device, options.block_mib,
                         cache=metric_cache))
+                if is_missing(row.get("cluster_inertia")):
+                    report.notice(f"{name}: cluster_inertia left empty: its rows have at most "
+                                  f"{options.n_clusters} distinct values, so each is a "
+                                  f"centroid and the inertia 0 whatever the data; lower "
+                                  f"--n_clusters")
     frame = (per_sample_frame(name, parts, result, marked=bool(options.given_dir))
              if options.per_sample_csv else None)
     return Measured(row, result.per_sample[options.shown], frame)

@@ -3,18 +3,26 @@ frame, and which grid point the plot and summary show."""
 
 import csv
 import io
+import math
 
 import numpy as np
 
 from ..metrics.proximity import column_name, format_number
 
 
+def is_missing(value):
+    """A value left out (NaN: a metric undefined on this dataset, with a notice)."""
+    return isinstance(value, float) and math.isnan(value)
+
+
 def results_csv(rows):
-    """The CSV text of the result rows (dicts with the same keys, in column order)."""
+    """The CSV text of the result rows (dicts with the same keys, in column order); a missing
+    value is an empty cell."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: "" if is_missing(value) else value for key, value in row.items()}
+                     for row in rows)
     return buffer.getvalue()
 
 
@@ -26,7 +34,8 @@ def metrics_table(rows, columns):
                                                          zip(columns, widths))]
     lines.append("-" * len(lines[0]))
     lines += [f"{row['Dataset Name']:<{name_width}}  " + "  ".join(
-        f"{row[c]:>{w}.6g}" for c, w in zip(columns, widths)) for row in rows]
+        f"{'':>{w}}" if is_missing(row[c]) else f"{row[c]:>{w}.6g}"
+        for c, w in zip(columns, widths)) for row in rows]
     return "\n".join(lines)
 
 
