@@ -202,6 +202,24 @@ def test_half_point_marks_where_novelty_halves():
     assert half_point(np.array([np.nan, 1.0, 0.9, 0.8])) is None
 
 
+def test_beside_a_given_set_the_first_pick_is_drawn_and_counted():
+    """With --given_dir the first pick has a novelty (against the given rows): it is plotted
+    and counts in the early level; the title names the given rows."""
+    from types import SimpleNamespace
+
+    from utils.io.plots import early_level, half_point, known_picks
+    from utils.pipelines.novelselect_outputs import novelty_title
+
+    novelty = np.array([3.0] + [1.0] * 18 + [0.5])  # 20 picks: the first 10% is picks 1-2
+    assert list(known_picks(novelty)) == list(range(1, 21))
+    assert early_level(novelty) == pytest.approx(2.0)  # (3 + 1) / 2
+    assert half_point(novelty) == 2  # pick 2's 1.0 is half of 2.0
+    assert list(known_picks(np.array([np.nan, 1.0, 0.5]))) == [2, 3]
+    options = SimpleNamespace(neighbors=10, density_power=0.5, distance_power=1.0)
+    assert novelty_title(40, 744, options, given_rows=80) == (
+        "NovelSelect: 40 of 744 beside 80 given rows (neighbors=10, beta=0.5, alpha=1)")
+
+
 def test_per_sample_rows_name_their_shard_and_row(runner, tmp_path):
     """A dataset of several shards: shard and row point back to each sample's vector."""
     dataset = GOLDEN / "novelsum_default_grid" / "reference"

@@ -11,9 +11,15 @@ DPI = 120  # 960 x 540 pixels
 EARLY_FRACTION = 0.1  # the early level: the mean novelty of the first 10% of picks
 
 
+def known_picks(novelty):
+    """Pick numbers (1-based) of the picks that have a novelty: all of them beside a given
+    set; all but the first, drawn at random, without one."""
+    return np.flatnonzero(np.isfinite(np.asarray(novelty, dtype=np.float64))) + 1
+
+
 def early_level(novelty):
     """Mean novelty of the first 10% of picks that have one (at least one pick)."""
-    known = np.asarray(novelty, dtype=np.float64)[1:]  # the first pick has no novelty
+    known = np.asarray(novelty, dtype=np.float64)[known_picks(novelty) - 1]
     if not len(known):
         return float("nan")
     return float(np.mean(known[:max(1, int(round(len(known) * EARLY_FRACTION)))]))
@@ -21,9 +27,9 @@ def early_level(novelty):
 
 def half_point(novelty):
     """The first pick number (1-based) whose novelty is at most half the early level, or None."""
-    level = early_level(novelty)
-    below = np.flatnonzero(np.asarray(novelty, dtype=np.float64)[1:] <= level / 2)
-    return int(below[0]) + 2 if len(below) else None
+    level, picks = early_level(novelty), known_picks(novelty)
+    below = picks[np.asarray(novelty, dtype=np.float64)[picks - 1] <= level / 2]
+    return int(below[0]) if len(below) else None
 
 
 def _pyplot():
@@ -39,9 +45,9 @@ def plot_pick_novelty(novelty, path, title):
     """Novelty at pick against pick number, with the early level and its half marked."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
-    picks = np.arange(1, len(novelty) + 1)
-    axes.plot(picks[1:], np.asarray(novelty)[1:], color="tab:blue", linewidth=1.2,
-              label="novelty of the pick")
+    picks = known_picks(novelty)
+    axes.plot(picks, np.asarray(novelty)[picks - 1], color="tab:blue", linewidth=1.2,
+              marker="." if len(picks) < 50 else None, label="novelty of the pick")
     level, half = early_level(novelty), half_point(novelty)
     if np.isfinite(level):
         axes.axhline(level, color="tab:gray", linestyle=":", linewidth=1,

@@ -129,10 +129,11 @@ def write_baseline(options, session, inputs, picks):
     return list(writers)
 
 
-def novelty_title(k, n, options):
-    """The pick-novelty plot's title: ``k`` picks of ``n``, and the parameters (neighbors is
-    the density's k, not the number of picks)."""
-    return (f"NovelSelect: {k:,} of {n:,} (neighbors={options.neighbors}, "
+def novelty_title(k, n, options, given_rows=None):
+    """The pick-novelty plot's title: ``k`` picks of ``n`` (beside ``given_rows`` given ones),
+    and the parameters (neighbors is the density's k, not the number of picks)."""
+    beside = f" beside {given_rows:,} given rows" if given_rows else ""
+    return (f"NovelSelect: {k:,} of {n:,}{beside} (neighbors={options.neighbors}, "
             f"beta={options.density_power:g}, alpha={options.distance_power:g})")
 
 
@@ -153,8 +154,9 @@ def write_selection(options, session, inputs, selection, resumed):
     elif options.plot:
         from ..io.plots import plot_pick_novelty
 
+        given_rows = None if inputs.given is None else len(inputs.given.vectors)
         writers[f"{stem}_novelty.png"] = lambda path: plot_pick_novelty(
-            selection.novelty, path, novelty_title(k, n, options))
+            selection.novelty, path, novelty_title(k, n, options, given_rows))
     last = float(selection.novelty[-1])
     summary = {"picked": k, "pool": n, "last_novelty": last if np.isfinite(last) else None,
                "resumed_from_picks": resumed,
