@@ -199,8 +199,26 @@ def test_summary_names_the_device_used(runner, pool):
                                   "--output_dir", str(folder / "out"), "--k", "5", "--gpu_id",
                                   "3", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "picked 5 of 90 samples on cpu (GPU 3 was asked for but is not available)" \
-        in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("picked 5 of 90 samples at neighbors=10, beta=0.5, alpha=1 (the "
+                           "recommended setting)")
+    assert last.endswith("; on cpu (GPU 3 was asked for but is not available)")
+
+
+def test_the_last_line_gives_the_last_picks_novelty_against_the_first(runner, tmp_path):
+    """Against the pick log, read back here: the last novelty and the mean of the first 10%
+    of the picks that have one."""
+    import pandas as pd
+
+    run = json.loads((SELECT / "expected.json").read_text())[0]
+    result = runner.invoke(main, run_args(run, tmp_path / "out") + ["--quiet"])
+    assert result.exit_code == 0, result.output
+    novelty = pd.read_csv(next((tmp_path / "out").glob("*_picks.csv")))["novelty"].to_numpy()
+    known = novelty[np.isfinite(novelty)]
+    level = known[:max(1, round(len(known) * 0.1))].mean()
+    last = result.output.strip().splitlines()[-1]
+    assert (f": the last pick's novelty {novelty[-1]:.4g} is {novelty[-1] / level:.0%} of the "
+            f"first picks' ({level:.4g}); on cpu") in last
 
 
 def test_the_pick_log_is_written_as_pandas_writes_it(runner, tmp_path):

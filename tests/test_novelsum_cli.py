@@ -265,6 +265,45 @@ def test_two_datasets_with_one_name_are_refused(runner, small_case):
     assert not output.exists()
 
 
+def test_the_table_stars_the_recommended_setting_and_the_last_line_sums_up(runner, tmp_path):
+    """The golden default grid: the starred cell of each dataset is the reference script's
+    value at k=10, beta=0.5, alpha=1, and the last line names the highest and lowest."""
+    case = "novelsum_default_grid"
+    result = runner.invoke(main, golden_args(case, tmp_path / "out.csv") + ["--quiet"])
+    assert result.exit_code == 0, result.output
+    expected = {row["Dataset Name"]: float(row["neighbor_10_density_0.5_distance_1"])
+                for row in csv.DictReader(open(GOLDEN / case / "expected.csv"))}
+    lines = result.output.strip().splitlines()
+    starred = {line.split()[0]: float(cell.rstrip("*")) for line in lines
+               for cell in line.split() if cell.endswith("*") and cell[0].isdigit()}
+    assert starred.keys() == expected.keys()
+    for name, value in expected.items():
+        assert starred[name] == pytest.approx(value, rel=1e-5)
+    assert "* k=10, beta=0.5, alpha=1, the recommended setting" in lines
+    high, low = max(expected, key=expected.get), min(expected, key=expected.get)
+    last = lines[-1]
+    assert last.startswith(f"NovelSum at k=10, beta=0.5, alpha=1: highest {high} ")
+    assert f", lowest {low} " in last and f"of {len(expected)} datasets; computed on cpu" in last
+
+
+def test_off_the_recommended_grid_the_nearest_point_is_starred(runner, small_case):
+    folder, reference, target = small_case
+    result = runner.invoke(main, [
+        "--single_dataset_path", str(target), "--dense_ref_dir", str(reference),
+        "--output_csv", str(folder / "out.csv"), "--neighbors", "3", "7", "--density_powers",
+        "0", "0.75", "--distance_powers", "2", "--quiet", "--gpu_id", "-1"])
+    assert result.exit_code == 0, result.output
+    row = next(csv.DictReader(open(folder / "out.csv")))
+    value = float(row["neighbor_7_density_0.75_distance_2.0"])  # |7-10| < |3-10|; 0.75 nearest 0.5
+    lines = result.output.strip().splitlines()
+    assert [line.split()[1:3] for line in lines
+            if len(line.split()) == 5 and line.split()[3].endswith("*")] == [["7", "0.75"]]
+    assert ("* k=7, beta=0.75, alpha=2, the grid point nearest the recommended k=10, beta=0.5, "
+            "alpha=1") in lines
+    assert lines[-1].startswith(f"NovelSum of {target.stem} at k=7, beta=0.75, alpha=2: ")
+    assert float(lines[-1].split(": ")[1].split(";")[0]) == pytest.approx(value, rel=1e-5)
+
+
 def test_summary_names_the_device_used(runner, small_case):
     folder, _reference, target = small_case
     result = runner.invoke(main, ["--single_dataset_path", str(target), "--output_csv",
@@ -287,10 +326,11 @@ def test_progress_in_a_log_is_one_line_per_stage(small_case):
                              str(folder / "out.csv")], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr
-    assert result.stderr.splitlines() == [
-        line for line in result.stderr.splitlines() if re.fullmatch(
-            r"[\w .]+: \d+ (shard|chunk|block)\(s\) \.\.\. done in [\d.]+ s", line)]
-    assert len(result.stderr.splitlines()) == 4  # reference, target, density, distances
+    notice, *stages = result.stderr.splitlines()
+    assert notice.startswith("no record of what embedded")  # made here, not by embedding.py
+    assert stages == [line for line in stages if re.fullmatch(
+        r"[\w .]+: \d+ (shard|chunk|block)\(s\) \.\.\. done in [\d.]+ s", line)]
+    assert len(stages) == 4  # reference, target, density, distances
 
 
 def direct_density(vectors, reference, k):

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.formats import read_npy
+from ..io.plots import early_level
 from ..io.outputs import check_output_plan, check_previous_run, run_differences
 from ..io.records import RunRecord, text_inputs, vector_inputs
 from ..io.texts import check_pairing, load_items
@@ -30,6 +31,7 @@ from .novelselect_outputs import (
     write_baseline,
     write_selection,
 )
+from .novelsum_tables import RECOMMENDED, setting_text
 from .session import Session
 
 
@@ -317,9 +319,30 @@ def select_novel(options, session, inputs):
     stop_ranks(ranks)
     if not ranks.is_main:
         return None
-    return (f"picked {options.k} of {inputs.n} samples{given_note(inputs)} on "
-            f"{session.where(options.gpu_id)}; wrote {options.output_dir / names[0]} and "
-            f"{', '.join(names[1:])}{peak_memory_note(session.device)}")
+    return (f"wrote {options.output_dir / names[0]} and {', '.join(names[1:])}"
+            f"{peak_memory_note(session.device)}\n"
+            f"picked {options.k} of {inputs.n} samples{given_note(inputs)} at "
+            f"{novelselect_setting(options)}{novelty_note(selection.novelty)}; on "
+            f"{session.where(options.gpu_id)}")
+
+
+def novelselect_setting(options):
+    """The run's setting, and whether it is the paper's recommended one."""
+    point = (options.neighbors, options.density_power, options.distance_power)
+    text = setting_text(point).replace("k=", "neighbors=")
+    if point == RECOMMENDED:
+        return f"{text} (the recommended setting)"
+    return f"{text} (recommended: {setting_text(RECOMMENDED).replace('k=', 'neighbors=')})"
+
+
+def novelty_note(novelty):
+    """The last pick's novelty beside the early level (the first 10% of picks), which says
+    whether the last picks still add new samples."""
+    last, level = float(novelty[-1]), early_level(novelty)
+    if not (np.isfinite(last) and np.isfinite(level) and level > 0):
+        return ""
+    return (f": the last pick's novelty {last:.4g} is {last / level:.0%} of the first "
+            f"picks' ({level:.4g})")
 
 
 def given_note(inputs):

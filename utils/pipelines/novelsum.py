@@ -35,6 +35,7 @@ from .novelsum_tables import (
     per_sample_frame,
     results_csv,
     results_table,
+    summary_line,
     write_table,
 )
 from .session import Session
@@ -365,13 +366,17 @@ def output_writers(options, session, results):
 
 
 def summary_text(options, session, rows, writers):
-    """What rank 0 prints: the results table, the metrics table, and what was written."""
+    """What rank 0 prints: the results table, the gains and metrics tables, what was written,
+    and last one line at the grid point nearest the recommended setting, with the device."""
     lines = [results_table(rows, options.neighbors, options.density_powers,
                            options.distance_powers, options.typed_powers)]
     if options.given_dir:
         lines.append(gains_table(rows, options.shown))
     if options.metrics:
         lines.append(metrics_table(rows, metric_columns(options.metrics, options.neighbors)))
-    lines.append(f"wrote {', '.join(str(p) for p in writers)}: {len(rows)} dataset(s), "
+    lines.append(f"wrote {', '.join(str(p) for p in writers)}: {len(rows)} dataset(s)")
+    point = nearest_grid_point(options.neighbors, options.density_powers,
+                               options.distance_powers)
+    lines.append(f"{summary_line(rows, options.shown, point, bool(options.given_dir))}; "
                  f"computed on {session.where(options.gpu_id)}")
     return "\n".join(lines)

@@ -39,24 +39,6 @@ def metrics_table(rows, columns):
     return "\n".join(lines)
 
 
-def results_table(rows, neighbors, density_powers, distance_powers, typed_powers):
-    """A compact text table: one line per dataset, k and beta; one column per alpha."""
-    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
-    header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
-              + "  ".join(f"{'alpha=' + format_number(a):>10}" for a in distance_powers)
-              + f"  {'cos_distance':>12}")
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        for beta in density_powers:
-            for k in neighbors:
-                values = "  ".join(f"{row[column_name(k, beta, a, typed_powers)]:>10.6g}"
-                                   for a in distance_powers)
-                lines.append(f"{row['Dataset Name']:<{name_width}}  {k:>4}  "
-                             f"{format_number(beta):>5}  {values}  "
-                             f"{row['cos_distance']:>12.6g}")
-    return "\n".join(lines)
-
-
 RECOMMENDED = (10, 0.5, 1.0)  # k, beta, alpha: the paper's recommended setting
 
 
@@ -64,6 +46,65 @@ def nearest_grid_point(neighbors, density_powers, distance_powers, target=RECOMM
     """The grid point closest to ``target`` in each coordinate (ties: the smaller value)."""
     return tuple(min(values, key=lambda v, t=t: (abs(v - t), v))
                  for values, t in zip((neighbors, density_powers, distance_powers), target))
+
+
+def setting_text(point):
+    """``k=10, beta=0.5, alpha=1`` for a grid point ``(k, beta, alpha)``."""
+    k, beta, alpha = point
+    return f"k={k}, beta={format_number(beta)}, alpha={format_number(alpha)}"
+
+
+def shown_setting(point):
+    """How the tables name the shown grid point: the recommended setting, or the grid point
+    nearest it."""
+    if tuple(point) == RECOMMENDED:
+        return f"{setting_text(point)}, the recommended setting"
+    return (f"{setting_text(point)}, the grid point nearest the recommended "
+            f"{setting_text(RECOMMENDED)}")
+
+
+def results_table(rows, neighbors, density_powers, distance_powers, typed_powers):
+    """A compact text table: one line per dataset, k and beta; one column per alpha. The value
+    at the grid point nearest the recommended setting is starred, with a note below."""
+    shown = nearest_grid_point(neighbors, density_powers, distance_powers)
+    name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
+    header = (f"{'dataset':<{name_width}}  {'k':>4}  {'beta':>5}  "
+              + "  ".join(f"{'alpha=' + format_number(a):>10} " for a in distance_powers)
+              + f"  {'cos_distance':>12}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        for beta in density_powers:
+            for k in neighbors:
+                values = "  ".join(
+                    f"{row[column_name(k, beta, a, typed_powers)]:>10.6g}"
+                    + ("*" if (k, beta, a) == shown else " ") for a in distance_powers)
+                lines.append(f"{row['Dataset Name']:<{name_width}}  {k:>4}  "
+                             f"{format_number(beta):>5}  {values}  "
+                             f"{row['cos_distance']:>12.6g}")
+    lines.append(f"* {shown_setting(shown)}")
+    return "\n".join(lines)
+
+
+def summary_line(rows, column, point, given=False):
+    """The run's last line: NovelSum at the shown grid point ``point`` (its CSV ``column``): a
+    single dataset's value, or the highest and lowest; beside a given set (the first row),
+    the gains over it."""
+    where = f"at {setting_text(point)}"
+    if given:
+        given_row, *rows = rows
+        gains = sorted(((row[column] - given_row[column], row["Dataset Name"]) for row in rows),
+                       reverse=True)
+        if len(gains) == 1:
+            return (f"gain of {gains[0][1]} over {given_row['Dataset Name']} {where}: "
+                    f"{gains[0][0]:+.6g}")
+        return (f"gain over {given_row['Dataset Name']} {where}: highest {gains[0][1]} "
+                f"{gains[0][0]:+.6g}, lowest {gains[-1][1]} {gains[-1][0]:+.6g} of "
+                f"{len(gains)} datasets")
+    ranked = sorted(((row[column], row["Dataset Name"]) for row in rows), reverse=True)
+    if len(ranked) == 1:
+        return f"NovelSum of {ranked[0][1]} {where}: {ranked[0][0]:.6g}"
+    return (f"NovelSum {where}: highest {ranked[0][1]} {ranked[0][0]:.6g}, lowest "
+            f"{ranked[-1][1]} {ranked[-1][0]:.6g} of {len(ranked)} datasets")
 
 
 def gains_table(rows, column):
