@@ -253,8 +253,10 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert "Traceback" not in stderr
     saved = json.loads(checkpoint.read_text())
     assert len(saved) >= 40 and len(saved) % 40 == 0
-    assert f"holds the first {len(saved)}: continue with --resume_from {checkpoint}" in stderr
-    assert [p.name for p in out.iterdir()] == [checkpoint.name]  # nothing else, no temp file
+    assert (f"holds the first {len(saved)}: run the same command again to continue from there "
+            f"(or give --resume_from {checkpoint})") in stderr
+    assert sorted(p.name for p in out.iterdir()) == [  # nothing else, no temp file
+        ".novelselect_2999_dense_0.5_dist_1.0_checkpoint.run.json", checkpoint.name]
     k = len(saved) + 25
     uninterrupted = novelselect(vectors, k).picks
     assert saved == uninterrupted[:len(saved)]
@@ -265,3 +267,72 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads((out / f"novelselect_{k}_dense_0.5_dist_1.0_indices.json")
                       .read_text()) == uninterrupted
+
+
+def interrupt_after_a_checkpoint(command, checkpoint, env=None):
+    """Start ``command``, send SIGINT once ``checkpoint`` exists, return its stderr."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, cwd=REPO, env=env)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert process.poll() is None, "novelselect.py ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    return stderr
+
+
+@pytest.mark.slow
+def test_the_same_command_again_resumes_without_being_told(tmp_path):
+    """No --checkpoint_every: checkpoints come by time (every 60 s; 0.05 s here). A Ctrl-C'd
+    run's command, run again as it was, resumes with a notice and picks what an uninterrupted
+    run picks; another run's command is refused rather than let write over the checkpoint;
+    --overwrite starts over."""
+    vectors = clustered_vectors(3000, 32, seed=13)
+    embeddings = write_json_shards(tmp_path / "emb", vectors, [3000])
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "0.json").write_text(json.dumps([str(i) for i in range(3000)]))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(tmp_path / "texts"),
+               "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", "2999"]
+    checkpoint = out / "novelselect_2999_dense_0.5_dist_1.0_checkpoint.json"
+    env = {**os.environ, "NOVELSUM_CHECKPOINT_INTERVAL_S": "0.05"}
+    stderr = interrupt_after_a_checkpoint(command + ["--quiet"], checkpoint, env)
+    saved = json.loads(checkpoint.read_text())
+    assert "run the same command again to continue from there" in stderr
+    other = subprocess.run(command + ["--seed", "7"], capture_output=True, text=True, cwd=REPO)
+    assert other.returncode == 1
+    assert other.stderr == (f"Error: {checkpoint}: the checkpoint of another run (seed 42 there, "
+                            f"7 now); continue it with --resume_from {checkpoint}, give "
+                            f"--overwrite to start over, or write elsewhere\n")
+    assert json.loads(checkpoint.read_text()) == saved
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 0, again.stderr
+    assert (f"resuming from {checkpoint}: its {len(saved)} picks of 2999 were made by this same "
+            f"command") in again.stderr
+    assert json.loads((out / "novelselect_2999_dense_0.5_dist_1.0_indices.json").read_text()) \
+        == novelselect(vectors, 2999).picks
+    assert not list(out.glob("*checkpoint*")) and not list(out.glob(".*checkpoint*"))
+
+
+def test_a_checkpoint_without_its_record_is_not_resumed_silently(runner, tmp_path):
+    """A bare list of picks where this run's checkpoint goes (written by hand, or by an older
+    version) is refused, not resumed from or written over; --overwrite starts over."""
+    run = json.loads((GOLDEN / "novelselect" / "expected.json").read_text())[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    stem = f"novelselect_{run['k']}_dense_{float(run['density_power'])}_dist_" \
+           f"{float(run['distance_power'])}"
+    checkpoint = out / f"{stem}_checkpoint.json"
+    checkpoint.write_text(json.dumps([0, 1, 2]))
+    result = runner.invoke(main, run_args(run, out))
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {checkpoint}: the checkpoint of another run (no record of "
+                             f"its run); continue it with --resume_from {checkpoint}, give "
+                             f"--overwrite to start over, or write elsewhere\n")
+    result = runner.invoke(main, run_args(run, out) + ["--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / f"{stem}_indices.json").read_text()) == run["indices"]
+    assert not checkpoint.exists()

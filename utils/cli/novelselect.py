@@ -84,11 +84,11 @@ def refuse_unused_options(ctx, method):
               help="JSON list of distinct pool indices to continue greedily from to --k: an "
                    "earlier run's _indices.json (same pool and parameters), a checkpoint, or "
                    "any start set. The first t picks of a run resume to that run's picks.")
-@click.option("--checkpoint_every", "--checkpoint-every", type=click.IntRange(min=1),
-              default=None,
+@click.option("--checkpoint_every", "--checkpoint-every", type=click.IntRange(min=0),
+              default=None, show_default="a checkpoint every 60 s",
               help="Every N picks, write the picks so far to {stem}_checkpoint.json in "
-                   "--output_dir (atomically), for --resume_from after a killed run; removed "
-                   "when the run completes.")
+                   "--output_dir (atomically; 0: no checkpoints). The same command run again "
+                   "resumes from it; it is removed when the run completes.")
 @mixed_embeddings_option
 @replace_option
 @quiet_option

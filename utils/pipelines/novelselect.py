@@ -2,7 +2,7 @@
 baseline), write the outputs."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,10 @@ from ..selection.inputs import (
 )
 from .novelselect_outputs import (
     Checkpoints,
+    check_checkpoint_parameters,
     check_output_folder,
+    checkpoint_picks,
+    made_by,
     output_stem,
     write_baseline,
     write_selection,
@@ -108,7 +111,34 @@ def run_novelselect(options):
     inputs = load_inputs(options, session, resume)
     if options.method != "novelselect":
         return select_baseline(options, session, inputs)
+    if resume is None:
+        inputs = resumed_from_checkpoint(options, session, inputs)
     return select_novel(options, session, inputs)
+
+
+def checkpoint_of(options):
+    """Where a NovelSelect run keeps its checkpoint."""
+    stem = output_stem("novelselect", options.k, options.density_power, options.distance_power)
+    return options.output_dir / f"{stem}_checkpoint.json"
+
+
+def resumed_from_checkpoint(options, session, inputs):
+    """``inputs`` resumed from the checkpoint that an interrupted run of this same command left
+    in --output_dir, with a notice; as they are when there is none. Rank 0 reads it and
+    tells the others."""
+    path, ranks = checkpoint_of(options), session.ranks
+    with ranks.phase(patient=True):
+        picks = checkpoint_picks(path, made_by(options.parameters(), session.record.inputs),
+                                 options.overwrite) if ranks.is_main else None
+    picks = ranks.gather_objects(picks)[0]
+    if picks is None:
+        return inputs
+    with ranks.phase():
+        picks = check_resume_picks(picks, inputs.n, options.k, path)
+    session.report.notice(f"resuming from {path}: its {len(picks)} picks of {options.k} were made "
+                          f"by this same command, stopped before it finished (--overwrite starts "
+                          f"over)")
+    return replace(inputs, resume=picks)
 
 
 def embedding_sets(options):
@@ -135,6 +165,9 @@ def plan_outputs(options):
                                 ("--resume_from", options.resume_from)])
     check_previous_run(options.output_dir / f"{stem}_run.json", [p for _w, p in outputs],
                        options.parameters(), options.overwrite)
+    if options.method == "novelselect" and options.resume_from is None:
+        check_checkpoint_parameters(checkpoint_of(options), options.parameters(),
+                                    options.overwrite)
 
 
 def resume_differences(options):
@@ -299,11 +332,10 @@ def select_novel(options, session, inputs):
     """NovelSelect, checkpointed, written by rank 0; its summary line (None on other ranks).
     A Ctrl-C after a checkpoint says how to resume from it."""
     ranks = session.ranks
-    stem = output_stem("novelselect", options.k, options.density_power,
-                       options.distance_power)
-    checkpoints = Checkpoints(options.output_dir / f"{stem}_checkpoint.json",
-                              options.checkpoint_every if ranks.is_main else None,
-                              len(inputs.resume) if inputs.resume is not None else 0, options.k)
+    checkpoints = Checkpoints(checkpoint_of(options) if ranks.is_main else None,
+                              options.checkpoint_every,
+                              len(inputs.resume) if inputs.resume is not None else 0, options.k,
+                              made_by(options.parameters(), session.record.inputs))
     try:
         selection = run_selection(options, session, inputs, checkpoints)
         names = None

@@ -3,11 +3,14 @@ plot and the run record."""
 
 import json
 import os
+import time
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, Interrupted
 from ..io.atomic import write_text_atomic, write_together
+from ..io.outputs import run_identity
 
 
 def output_stem(method, k, density_power, distance_power):
@@ -18,20 +21,57 @@ def output_stem(method, k, density_power, distance_power):
     return f"novelselect_{k}_dense_{float(density_power)}_dist_{float(distance_power)}"
 
 
-class Checkpoints:
-    """``on_pick`` for the selection: counts the picks and, every ``every`` picks after the
-    ``resumed`` ones, writes them all atomically to ``path`` (nothing when ``every`` is None)."""
+CHECKPOINT_INTERVAL_VARIABLE = "NOVELSUM_CHECKPOINT_INTERVAL_S"
+DEFAULT_CHECKPOINT_INTERVAL_S = 60.0  # without --checkpoint_every: at most a minute of work lost
 
-    def __init__(self, path, every, resumed, k):
+
+def checkpoint_interval():
+    """Seconds between checkpoints without --checkpoint_every: ``NOVELSUM_CHECKPOINT_INTERVAL_S``,
+    else 60."""
+    try:
+        return float(os.environ.get(CHECKPOINT_INTERVAL_VARIABLE, DEFAULT_CHECKPOINT_INTERVAL_S))
+    except ValueError:
+        return DEFAULT_CHECKPOINT_INTERVAL_S
+
+
+def checkpoint_record_path(path):
+    """The hidden file beside a checkpoint that says which run wrote it (``made_by``)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.run.json")
+
+
+def made_by(parameters, inputs):
+    """What makes a checkpoint this command's: the run's identity (``run_identity``: what it
+    computes) and its inputs with their hashes, as the run record lists them."""
+    return json.loads(json.dumps({"parameters": run_identity(parameters), "inputs": inputs}))
+
+
+class Checkpoints:
+    """``on_pick`` for the selection: counts the picks and, after the ``resumed`` ones, writes
+    them all atomically to ``path``: every ``every`` picks, or without ``every`` at most every
+    ``checkpoint_interval()`` seconds (``every`` 0 or ``path`` None: never). The first write
+    also writes ``made_by`` beside it, so that the same command run again resumes from it."""
+
+    def __init__(self, path, every, resumed, k, made_by=None):
         self.path, self.every, self.resumed, self.k = path, every, resumed, k
+        self.made_by, self.interval, self.last = made_by, checkpoint_interval(), time.monotonic()
         self.picks, self.written = [], False
 
     def __call__(self, index):
         self.picks.append(index)
         count = len(self.picks)
-        if self.every and self.resumed < count < self.k and count % self.every == 0:
-            self.written = True  # before the write: a Ctrl-C may land just after it
-            write_text_atomic(self.path, json.dumps(self.picks))
+        if self.path is None or self.every == 0 or not self.resumed < count < self.k:
+            return
+        if count % self.every == 0 if self.every else \
+                time.monotonic() - self.last >= self.interval:
+            self.save()
+
+    def save(self):
+        if not self.written and self.made_by is not None:
+            write_text_atomic(checkpoint_record_path(self.path), json.dumps(self.made_by))
+        self.written = True  # before the write: a Ctrl-C may land just after it
+        write_text_atomic(self.path, json.dumps(self.picks))
+        self.last = time.monotonic()
 
     @property
     def saved(self):
@@ -47,12 +87,62 @@ class Checkpoints:
     def interrupted(self):
         """What a Ctrl-C keeps: the last checkpoint this run wrote, and how to go on from it."""
         return Interrupted(f"stopped cleanly after {len(self.picks)} picks; {self.path} holds "
-                           f"the first {self.saved}: continue with --resume_from {self.path}")
+                           f"the first {self.saved}: run the same command again to continue "
+                           f"from there (or give --resume_from {self.path})")
 
     def finish(self):
         """The run is complete and its outputs are written: the checkpoint is not needed."""
-        if self.every:
+        if self.path is not None:
             self.path.unlink(missing_ok=True)
+            checkpoint_record_path(self.path).unlink(missing_ok=True)
+
+
+def recorded_run(path):
+    """What ``made_by`` recorded beside the checkpoint ``path``, or None without a record."""
+    try:
+        recorded = json.loads(checkpoint_record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("parameters"), dict):
+        return None
+    return recorded
+
+
+def another_runs_checkpoint(path, why):
+    return InputError(f"{path}: the checkpoint of another run ({why}); continue it with "
+                      f"--resume_from {path}, give --overwrite to start over, or write "
+                      f"elsewhere")
+
+
+def check_checkpoint_parameters(path, parameters, overwrite):
+    """Before any input is read: refuse a checkpoint at ``path`` that a run with other
+    parameters wrote (or one without a record): this run would write over it."""
+    if overwrite or not path.exists():
+        return
+    recorded = recorded_run(path)
+    if recorded is None:
+        raise another_runs_checkpoint(path, "no record of its run")
+    before, now = recorded["parameters"], made_by(parameters, {})["parameters"]
+    changed = sorted(key for key in before.keys() | now.keys()
+                     if before.get(key) != now.get(key))
+    if changed:
+        raise another_runs_checkpoint(path, f"{changed[0]} {before.get(changed[0])!r} there, "
+                                            f"{now.get(changed[0])!r} now")
+
+
+def checkpoint_picks(path, made_by_now, overwrite):
+    """The picks of ``path``, the checkpoint of an interrupted run of this same command (its
+    ``made_by`` equal to ``made_by_now``: parameters and inputs), or None when there is none
+    (or ``overwrite`` starts over)."""
+    if overwrite or not path.exists():
+        return None
+    if recorded_run(path) != made_by_now:  # its parameters were checked before the inputs
+        raise another_runs_checkpoint(path, "the same parameters, other input files")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable checkpoint ({err}); give --overwrite to start "
+                         f"over") from None
 
 
 def pick_log(selection, pool):
