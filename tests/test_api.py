@@ -49,8 +49,13 @@ def test_novelsum_score_is_the_number_the_script_writes(tmp_path):
     with open(tmp_path / "out.csv", newline="") as handle:
         written = {row["Dataset Name"]: row for row in csv.DictReader(handle)}
     reference = utils.density_reference(load_vectors(case / "reference").vectors)
+    golden = golden_csv("novelsum_default_grid")  # the published script's values
     for path in sorted((case / "targets").glob("*.json")):
         vectors = load_vectors(path).vectors
+        for column in ["neighbor_10_density_0.5_distance_1", "neighbor_5_density_0.25_distance_2",
+                       "neighbor_10_density_0_distance_1"]:
+            assert float(written[path.stem][column]) == pytest.approx(
+                float(golden[path.stem][column]), rel=1e-6)
         assert novelsum_score(vectors, reference) == float(
             written[path.stem]["neighbor_10_density_0.5_distance_1"])
         assert novelsum_score(vectors, reference, neighbors=5, density_power=0.25,

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import GOLDEN, clustered_vectors, write_json_shards
+from oracles import novelsum_float64
 
 from utils.api import novelselect, novelsum, novelsum_score
 from utils.cli.novelselect import main as novelselect_main
 from utils.cli.novelsum import main as novelsum_main
 from utils.errors import InputError, options_named
 from utils.io.vectors import load_vectors
+from utils.metrics.proximity import column_name
 from utils.numerics.rows import unit_rows
 from utils.numerics.weights import rank_weights
 from utils.selection import baselines
@@ -157,6 +159,8 @@ def test_api_refuses_a_given_set_of_another_width():
 
 
 def test_novelsum_of_the_given_set_and_a_dataset_is_that_of_the_concatenation():
+    """Bit for bit the concatenation's values (docs/method.md section 10), and those are the
+    SPEC's NovelSum of the concatenation, computed in float64 here."""
     pool, given = pool_and_given(with_copies=True)
     dataset = pool[:60]
     beside = novelsum(dataset, reference=pool, given=given)
@@ -164,6 +168,10 @@ def test_novelsum_of_the_given_set_and_a_dataset_is_that_of_the_concatenation():
     assert beside.values == joined.values
     assert novelsum_score(dataset, pool, given=given) == joined.values[
         "neighbor_10_density_0.5_distance_1"]
+    concatenation = np.concatenate([given, dataset]).astype(np.float64)
+    for k, beta, alpha in [(10, 0.5, 1), (5, 0.25, 2), (10, 0, 0)]:
+        expected = novelsum_float64(concatenation, pool, k, beta, alpha)
+        assert beside.values[column_name(k, beta, alpha)] == pytest.approx(expected, rel=1e-6)
 
 
 def test_the_memory_check_names_the_largest_k_and_given_set_that_fit():

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO
+from oracles import novelsum_float64
 
 POOL = REPO / "examples" / "pool" / "embeddings"
 DOC = (REPO / "docs" / "reading-results.md").read_text()
@@ -17,24 +18,6 @@ PROSE = " ".join(DOC.split())  # the doc's words, line breaks aside
 
 def shard(i):
     return np.asarray(json.loads((POOL / f"{i}.json").read_text()), dtype=np.float64)
-
-
-def novelsum_float64(dataset, reference, k=10, beta=0.5, alpha=1.0):
-    """SPEC 3-4 in plain float64: sigma_k against the reference with exact duplicates kept
-    once and the sample itself left out; each row's cosine distances sorted, weighted by
-    rank^-alpha; the mean of sigma^beta times the weighted mean."""
-    reference = np.unique(reference, axis=0)
-    total = 0.0
-    unit = dataset / np.linalg.norm(dataset, axis=1, keepdims=True)
-    weights = np.arange(1, len(dataset) + 1, dtype=np.float64) ** -alpha
-    for i, x in enumerate(dataset):
-        squared = ((reference - x) ** 2).sum(axis=1)
-        itself = np.flatnonzero((reference == x).all(axis=1))
-        squared = np.delete(squared, itself[:1])
-        sigma = 1.0 / (np.sort(squared)[:k].mean() + 1e-9)
-        distances = np.sort(1.0 - unit @ unit[i])
-        total += sigma ** beta * (weights * distances).sum() / weights.sum()
-    return total / len(dataset)
 
 
 @pytest.fixture(scope="module")

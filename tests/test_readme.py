@@ -205,7 +205,32 @@ def check_the_given_set_example(outputs, printed):
     mtbench = 80  # examples/pool/text/0.json: the first 80 rows
     assert len(grown) == 40 and not [i for i in grown if i < mtbench]
     assert len([i for i in plain if i < mtbench]) == 4
-    quoted = README.split("ends with each subset's gain over MT-Bench alone:\n\n```\n")[1]
-    quoted = quoted.split("```")[0]
-    assert quoted.strip() in printed
+    assert quoted_gains().strip() in printed
+
+
+def quoted_gains():
+    """The gains table the README quotes for its --given_dir example."""
+    return README.split("prints each subset's gain over MT-Bench alone:\n\n```\n")[1] \
+        .split("```")[0]
+
+
+def test_the_readme_gains_are_novelsum_in_float64():
+    """The README's gains table against the SPEC's NovelSum in float64 (tests/oracles.py):
+    the given set alone, each subset beside it, and the difference."""
+    from oracles import novelsum_float64
+
+    quoted = quoted_gains()
+    pool = np.concatenate([np.array(json.loads((REPO / "examples" / "pool" / "embeddings" /
+                                                f"{i}.json").read_text())) for i in range(4)])
+    subsets = REPO / "examples" / "subsets"
+    given = np.load(subsets / "mtbench_80.npy").astype(np.float64)
+    alone = novelsum_float64(given, pool)
+    lines = quoted.strip().splitlines()
+    assert float(lines[0].split("(")[1].split()[0]) == pytest.approx(alone, rel=6e-6)
+    for line in lines[2:]:
+        name, with_it, gain = line.split()
+        together = novelsum_float64(np.concatenate([given, np.load(subsets / f"{name}.npy")]),
+                                    pool)
+        assert float(with_it) == pytest.approx(together, rel=6e-6)  # 6 digits printed
+        assert float(gain) == pytest.approx(together - alone, rel=6e-6, abs=2e-6)
 
