@@ -28,7 +28,8 @@ def bash_lines(text):
 
 def script_options(module):
     return [opt for param in module.main.params for opt in param.opts if "_" in opt or
-            opt in ("--k", "--seed", "--backend", "--overwrite", "--quiet", "--neighbors")]
+            opt in ("--k", "--seed", "--backend", "--overwrite", "--quiet", "--neighbors",
+                                   "--debug")]
 
 
 def cli_section(script):

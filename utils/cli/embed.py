@@ -12,7 +12,13 @@ import click
 from ..embedding.choice import BACKENDS, DTYPES
 from ..pipelines.embedding import EmbeddingOptions, run_embedding
 from .errors import clean_errors
-from .options import PATH_SEPARATOR, ReferenceStyleCommand, gpu_option, quiet_option
+from .options import (
+    PATH_SEPARATOR,
+    ReferenceStyleCommand,
+    debug_option,
+    gpu_option,
+    quiet_option,
+)
 
 
 @click.command(cls=ReferenceStyleCommand, path_options=("--input_dir", "--input-dir"))
@@ -47,6 +53,7 @@ from .options import PATH_SEPARATOR, ReferenceStyleCommand, gpu_option, quiet_op
 @quiet_option
 @click.option("--verbose", is_flag=True,
               help="Show vLLM's and transformers' own log lines (hidden by default).")
+@debug_option
 @clean_errors
 def main(input_dir, model_path, gpu_id, max_length, output_dir, backend, dtype, batch_size,
          output_format, text_field, overwrite, quiet, verbose):

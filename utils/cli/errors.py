@@ -5,6 +5,7 @@ import functools
 import os
 import sys
 import time
+import traceback
 
 import click
 
@@ -27,6 +28,7 @@ def clean_errors(command_body):
 
     @functools.wraps(command_body)
     def wrapper(*args, **kwargs):
+        debug = kwargs.pop("debug", False)
         speaks = is_main_rank()
         try:
             with options_named(OPTION_NAMES):
@@ -59,20 +61,25 @@ def clean_errors(command_body):
         except Exception as err:  # noqa: BLE001 - see rank_failed
             if "RANK" not in os.environ:
                 raise  # one process: an internal fault keeps its traceback, for a report
-            rank_failed(err)
+            rank_failed(err, debug)
 
     return wrapper
 
 
-def rank_failed(err):
+def rank_failed(err, debug=False):
     """Under ``torchrun``, any other failure (a collective that broke, a library's OSError,
     IndexError or CUDA error) is one line, printed once, and every rank exits at once: this
     one aborts its process group, so that peers waiting on it fail instead of hanging (NCCL),
-    and torchrun stops the others as soon as it exits."""
+    and torchrun stops the others as soon as it exits. With ``debug`` (``--debug``) the rank
+    writes the failure's traceback after the line."""
     if isinstance(err, PeerFailed):
         leave_at_once(1)  # the rank that marked its failure has said why
-    if peer_went_away(err):
-        leave_rank(1)  # the rank that went away says why, or torchrun does
+    if is_distributed_error(err) and another_rank_left():
+        leave_rank(1)  # the rank that left says why, or torchrun does
+    mark_leaving()  # before the abort: peers whose collectives then fail see why
+    if debug:
+        click.echo(f"rank {os.environ['RANK']}: "
+                   + "".join(traceback.format_exception(err)).rstrip(), err=True)
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     if is_distributed_error(err):
         message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
@@ -103,20 +110,39 @@ def agreed(err):
 
 
 def is_distributed_error(err):
-    """Whether ``err`` comes from torch.distributed's collectives (a peer gone, a timeout)."""
+    """Whether ``err`` is a failure among the ranks (a peer gone, a timeout), by its type: a
+    collective of ``Ranks`` that failed, or torch.distributed's own error types."""
     import torch.distributed as dist
+
+    from ..runtime.distributed import CollectiveFailed
 
     kinds = tuple(getattr(dist, name) for name in ("DistBackendError", "DistNetworkError",
                                                    "DistStoreError") if hasattr(dist, name))
-    return isinstance(err, kinds) or "ProcessGroup" in str(err) or \
-        "gloo" in str(err).lower()
+    return isinstance(err, (CollectiveFailed, *kinds))
 
 
-def peer_went_away(err):
-    """Whether ``err`` says the other end of a collective closed: that rank has exited, and
-    its own line (or torchrun's report) says why."""
-    return is_distributed_error(err) and any(
-        marker in str(err) for marker in ("Connection closed by peer", "Connection reset by peer"))
+LEFT_KEY = "novelsum-ranks-left"  # in the rendezvous store: ranks leaving on a failure or stop
+
+
+def mark_leaving():
+    """Count this rank, in the rendezvous store, among those leaving before the end."""
+    import torch.distributed as dist
+
+    with contextlib.suppress(AttributeError, RuntimeError, ValueError):
+        if dist.is_initialized():
+            dist.distributed_c10d._get_default_store().add(LEFT_KEY, 1)
+
+
+def another_rank_left():
+    """Whether another rank has left on a failure or a stop (``mark_leaving``), so that a
+    collective broken by its leaving needs no line of this rank's: that rank (or torchrun)
+    says why. A store that cannot be reached has gone with the rank that held it."""
+    import torch.distributed as dist
+
+    try:
+        return dist.distributed_c10d._get_default_store().add(LEFT_KEY, 0) > 0
+    except (AttributeError, RuntimeError, ValueError):
+        return True
 
 
 def own_line(message):
@@ -181,6 +207,8 @@ def leave_rank(status, message=None):
         click.echo(message, err=True)
     if "RANK" not in os.environ:
         sys.exit(status)
+    if status != 0:
+        mark_leaving()
     if status == 1:  # a failure (not Ctrl-C, nor a usage error every rank meets alike)
         tell_waiting_ranks()
     sys.stdout.flush()

@@ -9,6 +9,7 @@ from ..pipelines.novelselect import NovelselectOptions, run_novelselect
 from ..selection import baselines
 from .errors import clean_errors
 from .options import (
+    debug_option,
     FINITE_FLOAT,
     ReferenceStyleCommand,
     embedding_field_option,
@@ -90,6 +91,7 @@ def refuse_unused_options(ctx, method):
                    "--output_dir (atomically; 0: no checkpoints). The same command run again "
                    "resumes from it; it is removed when the run completes.")
 @mixed_embeddings_option
+@debug_option
 @replace_option
 @quiet_option
 @click.pass_context

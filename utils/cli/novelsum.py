@@ -19,6 +19,7 @@ from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..pipelines.novelsum import NovelsumOptions, run_novelsum
 from .errors import clean_errors
 from .options import (
+    debug_option,
     NumberList,
     ReferenceStyleCommand,
     embedding_field_option,
@@ -87,6 +88,7 @@ def spaced(numbers):
               show_default=True, help="Clusters of the cluster_inertia and partition_entropy "
                                       "metrics.")
 @mixed_embeddings_option
+@debug_option
 @replace_option
 @quiet_option
 @clean_errors

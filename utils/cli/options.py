@@ -126,3 +126,8 @@ mixed_embeddings_option = click.option(
     help="Go on when the embedding sets read together were embedded with different models or "
          "--max_length (refused otherwise, as their vectors are not comparable); the run "
          "record says so.")
+
+debug_option = click.option(
+    "--debug", is_flag=True,
+    help="Under torchrun, a rank that fails unexpectedly also writes the traceback after its "
+         "one-line error (one process always shows it).")

@@ -30,6 +30,21 @@ class RankError(InputError):
     """Another rank (or this one) failed in a phase: every rank raises the same message."""
 
 
+class CollectiveFailed(RuntimeError):
+    """A collective among the ranks failed (a peer gone, a timeout): raised by ``Ranks``'
+    collectives in place of the backend's error (gloo and NCCL raise plain RuntimeErrors),
+    which stays its ``__cause__``."""
+
+
+@contextlib.contextmanager
+def collective():
+    """Wrap one torch.distributed collective: its failure becomes ``CollectiveFailed``."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise CollectiveFailed(str(err)) from err
+
+
 def row_split(n, size):
     """Contiguous, balanced blocks ``[(start, stop)]`` of ``range(n)``, one per rank: the first
     ``n % size`` ranks get one row more. A rank may get no rows when ``n < size``."""
@@ -98,7 +113,8 @@ class Ranks:
         group = self.patient_group if patient else None
         counts = torch.zeros(self.size, dtype=torch.int64)
         counts[self.rank] = len(array)
-        dist.all_reduce(counts, group=group)
+        with collective():
+            dist.all_reduce(counts, group=group)
         # Sent as bytes: one path for every dtype (gloo has no bool or void tensors).
         row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
         padded = torch.zeros((int(counts.max()), row_bytes), dtype=torch.uint8)
@@ -106,7 +122,8 @@ class Ranks:
             padded[:len(array)] = torch.from_numpy(
                 array.reshape(len(array), -1).view(np.uint8).reshape(len(array), row_bytes).copy())
         parts = [torch.empty_like(padded) for _ in range(self.size)]
-        dist.all_gather(parts, padded, group=group)
+        with collective():
+            dist.all_gather(parts, padded, group=group)
         rows = np.concatenate([part[:int(c)].numpy() for part, c in zip(parts, counts)])
         return rows.view(array.dtype).reshape(len(rows), *array.shape[1:])
 
@@ -123,7 +140,8 @@ class Ranks:
         device, group = self._carrier(device)
         mine = torch.from_numpy(array.copy()).to(device)
         parts = [torch.empty_like(mine) for _ in range(self.size)]
-        dist.all_gather(parts, mine, group=group)
+        with collective():
+            dist.all_gather(parts, mine, group=group)
         return torch.stack(parts).cpu().numpy()
 
     def broadcast(self, array, src, device="cpu"):
@@ -137,7 +155,8 @@ class Ranks:
 
         device, group = self._carrier(device)
         tensor = torch.from_numpy(array.copy()).to(device)
-        dist.broadcast(tensor, src, group=group)
+        with collective():
+            dist.broadcast(tensor, src, group=group)
         return tensor.cpu().numpy()
 
     def gather_objects(self, value, patient=False):
