@@ -9,9 +9,9 @@ from ..pipelines.novelselect import NovelselectOptions, run_novelselect
 from ..selection import baselines
 from .errors import clean_errors
 from .options import (
-    debug_option,
     FINITE_FLOAT,
     ReferenceStyleCommand,
+    debug_option,
     embedding_field_option,
     gpu_option,
     mixed_embeddings_option,

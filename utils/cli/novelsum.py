@@ -19,9 +19,9 @@ from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..pipelines.novelsum import NovelsumOptions, run_novelsum
 from .errors import clean_errors
 from .options import (
-    debug_option,
     NumberList,
     ReferenceStyleCommand,
+    debug_option,
     embedding_field_option,
     gpu_option,
     mixed_embeddings_option,
