@@ -100,7 +100,7 @@ def test_every_engine_picks_alike_beside_the_given_set(engine_name):
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="a GPU machine checks the Triton engine on the device")
+                    reason="a GPU machine checks the Triton engine on the device (test_gpu.py)")
 @pytest.mark.slow
 def test_the_triton_engine_picks_alike_beside_the_given_set_in_the_interpreter():
     pytest.importorskip("triton", reason="pip install triton")

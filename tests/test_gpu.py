@@ -119,3 +119,33 @@ def test_novelselect_cli_on_gpu_reproduces_golden_picks_with_the_fused_kernel(tm
     stem = f"novelselect_{run['k']}_dense_{float(run['density_power'])}" \
            f"_dist_{float(run['distance_power'])}"
     assert json.loads((tmp_path / "out" / f"{stem}_indices.json").read_text()) == run["indices"]
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "triton"])
+def test_gpu_engines_beside_a_given_set_and_resumed_pick_as_the_cpu(engine_name):
+    """The device counterparts of the interpreter tests in test_given.py and test_resume.py:
+    a given set, and runs resumed from prefixes, pick as the numpy engine does."""
+    from utils.numerics.rows import unit_rows
+    from utils.selection.cpu import NumpyEngine
+    from utils.selection.engines import select
+    from utils.selection.gpu import TorchEngine, TritonEngine
+
+    if engine_name == "triton":
+        pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
+    engine_type = {"torch": TorchEngine, "triton": TritonEngine}[engine_name]
+    pool, given = clustered_vectors(600, 32, n_clusters=6, seed=34), clustered_vectors(
+        40, 32, n_clusters=2, seed=35)
+    unit, given_unit = unit_rows(pool), unit_rows(given)
+    factors = np.random.default_rng(0).uniform(0.5, 2.0, len(pool)).astype(np.float32)
+    given_factors = np.random.default_rng(1).uniform(0.5, 2.0, len(given)).astype(np.float32)
+    for alpha in (1.0, 2.0):
+        expected = select(unit, factors, 60, alpha, [],
+                          engine=NumpyEngine(unit, factors, 60 + len(given), alpha),
+                          given=(given_unit, given_factors))
+        engine = engine_type(unit, factors, 60 + len(given), alpha, "cuda:0")
+        assert select(unit, factors, 60, alpha, [], engine=engine,
+                      given=(given_unit, given_factors)) == expected
+        picks = select(unit, factors, 60, alpha, 3, engine=NumpyEngine(unit, factors, 60, alpha))
+        for t in (1, 17, 59):
+            engine = engine_type(unit, factors, 60, alpha, "cuda:0")
+            assert select(unit, factors, 60, alpha, picks[:t], engine=engine) == picks, t

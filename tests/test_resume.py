@@ -122,7 +122,7 @@ def test_resume_on_a_clustered_pool_of_2000(engine_name, with_quality):
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
-                    reason="a GPU machine checks the Triton engine on the device")
+                    reason="a GPU machine checks the Triton engine on the device (test_gpu.py)")
 @pytest.mark.parametrize("alpha", [1.0, 2.0])
 @pytest.mark.slow
 def test_resume_on_the_triton_engine_in_the_interpreter(alpha):
