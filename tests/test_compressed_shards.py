@@ -76,3 +76,20 @@ def test_a_broken_gzip_file_is_named(runner, tmp_path, gzipped):
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {gzipped / '0.json.gz'}: not a readable gzip file")
     assert "\n" not in result.output.rstrip("\n")
+
+
+def test_gzipped_again_is_the_same_text_and_edited_is_refused(runner, tmp_path, gzipped):
+    """gzip stamps a time into its file: the same text zipped again pairs with its vectors;
+    an edited text is refused as changed."""
+    assert embed(runner, gzipped, tmp_path / "vectors").exit_code == 0
+    texts = example_texts(0)
+    (gzipped / "0.json.gz").write_bytes(gzip.compress(json.dumps(texts).encode(), mtime=12345))
+    args = ["--text_dir", str(gzipped), "--figure_dir", str(tmp_path / "vectors"), "--k", "3",
+            "--neighbors", "3", "--gpu_id", "-1", "--quiet"]
+    result = runner.invoke(select_main, args + ["--output_dir", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    edited = [texts[1], texts[0], *texts[2:]]
+    (gzipped / "0.json.gz").write_bytes(gzip.compress(json.dumps(edited).encode()))
+    result = runner.invoke(select_main, args + ["--output_dir", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {gzipped / '0.json.gz'}: changed since ")

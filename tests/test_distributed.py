@@ -77,7 +77,8 @@ def test_a_failure_is_told_by_its_type_and_debug_adds_the_traceback(tmp_path):
     assert result.returncode != 0
     assert error_lines(result.stderr) == [f"Error: rank 1: RuntimeError: {text}"], \
         result.stderr[-3000:]
-    assert "rank 1: Traceback (most recent call last):" in result.stderr
+    line = result.stderr.index(f"Error: rank 1: RuntimeError: {text}")
+    assert result.stderr.index("rank 1: Traceback (most recent call last):") > line
     assert f'File "{REPO / "utils"}' in result.stderr  # the frames of ours
 
 

@@ -414,3 +414,16 @@ def test_novelsum_refuses_a_given_set_that_is_also_a_dataset_to_measure(runner, 
             f"Error: {path}: --given_dir is also the {option}; give the data you already "
             f"have apart from the datasets to measure")
 
+
+
+def test_a_given_set_with_nothing_beside_it_is_refused_before_any_work(runner, tmp_path):
+    folder = tmp_path / "sets"
+    folder.mkdir()
+    np.save(folder / "mine.npy", clustered_vectors(20, 8, seed=3))
+    result = runner.invoke(novelsum_main, [
+        "--multi_datasets_dir", str(folder), "--given_dir", str(folder / "mine.npy"),
+        "--output_csv", str(tmp_path / "out.csv")])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {folder}: no dataset besides the given set "
+                             f"{folder / 'mine.npy'}; give the datasets to measure beside it\n")
+    assert not (tmp_path / "out.csv").exists()

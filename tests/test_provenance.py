@@ -134,8 +134,15 @@ def test_shards_of_one_set_embedded_differently_are_refused(runner, tmp_path, em
     result = runner.invoke(novelsum_main, novelsum_args(mixed, mixed, tmp_path / "out.csv"))
     assert result.exit_code == 1
     assert result.output == (
-        f"Error: {mixed}: 0.npy was embedded with max_length 256, 1.npy with max_length 8; "
-        f"embed the set again with one model and --max_length\n")
+        f"Error: --dense_ref_dir {mixed}: 0.npy was embedded with max_length 256, 1.npy with "
+        f"max_length 8; embed the set again with one model and --max_length, or give "
+        f"--allow_mixed_embeddings to go on\n")
+    result = runner.invoke(novelsum_main, novelsum_args(mixed, mixed, tmp_path / "out.csv")
+                           + ["--allow_mixed_embeddings"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out_run.json").read_text())
+    assert record["embedded_with"]["mixed"].startswith(
+        f"--dense_ref_dir {mixed}: 0.npy was embedded")
 
 
 def test_novelselect_refuses_a_given_set_of_another_max_length(runner, tmp_path, embedded):

@@ -305,8 +305,9 @@ def test_the_same_command_again_resumes_without_being_told(tmp_path):
     other = subprocess.run(command + ["--seed", "7"], capture_output=True, text=True, cwd=REPO)
     assert other.returncode == 1
     assert other.stderr == (f"Error: {checkpoint}: the checkpoint of another run (seed 42 there, "
-                            f"7 now); continue it with --resume_from {checkpoint}, give "
-                            f"--overwrite to start over, or write elsewhere\n")
+                            f"7 now); continue it with --resume_from {checkpoint} and that "
+                            f"run's options, give --overwrite to start over, or write "
+                            f"elsewhere\n")
     assert json.loads(checkpoint.read_text()) == saved
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0, again.stderr
@@ -330,8 +331,14 @@ def test_a_checkpoint_without_its_record_is_not_resumed_silently(runner, tmp_pat
     result = runner.invoke(main, run_args(run, out))
     assert result.exit_code == 1
     assert result.output == (f"Error: {checkpoint}: the checkpoint of another run (no record of "
-                             f"its run); continue it with --resume_from {checkpoint}, give "
-                             f"--overwrite to start over, or write elsewhere\n")
+                             f"its run); continue it with --resume_from {checkpoint} and that "
+                             f"run's options, give --overwrite to start over, or write "
+                             f"elsewhere\n")
+    start = tmp_path / "start.json"
+    start.write_text(json.dumps(run["indices"][:5]))
+    result = runner.invoke(main, run_args(run, out) + ["--resume_from", str(start)])
+    assert result.exit_code == 1 and "the checkpoint of another run" in result.output
+    assert json.loads(checkpoint.read_text()) == [0, 1, 2]  # not resumed over, not removed
     result = runner.invoke(main, run_args(run, out) + ["--overwrite"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / f"{stem}_indices.json").read_text()) == run["indices"]

@@ -44,7 +44,7 @@ def clean_errors(command_body):
         except RunFailed as err:
             if "RANK" not in os.environ:
                 raise click.ClickException(str(err)) from None
-            rank_failed(err)
+            rank_failed(err, debug)
         except click.ClickException as err:  # a usage error: every rank meets it alike
             if "RANK" not in os.environ:
                 raise
@@ -77,9 +77,6 @@ def rank_failed(err, debug=False):
     if is_distributed_error(err) and another_rank_left():
         leave_rank(1)  # the rank that left says why, or torchrun does
     mark_leaving()  # before the abort: peers whose collectives then fail see why
-    if debug:
-        click.echo(f"rank {os.environ['RANK']}: "
-                   + "".join(traceback.format_exception(err)).rstrip(), err=True)
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     if is_distributed_error(err):
         message = f"rank {os.environ['RANK']} stopped waiting for the others: {text}"
@@ -89,7 +86,11 @@ def rank_failed(err, debug=False):
         message = f"rank {os.environ['RANK']}: {type(err).__name__}: {text}"
     speaks = first_to_say(message)
     abort_ranks()
-    leave_rank(1, own_line(f"Error: {message}") if speaks else None)
+    lines = [f"Error: {message}"] if speaks else []
+    if debug:  # after the line, which stays the one a log is searched for
+        lines.append(f"rank {os.environ['RANK']}: "
+                     + "".join(traceback.format_exception(err)).rstrip())
+    leave_rank(1, own_line("\n".join(lines)) if lines else None)
 
 
 def abort_ranks():
@@ -125,7 +126,8 @@ LEFT_KEY = "novelsum-ranks-left"  # in the rendezvous store: ranks leaving on a 
 
 
 def mark_leaving():
-    """Count this rank, in the rendezvous store, among those leaving before the end."""
+    """Count this rank, in the rendezvous store, among those leaving before the end (ranks
+    that meet through the store, as vLLM's, mark a failure there: ``tell_waiting_ranks``)."""
     import torch.distributed as dist
 
     with contextlib.suppress(AttributeError, RuntimeError, ValueError):
@@ -139,10 +141,15 @@ def another_rank_left():
     says why. A store that cannot be reached has gone with the rank that held it."""
     import torch.distributed as dist
 
+    channel = joined_channel()
     try:
-        return dist.distributed_c10d._get_default_store().add(LEFT_KEY, 0) > 0
+        if dist.is_initialized():
+            return dist.distributed_c10d._get_default_store().add(LEFT_KEY, 0) > 0
+        if channel is not None:  # ranks that meet through the store (vLLM)
+            return channel.failed_rank() not in (None, channel.rank)
     except (AttributeError, RuntimeError, ValueError):
         return True
+    return False
 
 
 def own_line(message):

@@ -52,14 +52,16 @@ def atomic_path(path):
     """
     path = Path(path)
     prepare_folder(path)
-    tmp = temporary_beside(path)
-    try:
+    tmp = None
+    try:  # made inside: a Ctrl-C just after it is made still removes it
+        tmp = temporary_beside(path)
         yield tmp
         os.replace(tmp, path)
     except OSError as err:
         raise cannot_write(path, err) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path, text):

@@ -21,9 +21,8 @@ from ..embedding.outputs import (
 )
 from ..errors import InputError, Interrupted
 from ..io.atomic import write_text_atomic, write_together
-from ..io.hashing import sha256_of_file
 from ..io.listing import TEXT_SUFFIXES, natural_key, shard_stem, shard_suffix
-from ..io.provenance import source_path
+from ..io.provenance import source_path, text_sha256
 from ..io.records import RunRecord
 from ..io.text_items import item_text
 from ..io.texts import read_text_shard
@@ -288,7 +287,7 @@ def read_pending(input_dirs, output_dir, output_format, text_field, overwrite, r
                 raise InputError(f"{shard}: holds no records; remove it from --input_dir or "
                                  f"fill it")
             inputs.append({"name": str(shard), "rows": len(texts),
-                           "sha256": sha256_of_file(shard)})
+                           "sha256": text_sha256(shard)})
             source = source_of(inputs[-1]["sha256"])
             done = not overwrite and shard_done(target, len(texts))
             change = source_change(target, source) if done else None

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.formats import read_npy
+from ..io.hashing import sha256_of_file
 from ..io.plots import early_level
 from ..io.outputs import check_output_plan, check_previous_run, run_differences
 from ..io.records import RunRecord, text_inputs, vector_inputs
@@ -29,6 +30,8 @@ from .novelselect_outputs import (
     check_checkpoint_parameters,
     check_output_folder,
     checkpoint_picks,
+    checkpoint_record_path,
+    discard_checkpoint,
     made_by,
     output_stem,
     write_baseline,
@@ -127,6 +130,8 @@ def resumed_from_checkpoint(options, session, inputs):
     in --output_dir, with a notice; as they are when there is none. Rank 0 reads it and
     tells the others."""
     path, ranks = checkpoint_of(options), session.ranks
+    if options.overwrite and ranks.is_main:  # starting over
+        discard_checkpoint(path)
     with ranks.phase(patient=True):
         picks = checkpoint_picks(path, made_by(options.parameters(), session.record.inputs),
                                  options.overwrite) if ranks.is_main else None
@@ -165,9 +170,10 @@ def plan_outputs(options):
                                 ("--resume_from", options.resume_from)])
     check_previous_run(options.output_dir / f"{stem}_run.json", [p for _w, p in outputs],
                        options.parameters(), options.overwrite)
-    if options.method == "novelselect" and options.resume_from is None:
-        check_checkpoint_parameters(checkpoint_of(options), options.parameters(),
-                                    options.overwrite)
+    checkpoint = checkpoint_of(options)
+    if options.method == "novelselect" and (options.resume_from is None or Path(
+            options.resume_from).resolve() != checkpoint.resolve()):
+        check_checkpoint_parameters(checkpoint, options.parameters(), options.overwrite)
 
 
 def resume_differences(options):
@@ -175,8 +181,10 @@ def resume_differences(options):
     ``{stem}_indices.json`` or ``{stem}_checkpoint.json``) differs from this one, if at all."""
     path = Path(options.resume_from)
     stem = path.stem.removesuffix("_indices").removesuffix("_checkpoint")
-    return run_differences(path.with_name(f"{stem}_run.json"), options.parameters(),
-                           ignore={"k"}) or []
+    record = path.with_name(f"{stem}_run.json")
+    if not record.exists():  # a checkpoint: the record of its run is beside it
+        record = checkpoint_record_path(path)
+    return run_differences(record, options.parameters(), ignore={"k"}) or []
 
 
 def read_quality_scores(path, n):
@@ -238,6 +246,9 @@ def load_inputs(options, session, resume):
     record.add_input("embeddings", vector_inputs(pool, ranks))
     if ranks.is_main:
         record.add_input("texts", text_inputs(options.text_dir, text_paths, counts))
+        if options.quality_scores:
+            record.add_input("quality_scores", {"path": str(options.quality_scores),
+                                                "sha256": sha256_of_file(options.quality_scores)})
         if given is not None:
             record.add_input("given", vector_inputs(given))
     return Inputs(pool, items, n, quality, resume, reference, given)

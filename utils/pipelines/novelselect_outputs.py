@@ -75,9 +75,10 @@ class Checkpoints:
 
     @property
     def saved(self):
-        """How many picks the checkpoint holds (0 before this run wrote one). Read from the
-        file itself: a Ctrl-C between the rename and any bookkeeping cannot make it wrong."""
-        if not self.written:
+        """How many picks the checkpoint holds (this run's, or the one it resumed from; 0 when
+        there is none). Read from the file itself: a Ctrl-C between the rename and any
+        bookkeeping cannot make it wrong."""
+        if self.path is None:
             return 0
         try:
             return len(json.loads(self.path.read_text()))
@@ -93,8 +94,13 @@ class Checkpoints:
     def finish(self):
         """The run is complete and its outputs are written: the checkpoint is not needed."""
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
-            checkpoint_record_path(self.path).unlink(missing_ok=True)
+            discard_checkpoint(self.path)
+
+
+def discard_checkpoint(path):
+    """Remove a checkpoint and the record of its run."""
+    path.unlink(missing_ok=True)
+    checkpoint_record_path(path).unlink(missing_ok=True)
 
 
 def recorded_run(path):
@@ -110,8 +116,8 @@ def recorded_run(path):
 
 def another_runs_checkpoint(path, why):
     return InputError(f"{path}: the checkpoint of another run ({why}); continue it with "
-                      f"--resume_from {path}, give --overwrite to start over, or write "
-                      f"elsewhere")
+                      f"--resume_from {path} and that run's options, give --overwrite to start "
+                      f"over, or write elsewhere")
 
 
 def check_checkpoint_parameters(path, parameters, overwrite):

@@ -191,11 +191,19 @@ def dataset_paths(single_dataset_path, multi_datasets_dir, given_dir=None):
     if multi_datasets_dir:  # the given set may sit among them: its row is measured once
         paths += [path for path in datasets_in(Path(multi_datasets_dir))
                   if not given or path.resolve() != given[0].resolve()]
+    check_found(given, paths, multi_datasets_dir or single_dataset_path)
+    check_distinct(given + paths)
+    return paths
+
+
+def check_found(given, paths, where):
+    """Every path there, and a dataset to measure besides the given set."""
     for path in given + paths:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
-    check_distinct(given + paths)
-    return paths
+    if given and not paths:
+        raise InputError(f"{where}: no dataset besides the given set {given[0]}; give the "
+                         f"datasets to measure beside it")
 
 
 def datasets_in(folder):
@@ -326,13 +334,20 @@ def measure_parts(parts, path, options, session, references, metric_cache):
                         options.n_clusters, session.device, options.block_mib,
                         cache=metric_cache))
                 if is_missing(row.get("cluster_inertia")):
-                    report.notice(f"{name}: cluster_inertia left empty: its rows have at most "
-                                  f"{options.n_clusters} distinct values, so each is a "
-                                  f"centroid and the inertia 0 whatever the data; lower "
-                                  f"--n_clusters")
+                    report.notice(empty_inertia_notice(name, options.n_clusters))
     frame = (per_sample_frame(name, parts, result, marked=bool(options.given_dir))
              if options.per_sample_csv else None)
     return Measured(row, result.per_sample[options.shown], frame)
+
+
+def empty_inertia_notice(name, n_clusters):
+    """Why a dataset's cluster_inertia cell is empty, and what to do."""
+    if n_clusters == 1:
+        return (f"{name}: cluster_inertia left empty: all its rows are the same vector, so the "
+                f"inertia is 0 whatever --n_clusters")
+    return (f"{name}: cluster_inertia left empty: its rows have at most {n_clusters} distinct "
+            f"values, so each is a centroid and the inertia 0 whatever the data; lower "
+            f"--n_clusters")
 
 
 def output_writers(options, session, results):

@@ -38,9 +38,14 @@ class CollectiveFailed(RuntimeError):
 
 @contextlib.contextmanager
 def collective():
-    """Wrap one torch.distributed collective: its failure becomes ``CollectiveFailed``."""
+    """Wrap one torch.distributed collective: its failure becomes ``CollectiveFailed``; the
+    device running out of memory stays what it is."""
+    import torch
+
     try:
         yield
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as err:
         raise CollectiveFailed(str(err)) from err
 
