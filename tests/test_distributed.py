@@ -171,7 +171,8 @@ def test_library_checks_on_several_ranks(ranks):
     assert checks == {"golden_selections": [True, True, True], "prefix_failures_numba": [],
                       "prefix_failures_numpy": [], "prefix_failures_torch": [],
                       "uneven": [True] * 15,
-                      "density_bitwise": True, "exact_ties_failures": []}
+                      "density_bitwise": True, "exact_ties_failures": [],
+                      "exact_ties_oracle_failures": []}
 
 
 @pytest.mark.parametrize("ranks", [1, 2, 3])

@@ -158,7 +158,7 @@ def test_bad_quality_scores(scores, message):
 
 
 def test_memory_need_is_pool_times_budget_times_four_bytes():
-    assert selection_memory_bytes(396_000, 10_000, 0) == 396_000 * 9_999 * 4 + 396_000 * 24
+    assert selection_memory_bytes(396_000, 10_000, 0) == 396_000 * 9_999 * 4 + 396_000 * 32
     with pytest.raises(InputError, match=r"^k=1000000 on a pool of 10000000: the selection "
                                          r"needs .* GiB .* free; lower k or"):
         check_memory(10_000_000, 1_000_000, 4096, "cpu")
@@ -181,11 +181,11 @@ def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():
     unit, rho = pool_inputs(n=160, seed=4)
     chunked = TorchEngine(unit, rho, 40, 1.0, "cpu", block_mib=SMALL_BLOCK_MIB)
     whole = TorchEngine(unit, rho, 40, 1.0, "cpu", block_mib=1024)
-    # 112 bytes per row for the distances (12 columns: the products, the copy of their first
-    # halving, the later halvings), then 33 bytes per stored value for the insertion: 4 KiB
-    # holds 36 rows, then 124 rows down to 3
+    # 112 bytes per row for the dots (12 columns: the products, the copy of their first
+    # halving, the later halvings) and 24 for the float64 cosine, factor sum and value: 4 KiB
+    # holds 30 rows; then 33 bytes per stored value for the insertion: 124 rows down to 3
     assert fixed_order_bytes_per_row(12) == 112 and INSERT_BYTES_PER_VALUE == 33
-    assert len(chunked.distance_chunks()) == 5 and len(whole.distance_chunks()) == 1
+    assert len(chunked.distance_chunks()) == 6 and len(whole.distance_chunks()) == 1
     assert chunked.run(0) == whole.run(0)
     assert len(chunked.insertion_chunks()) == -(-160 // (4096 // (33 * 39))) == 54
     for start, stop in chunked.insertion_chunks():
@@ -374,10 +374,12 @@ def test_rebuild_equals_the_incremental_state(alpha):
 
 @pytest.mark.parametrize("engine_name, bytes_per_row, blocks", [
     ("numba", 16 * 50, 25),              # 65,536 // 800 = 81 rows a block
-    # the numpy kernel's products and halvings (8 x 37 + 16), its values and their float64
-    ("numpy", (8 * 37 + 16 + 4 + 8) * 50, 500),  # 65,536 // 16,200 = 4 rows a block
-    # products, their first halving's copy, later halvings (8 x 37 + 16), dots and values (8)
-    ("torch-cpu", (8 * 37 + 16 + 8) * 50, 500),  # 65,536 // 16,000 = 4 rows a block
+    # the numpy kernel's products and halvings (8 x 37 + 16), the float64 cosines and factor
+    # sums, the values and their weighted float64 copy
+    ("numpy", (8 * 37 + 16 + 8 + 8 + 4 + 8) * 50, 667),  # 65,536 // 17,000 = 3 rows a block
+    # products, their first halving's copy, later halvings (8 x 37 + 16), dots, float64
+    # cosines and factor sums, values (4 + 8 + 8 + 4)
+    ("torch-cpu", (8 * 37 + 16 + 24) * 50, 667),  # 65,536 // 16,800 = 3 rows a block
 ])
 def test_rebuild_runs_in_row_blocks_under_the_budget(engine_name, bytes_per_row, blocks):
     unit, rho = pool_inputs(n=2000, dim=37, seed=22)

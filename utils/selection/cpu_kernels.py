@@ -72,6 +72,14 @@ def fixed_order_dot(vector, target, products, half):
 
 
 @numba.njit(cache=True, inline="always")
+def pair_value(dot, squared_norm, density_factor, pick_squared_norm, pick_density_factor):
+    """x(u, s) from u . s, as ``selection.pair_values`` computes it (float64, rounded once)."""
+    cosine = np.float64(dot) / np.sqrt(squared_norm * pick_squared_norm)
+    return np.float32((1.0 - cosine) * (np.float64(density_factor)
+                                        + np.float64(pick_density_factor)))
+
+
+@numba.njit(cache=True, inline="always")
 def tail_sum(tail, coefficients, sums):
     """sum_i coefficients[i] * tail[i] in float64 by a halving tree over the ranks i (the
     order of ``halving_row_sums``); ``sums``: scratch of at least len(tail) entries."""
@@ -94,8 +102,9 @@ def tail_sum(tail, coefficients, sums):
 
 
 @numba.njit(parallel=True, cache=True)
-def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_values,
-                    weighted_sums, values, t, coefficients, weights, active):
+def add_pick_values(unit, squared_norms, density_factors, target, pick_squared_norm,
+                    pick_density_factor, sorted_values, weighted_sums, values, t, coefficients,
+                    weights, active):
     """One step: every active candidate's value against the pick (``target``, its unit vector;
     ``pick_density_factor``), inserted after the ``t`` it holds, and its weighted sum updated:
     A += w_{m+1} x - sum_{r>m} c_r x_(r) (selection/engine.py). BLAS stays out of the loop:
@@ -109,7 +118,8 @@ def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_v
             if not active[u]:
                 continue
             dot = fixed_order_dot(unit[u], target, products, half)
-            x = (np.float32(1.0) - dot) * (density_factors[u] + pick_density_factor)
+            x = pair_value(dot, squared_norms[u], density_factors[u], pick_squared_norm,
+                           pick_density_factor)
             values[u] = x
             row = sorted_values[u]
             low, high = 0, t  # first stored value greater than x: the insertion point m
@@ -126,8 +136,9 @@ def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_v
 
 
 @numba.njit(parallel=True, cache=True)
-def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_values,
-                 weighted_sums, weights, active, start, stop):
+def rebuild_rows(unit, squared_norms, density_factors, targets, pick_squared_norms,
+                 pick_density_factors, sorted_values, weighted_sums, weights, active, start,
+                 stop):
     """Rows ``start:stop`` of the rebuild (SelectionEngine.rebuild): each active candidate's
     values against every given pick (``targets``, their unit vectors), by the step's
     fixed-order dot (bitwise the same values), sorted in place, then weighted and summed in
@@ -145,6 +156,7 @@ def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_va
             row = sorted_values[u]
             for j in range(t):
                 dot = fixed_order_dot(vector, targets[j], products, half)
-                row[j] = (np.float32(1.0) - dot) * (density_factors[u] + pick_density_factors[j])
+                row[j] = pair_value(dot, squared_norms[u], density_factors[u],
+                                    pick_squared_norms[j], pick_density_factors[j])
             row[:t].sort()
             weighted_sums[u] = tail_sum(row[:t], weights[:t], sums)
