@@ -24,7 +24,7 @@ from utils.density.reference import pool_density
 from utils.numerics.rows import unit_rows
 from utils.selection.cpu import NumpyEngine
 from utils.selection.engine import first_pick
-from utils.synthetic import clustered_vectors
+from synthetic import clustered_vectors
 
 
 @numba.njit(parallel=True)

@@ -18,7 +18,7 @@ from utils.metrics.registry import METRIC_NAMES, compute_metrics
 from utils.numerics.rows import unit_rows
 from utils.selection import baselines
 from utils.selection.engine import first_pick
-from utils.synthetic import clustered_vectors
+from synthetic import clustered_vectors
 
 
 def peak_rss_mib():

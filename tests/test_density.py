@@ -16,7 +16,7 @@ from utils.density.flat_index import (
     merge_topk,
 )
 from utils.errors import InputError
-from utils.synthetic import with_duplicates
+from synthetic import with_duplicates
 
 TINY_BLOCK_MIB = 2 / 1024  # 2 KiB: many query and reference blocks on small sets
 

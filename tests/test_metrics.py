@@ -25,7 +25,7 @@ from utils.metrics.vendi import vendi
 from utils.numerics.blocks import MIB, row_blocks
 from utils.numerics.compute import NUMPY_PAIR_BYTES, TORCH_PAIR_BYTES, pair_blocks
 from utils.numerics.kmeans import kmeans_centroids, split_empty_clusters
-from utils.synthetic import clustered_vectors, with_duplicates
+from synthetic import clustered_vectors, with_duplicates
 
 GOLDEN = Path(__file__).parent / "golden" / "partition_entropy"
 ENGINES = ["numpy", "torch"]  # "torch" runs the GPU code path on CPU tensors

@@ -23,7 +23,7 @@ from utils.selection.engines import select
 from utils.selection.gpu import INSERT_BYTES_PER_VALUE, TorchEngine
 from utils.selection.inputs import check_quality_scores
 from utils.selection.memory import check_memory, density_memory_bytes, selection_memory_bytes
-from utils.synthetic import with_duplicates
+from synthetic import with_duplicates
 
 SMALL_BLOCK_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
 ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a, kernels="numba"),

@@ -49,8 +49,10 @@ import abc
 import numpy as np
 
 from ..numerics.blocks import row_blocks
+from ..numerics.fixed_order import fixed_order_bytes_per_row, fixed_order_dots, halving_sums
 from ..numerics.weights import rank_weights, tail_coefficients
 from .inputs import check_resume_picks
+from .pair_values import as_float64, concatenated, pair_values, squared_norms
 
 VALUE_BYTES = 4  # float32 per stored value
 
@@ -75,27 +77,32 @@ def first_pick(n, seed):
     return int(np.random.RandomState(seed).randint(0, n))
 
 
-GIVEN_NOVELTY_BYTES = 64 * 2**20  # dot products held at once by ``given_novelty``
+PICK_NOVELTY_BYTES = 64 * 2**20  # working memory of one block of ``pick_novelty``
 
 
-def given_novelty(targets, factors, weights, first=1):
+def pick_novelty(targets, factors, weights, first=1):
     """The novelty each of the picks ``first``, ``first + 1``, ... had when it was picked,
-    from the unit vectors ``targets`` (t, d) and density factors (t,) of every pick in order
-    (a given set's rows first, when there is one); NaN for the picks before ``first`` (the
-    first of a run was drawn at random). Pick j's j values against the picks before it,
-    sorted, weighted and averaged as a step of the selection computes them (float32 values,
-    float64 sums; the dot products come from one matrix product, so they agree with the
-    run's to float32 rounding)."""
-    targets = np.asarray(targets, dtype=np.float32)
-    factors = np.asarray(factors, dtype=np.float32)
-    novelty = np.full(len(targets), np.nan)
-    rows = max(1, GIVEN_NOVELTY_BYTES // (4 * max(1, len(targets))))
-    for start in range(max(first, 1), len(targets), rows):
-        stop = min(start + rows, len(targets))
-        dots = targets[start:stop] @ targets[:stop].T
-        for j in range(start, stop):
-            values = np.sort((np.float32(1) - dots[j - start, :j]) * (factors[:j] + factors[j]))
-            novelty[j] = float(np.dot(weights[:j], values.astype(np.float64))) / j
+    from the rows ``targets`` (t, d) and density factors (t,) of every pick in order (a given
+    set's rows first, when there is one), as numpy arrays or torch tensors on the engine's
+    device; NaN for the picks before ``first`` (the first of a run was drawn at random).
+
+    Pick j's values against the j picks before it are the rebuild's (``pair_values`` of
+    fixed-order dots, so bitwise those its step inserted), sorted and summed in float64 by
+    halving over the ranks, as ``SelectionEngine.rebuild`` sums them: the novelty equals the
+    one the run logged to ``REBUILD_SUM_RTOL``. ``weights``: float64 w_r, like ``targets``."""
+    t = len(targets)
+    novelty = np.full(t, np.nan)
+    if t < 2:
+        return novelty
+    squares = squared_norms(targets)
+    step = max(1, PICK_NOVELTY_BYTES // fixed_order_bytes_per_row(targets.shape[1]))
+    for j in range(max(first, 1), t):
+        values = pair_values(concatenated([fixed_order_dots(targets[a:min(a + step, j)],
+                                                            targets[j])
+                                           for a in range(0, j, step)]),
+                             squares[:j], factors[:j], squares[j], float(factors[j]))
+        ordered = values.sort().values if hasattr(values, "clone") else np.sort(values)
+        novelty[j] = float(halving_sums(as_float64(ordered) * weights[:j])) / j
     return novelty
 
 
@@ -179,6 +186,16 @@ class SelectionEngine(abc.ABC):
         self.t = t
         return blocks
 
+    def pick_novelty(self, targets, pick_density_factors, first=1):
+        """``pick_novelty`` of picks given by their rows and density factors (numpy), computed
+        where this engine computes."""
+        return pick_novelty(self.compute_array(targets), self.compute_array(pick_density_factors),
+                            self.compute_array(self.weights), first)
+
+    def compute_array(self, array):
+        """A numpy array as this engine computes with it (a torch tensor on a GPU engine)."""
+        return np.asarray(array)
+
     def _insert(self, pick):
         """Insert every active candidate's value against ``pick`` after the ``t`` it holds."""
         self._insert_vector(self.unit[pick], self.density_factors[pick], pick)
@@ -257,7 +274,7 @@ class SelectionEngine(abc.ABC):
         of ``picks`` with its novelty when it was picked."""
         if given is None:
             if on_pick:
-                novelty = (given_novelty(*self.pick_vectors(picks), self.weights)
+                novelty = (self.pick_novelty(*self.pick_vectors(picks))
                            if len(picks) > 1 else [float("nan")])
                 for pick, value in zip(picks, novelty):
                     on_pick(pick, float(value))
@@ -273,7 +290,7 @@ class SelectionEngine(abc.ABC):
             targets = np.concatenate([targets, more_targets])
             factors = np.concatenate([factors, more_factors])
             if on_pick:
-                novelty = given_novelty(targets, factors, self.weights, first=len(given[0]))
+                novelty = self.pick_novelty(targets, factors, first=len(given[0]))
                 for pick, value in zip(picks, novelty[len(given[0]):]):
                     on_pick(pick, float(value))
         if len(picks) < count:

@@ -84,6 +84,9 @@ class TorchEngine(SelectionEngine):
         return list(row_blocks(self.n, INSERT_BYTES_PER_VALUE * max(self.t, 1),
                                self.block_bytes))
 
+    def compute_array(self, array):
+        return self.torch.as_tensor(np.asarray(array)).to(self.device)
+
     def on_device(self, values, dtype):
         """``values`` (numpy, torch or a number) as a tensor of ``dtype`` on this engine's
         device."""

@@ -20,7 +20,8 @@ from ..numerics.blocks import MIB, row_blocks
 from ..numerics.fixed_order import fixed_order_bytes_per_row, fixed_order_dots
 
 
-def _float64(array):
+def as_float64(array):
+    """A numpy array or torch tensor in float64."""
     return array.double() if hasattr(array, "double") else np.asarray(array, dtype=np.float64)
 
 
@@ -39,8 +40,8 @@ def pair_values(dots, squared_norms, density_factors, pick_squared_norm, pick_de
     ``dots``: u . s (float32); ``squared_norms``: u . u as float64 (exact); the pick's
     ``pick_squared_norm`` (float64) and ``pick_density_factor`` (float32, or float64 holding
     a float32 value); ``density_factors``: rho(u) (float32)."""
-    cosines = _float64(dots) / _sqrt(squared_norms * pick_squared_norm)
-    return _float32((1.0 - cosines) * (_float64(density_factors) + pick_density_factor))
+    cosines = as_float64(dots) / _sqrt(squared_norms * pick_squared_norm)
+    return _float32((1.0 - cosines) * (as_float64(density_factors) + pick_density_factor))
 
 
 NORM_BLOCK_BYTES = 64 * MIB  # working memory of one row block of ``squared_norms``
@@ -50,12 +51,14 @@ def squared_norms(rows):
     """u . u of each row (float32 numpy or torch rows), in the fixed order, as float64, in
     row blocks of at most ``NORM_BLOCK_BYTES`` of working memory."""
     blocks = row_blocks(len(rows), fixed_order_bytes_per_row(rows.shape[1]), NORM_BLOCK_BYTES)
-    return _concatenate([_float64(fixed_order_dots(rows[start:stop], rows[start:stop]))
+    return concatenated([as_float64(fixed_order_dots(rows[start:stop], rows[start:stop]))
                          for start, stop in blocks], rows)
 
 
-def _concatenate(parts, like):
-    if hasattr(like, "double"):
+def concatenated(parts, like=None):
+    """numpy arrays or torch tensors end to end (no parts: an empty float64 array, a tensor
+    on ``like``'s device when ``like`` is one)."""
+    if parts and hasattr(parts[0], "double") or not parts and hasattr(like, "double"):
         import torch
 
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64,

@@ -66,6 +66,9 @@ class ShardedEngine(SelectionEngine):
         rows = self._local_rows([] if taken is None else [taken])
         self.local.add_vector(target, pick_density_factor, rows[0] if rows else None)
 
+    def compute_array(self, array):
+        return self.local.compute_array(array)
+
     def rebuild_bytes_per_row(self, t):
         return self.local.rebuild_bytes_per_row(t)
 
