@@ -214,7 +214,7 @@ def build_engine(ctx, kernel, k):
     """The engine for ``kernel``: on a GPU ``make_engine`` (what the API runs), which must
     choose that kernel; on the CPU (smoke) the engine class itself, Triton in its interpreter
     (make_engine chooses numba on the CPU)."""
-    from utils.selection.engines import make_engine
+    from utils.selection.engine_choice import make_engine
     from utils.selection.gpu import TorchEngine, TritonEngine
 
     if not ctx.on_gpu:
@@ -264,8 +264,8 @@ def run_selection(ctx, kernel, k):
     """``k`` picks with ``kernel``; returns (clock, engine build seconds). ``OutOfTime`` carries
     how far it got and the extrapolated whole."""
     from utils.numerics.rows import unit_rows
-    from utils.selection.engine import first_pick
-    from utils.selection.engines import select
+    from utils.selection.selection_engine import first_pick
+    from utils.selection.engine_choice import select
     from utils.selection.memory import check_memory
 
     n = len(ctx.pool)

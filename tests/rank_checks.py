@@ -29,7 +29,7 @@ from utils.io.vectors import load_vectors
 from utils.numerics.rows import unit_rows
 from utils.runtime.distributed import start_ranks, stop_ranks
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engine import first_pick
+from utils.selection.selection_engine import first_pick
 from utils.selection.gpu import TorchEngine
 from utils.selection.sharded import ShardedEngine
 

@@ -1,5 +1,5 @@
 """The paper's comparison from the command line: baseline metrics beside NovelSum, baseline
-selections beside NovelSelect (issue 8), checked against the library functions they wrap."""
+selections beside NovelSelect, checked against the library functions they wrap."""
 
 import csv
 import json
@@ -14,7 +14,7 @@ from utils.io.vectors import load_vectors
 from utils.metrics.registry import compute_metrics
 from utils.numerics.rows import unit_rows
 from utils.selection import baselines
-from utils.selection.engine import first_pick
+from utils.selection.selection_engine import first_pick
 
 CASE = GOLDEN / "novelsum_default_grid"
 SELECT = GOLDEN / "novelselect"
@@ -64,7 +64,7 @@ def test_too_many_clusters_names_the_option(runner, tmp_path):
 
 def test_metrics_all_with_defaults_works_on_80_samples(runner, tmp_path):
     """The shipped 80-sample MT-Bench embeddings against the example pool (320 rows): the
-    default --n_clusters 100 is lowered to 80, said, and recorded (issue 14)."""
+    default --n_clusters 100 is lowered to 80, said, and recorded."""
     examples = GOLDEN.parent.parent / "examples"
     output = tmp_path / "o.csv"
     result = runner.invoke(novelsum_main, [

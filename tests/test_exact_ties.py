@@ -19,7 +19,7 @@ from exact_oracle import ALPHAS, binary_pool, exact_selection, tie_failures
 from utils.cli.novelselect import main
 from utils.numerics.rows import unit_rows
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engines import select
+from utils.selection.engine_choice import select
 from utils.selection.gpu import TorchEngine
 
 # docs/method.md section 6: a tie is a score within 2^-22 of the largest; a computed relative

@@ -19,7 +19,7 @@ from utils.numerics.rows import unit_rows
 from utils.numerics.weights import rank_weights
 from utils.selection import baselines
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engines import select
+from utils.selection.engine_choice import select
 from utils.selection.gpu import TorchEngine
 from utils.selection.memory import available_memory_bytes, check_memory
 

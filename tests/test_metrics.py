@@ -211,7 +211,7 @@ def test_partition_entropy_golden(golden_reference, case, engine):
 def test_entropy_bits():
     assert entropy_bits([0, 0, 1, 1], 4) == pytest.approx(1.0)
     assert entropy_bits([2, 2, 2], 4) == 0.0
-    assert math.copysign(1.0, entropy_bits([2, 2, 2], 4)) == 1.0  # never -0.0 (issue 14)
+    assert math.copysign(1.0, entropy_bits([2, 2, 2], 4)) == 1.0  # never -0.0
     assert entropy_bits([0, 1, 2, 3], 4) == pytest.approx(2.0)
 
 
@@ -286,6 +286,6 @@ def test_a_default_cluster_count_is_lowered_to_what_small_data_allows(names, siz
                                                                       expected, data, reference):
     fitted = fitting_cluster_count(names, 100, sizes, n_reference)
     assert fitted == expected
-    if names == METRIC_NAMES and sizes[0] == 80:  # and then every metric computes (issue 14)
+    if names == METRIC_NAMES and sizes[0] == 80:  # and then every metric computes
         got = compute_metrics(names, data[:80], reference, n_clusters=fitted)
         assert all(np.isfinite(value) for value in got.values())

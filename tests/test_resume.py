@@ -22,7 +22,7 @@ from utils.errors import InputError
 from utils.io.vectors import load_vectors
 from utils.numerics.rows import unit_rows
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engines import select
+from utils.selection.engine_choice import select
 from utils.selection.gpu import TorchEngine
 
 SELECT = GOLDEN / "novelselect"

@@ -13,13 +13,13 @@ from utils.numerics.fixed_order import (
     fixed_order_bytes_per_row,
     fixed_order_dots,
     fixed_order_dots_many,
-    halving_row_sums,
+    halving_sums,
 )
 from utils.numerics.rows import unit_rows
 from utils.numerics.weights import rank_weights, tail_coefficients
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engine import REBUILD_SUM_RTOL, first_pick
-from utils.selection.engines import select
+from utils.selection.selection_engine import REBUILD_SUM_RTOL, first_pick
+from utils.selection.engine_choice import select
 from utils.selection.gpu import INSERT_BYTES_PER_VALUE, TorchEngine
 from utils.selection.inputs import check_quality_scores
 from utils.selection.memory import check_memory, density_memory_bytes, selection_memory_bytes
@@ -169,7 +169,7 @@ def test_memory_need_is_pool_times_budget_times_four_bytes():
 
 def test_the_memory_check_counts_the_density_stage():
     """A small selection against a reference of 50M x 256 rows: the selection fits, the
-    density's copies of the reference (two of 51 GB) do not (issue 14)."""
+    density's copies of the reference (two of 51 GB) do not."""
     check_memory(1_000, 10, 256, "cpu")
     assert density_memory_bytes(50_000_000, 256) == 50_000_000 * (2 * 256 * 4 + 16)
     with pytest.raises(InputError, match=r"^the density stage over 50,000,000 reference rows "
@@ -195,12 +195,12 @@ def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():
 
 
 @pytest.mark.parametrize("width", [0, 1, 2, 5, 8, 13])
-def test_halving_row_sums_equal_sums_and_ignore_the_chunk(width):
+def test_halving_sums_equal_sums_and_ignore_the_chunk(width):
     torch = pytest.importorskip("torch")
     matrix = torch.from_numpy(np.random.default_rng(width).normal(size=(9, width)))
-    sums = halving_row_sums(matrix)
+    sums = halving_sums(matrix)
     np.testing.assert_allclose(sums.numpy(), matrix.sum(dim=1).numpy(), rtol=1e-14)
-    assert bool((torch.cat([halving_row_sums(matrix[:4]), halving_row_sums(matrix[4:])])
+    assert bool((torch.cat([halving_sums(matrix[:4]), halving_sums(matrix[4:])])
                  == sums).all())
 
 

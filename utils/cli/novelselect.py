@@ -123,9 +123,13 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         raise click.UsageError(f"--method {method} runs in one process: start it without "
                                f"torchrun (only NovelSelect is split over ranks)")
     summary = run_novelselect(NovelselectOptions(
-        text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
-        seed, dense_ref_dir, quality_scores, embedding_field, plot, method, max_similarity,
-        resume_from, checkpoint_every, quiet, overwrite, given_dir))
+        text_dir=text_dir, figure_dir=figure_dir, output_dir=output_dir, k=k, gpu_id=gpu_id,
+        neighbors=neighbors, density_power=density_power, distance_power=distance_power,
+        seed=seed, dense_ref_dir=dense_ref_dir, quality_scores=quality_scores,
+        embedding_field=embedding_field, plot=plot, method=method,
+        max_similarity=max_similarity, resume_from=resume_from,
+        checkpoint_every=checkpoint_every, quiet=quiet, overwrite=overwrite,
+        given_dir=given_dir))
     if summary is not None:
         click.echo(summary)
 

@@ -98,7 +98,8 @@ def max_sq_norm(rows, block_rows=8192):
 
 
 def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu",
-                      max_row_sq_norm=None, error_model=DEFAULT_SEARCH_ERROR):
+                      max_row_sq_norm=None, error_model=DEFAULT_SEARCH_ERROR,
+                      rerank_kernels="auto"):
     """The exact ``n_results`` nearest rows of each query: ``(distances, labels)``, float64
     exact squared distances (``rerank_exact``) and row numbers, nearest first, ties to the
     lower row.
@@ -111,7 +112,8 @@ def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu
     one outlier of large norm cannot inflate it. Unsettled queries are searched again with
     twice as many candidates, up to every row, so that a crowd of near-duplicates cannot push
     a true neighbour out of the candidates. ``max_row_sq_norm``: ``max_sq_norm(rows)``;
-    ``error_model``: a key of ``SEARCH_ERROR_GAMMAS``.
+    ``error_model``: a key of ``SEARCH_ERROR_GAMMAS``; ``rerank_kernels``: the CPU re-ranking's
+    (``rerank_cpu.rerank_exact_cpu``).
     """
     n_rows = len(rows)
     if max_row_sq_norm is None:  # callers that search often pass it, computed once
@@ -128,7 +130,8 @@ def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu
             which = todo[start:stop]
             q = np.ascontiguousarray(queries[which], dtype=np.float32)
             rough, labels = search(q, m)
-            distances, nearest = rerank_exact(q, rows, labels, n_results, block_bytes, device)
+            distances, nearest = rerank_exact(q, rows, labels, n_results, block_bytes, device,
+                                              rerank_kernels)
             if m >= n_rows:
                 settled = np.ones(len(which), dtype=bool)
             else:
@@ -180,7 +183,7 @@ def nearest_by_distance_then_row(distances, labels, n_keep):
 RERANK_BYTES_PER_ELEMENT = 4 + 8 + 8 + 8 + 4
 
 
-def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu"):
+def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu", kernels="auto"):
     """The ``n_keep`` nearest of each query's candidate rows by exact distance.
 
     ``queries`` (n, d) float32; ``rows``: the searched rows (numpy or a torch tensor on
@@ -189,11 +192,13 @@ def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu"):
     distances in the order of their row numbers. On the CPU a numba kernel
     (``rerank_cpu.rerank_exact_cpu``: no torch import, a row of d float64 per thread), on a
     GPU torch (``rerank_exact_torch``, within ``block_bytes``); the values are bitwise equal.
+    ``kernels``: the CPU's choice of numba or numpy (``rerank_exact_cpu``).
     """
     if device == "cpu":
         from .rerank_cpu import rerank_exact_cpu
 
-        return rerank_exact_cpu(queries, np.asarray(rows), labels, n_keep, block_bytes)
+        return rerank_exact_cpu(queries, np.asarray(rows), labels, n_keep, block_bytes,
+                                kernels)
     return rerank_exact_torch(queries, rows, labels, n_keep, block_bytes, device)
 
 

@@ -97,4 +97,4 @@ class DensityReference:
             self._max_sq_norm = max_sq_norm(self.rows)
         return nearest_certified(index.search, index.reference, queries, n_results,
                                  self.block_mib * MIB, index.device, self._max_sq_norm,
-                                 self.search_error)
+                                 self.search_error, index.rerank_kernels())

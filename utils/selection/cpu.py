@@ -7,7 +7,7 @@ import numpy as np
 
 from ..numerics.blocks import MIB
 from . import numpy_kernels
-from .engine import SelectionEngine, tie_floor
+from .selection_engine import SelectionEngine, tie_floor
 from .pair_values import squared_norms
 from .memory import TORCH_BLOCK_MIB
 

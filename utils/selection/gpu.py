@@ -9,9 +9,9 @@ from ..numerics.fixed_order import (
     fixed_order_bytes_per_row,
     fixed_order_dots,
     fixed_order_dots_many,
-    halving_row_sums,
+    halving_sums,
 )
-from .engine import SelectionEngine, tie_floor
+from .selection_engine import SelectionEngine, tie_floor
 from .memory import TORCH_BLOCK_MIB
 from .pair_values import pair_values, squared_norms
 
@@ -126,7 +126,7 @@ class TorchEngine(SelectionEngine):
                 self.squared_norms[start:stop, None], self.density_factors[start:stop, None],
                 pick_squared_norms, pick_density_factors), dim=1).values
             self.sorted_values[start:stop, :t] = values
-            self.weighted_sums[start:stop] = halving_row_sums(values.double() * weights)
+            self.weighted_sums[start:stop] = halving_sums(values.double() * weights)
 
     def _insert_vector(self, target, pick_density_factor, taken):
         torch, t = self.torch, self.t
@@ -135,7 +135,7 @@ class TorchEngine(SelectionEngine):
             stored = self.sorted_values[start:stop, :t]
             x = values[start:stop]
             above = stored > x[:, None]
-            tail = halving_row_sums(
+            tail = halving_sums(
                 torch.where(above, stored, 0.0).double().mul_(self.coefficients_t[:t]))
             insert_at = t - above.sum(dim=1)
             self.sorted_values[start:stop, 1:t + 1] = torch.where(

@@ -5,7 +5,7 @@ import os
 
 from ..errors import InputError, option, setting
 from ..numerics.blocks import MIB
-from .engine import VALUE_BYTES
+from .selection_engine import VALUE_BYTES
 
 TORCH_BLOCK_MIB = 1024  # default working memory of one row chunk (torch) or rebuild block
 

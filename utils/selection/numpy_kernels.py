@@ -16,7 +16,6 @@ from ..numerics.fixed_order import (
     fixed_order_bytes_per_row,
     fixed_order_dots,
     fixed_order_dots_many,
-    halving_row_sums,
     halving_sums,
 )
 from .pair_values import pair_values
@@ -95,4 +94,4 @@ def rebuild_rows(unit, squared_norms, density_factors, targets, pick_squared_nor
                     pick_density_factors.astype(np.float64))
     x.sort(axis=1, kind="stable")  # equal values (+0.0, -0.0) in pick order, as inserted
     sorted_values[rows, :t] = x
-    weighted_sums[rows] = halving_row_sums(x.astype(np.float64) * weights[:t])
+    weighted_sums[rows] = halving_sums(x.astype(np.float64) * weights[:t])

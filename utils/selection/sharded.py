@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..runtime.distributed import block_starts, owner_of
-from .engine import SelectionEngine, tie_floor
+from .selection_engine import SelectionEngine, tie_floor
 
 
 class ShardedEngine(SelectionEngine):

@@ -35,7 +35,7 @@ whatever the chunking.
 An engine can also start from t given picks (a resumed or extended run, ``rebuild``): every
 candidate's t values against them are computed in one batched pass over row blocks, with the
 same fixed-order dot (so the values are bitwise those of the incremental path), sorted once per
-row, and summed in float64 by halving over the ranks (``halving_row_sums``; the numba kernel
+row, and summed in float64 by halving over the ranks (``halving_sums``; the numba kernel
 halves in the same order, so every engine rebuilds bitwise the same sums). A sum built by t
 insertions carries the rounding of each insertion, which no single sum can reproduce, so the
 rebuilt sums equal the incremental ones to a relative 1e-12 (``REBUILD_SUM_RTOL``; measured:
