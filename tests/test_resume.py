@@ -81,8 +81,8 @@ def test_a_resumed_pick_log_has_the_uninterrupted_novelty(engine, with_given):
 @pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize("seed", range(6))
 def test_exact_ties_between_distinct_vectors_resume_to_the_same_picks(engine, seed):
-    """SPEC section 6: within a relative 1e-12 of the largest score, the lowest index wins, so
-    a rebuilt (resumed) state picks what the incremental one picked."""
+    """docs/method.md section 6: within a relative 2^-22 of the largest score, the lowest index
+    wins, so a rebuilt (resumed) state picks what the incremental one picked."""
     pool = three_hot_pool(seed)
     unit, factors, k = unit_rows(pool), np.ones(len(pool), dtype=np.float32), 20
     full = select(unit, factors, k, 1.0, seed % len(pool), engine=ENGINES[engine](

@@ -23,9 +23,12 @@ products p_j = u_j s_j: with h the largest power of two below d, p_j += p_{j+h} 
 then p_j += p_{j+h'} for j < h' = h/2, h/4, ..., 1, and p_0 is the dot (``halving_sums``). No
 step is fused or reordered: numba runs without fastmath, torch runs it as elementwise
 operations, each exactly rounded; on a GPU that is a dozen elementwise operations per row
-chunk (log2 d), where a sequential order would need one per block of columns. The values
-x(u, s) are then bitwise the same on the numba, torch and Triton engines (on a GPU too, by
-construction; tests/test_gpu.py checks it there), and the lowest index wins among duplicates.
+chunk (log2 d), where a sequential order would need one per block of columns. The cosine
+divides u . s by the rows' own computed norms, in float64 (``pair_values``: cos(u, u) is
+exactly 1, so a pick's duplicate gets 0). The values x(u, s) are then bitwise the same on the
+numba, torch and Triton engines (on a GPU too, by construction; tests/test_gpu.py checks it
+there), and the lowest index wins among duplicates; ties between distinct candidates are
+decided by ``TIE_RTOL``.
 The insertion's tail sum is also fixed per row: by halving over the tail's ranks in numba
 (its order set by t and the insertion point, never by where the row sits in memory) and in
 torch, per block of ranks in Triton; the sums may differ between
