@@ -10,8 +10,9 @@ q / q is 1): a pick's duplicates get the value 0 exactly, as in exact arithmetic
 row to unit length in float32 rounds: with two ones, 1/sqrt(2) rounds to 0.70710677, whose
 square rounds to 0.49999997, so u . u was 0.99999994 and a duplicate's value 1.2e-7, enough
 to break an exact tie against a candidate without a duplicate among the picks. Where the dots
-are exact (binary rows with up to four ones after scaling, small integers), cos is the
-correctly rounded quotient of exact numbers, so equal cosines give equal values.
+are exact multiples of one number (rows of small integers; binary rows with up to four ones
+scaled to unit length, whose products all round alike), cos is the exact cosine correctly
+rounded, so equal cosines give equal values (docs/method.md section 6).
 """
 
 import numpy as np
