@@ -23,8 +23,8 @@ from common import BENCH_SPREAD, cpu_description
 from utils.density.reference import pool_density
 from utils.numerics.rows import unit_rows
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engine import first_pick
-from utils.synthetic import clustered_vectors
+from utils.selection.selection_engine import first_pick
+from synthetic import clustered_vectors
 
 
 @numba.njit(parallel=True)

@@ -17,8 +17,8 @@ from common import BENCH_SPREAD
 from utils.metrics.registry import METRIC_NAMES, compute_metrics
 from utils.numerics.rows import unit_rows
 from utils.selection import baselines
-from utils.selection.engine import first_pick
-from utils.synthetic import clustered_vectors
+from utils.selection.selection_engine import first_pick
+from synthetic import clustered_vectors
 
 
 def peak_rss_mib():

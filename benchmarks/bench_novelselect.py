@@ -23,7 +23,7 @@ from common import BENCH_SPREAD, cpu_description, timed, write_shards
 
 from utils.selection.cpu import uses_numpy_kernels
 from utils.selection.gpu import GPU_KERNEL_VARIABLE
-from utils.synthetic import clustered_vectors
+from synthetic import clustered_vectors
 
 
 def main():

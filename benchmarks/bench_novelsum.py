@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from common import BENCH_SPREAD, cpu_description, timed, write_shards, write_vectors
 
-from utils.synthetic import clustered_vectors
+from synthetic import clustered_vectors
 
 
 def read_row(path):

@@ -1,7 +1,7 @@
 """Benchmark: NovelSelect in one process against ``torchrun`` with 1 and 2 CPU ranks.
 
-A synthetic clustered pool (``utils.synthetic.clustered_vectors``, n x dim, 50 clusters) is
-written as .npy embedding shards with JSON text shards of the same stems. For each ``--ks``
+A synthetic clustered pool (``clustered_vectors`` of tests/synthetic.py, n x dim, 50
+clusters) is written as .npy embedding shards with JSON text shards of the same stems. For each ``--ks``
 value, ``novelselect.py --gpu_id -1`` runs as a whole process three ways: plain ``python``, and
 ``torchrun --standalone --nproc_per_node N`` for each ``--ranks`` N (default 1 and 2); defaults
 neighbors 10, density power 0.5, distance power 1, seed 42. Printed per run: the wall time of
@@ -76,7 +76,7 @@ def run_as_rank(peak_dir, script, args):
 def write_pool(folder, n, dim, shard_rows):
     """Embedding shards ``emb/{i}.npy`` and text shards ``text/{i}.json`` (JSON lists of
     strings, the same stems and rows)."""
-    from utils.synthetic import clustered_vectors
+    from synthetic import clustered_vectors
 
     vectors = clustered_vectors(n, dim, 50, seed=0, spread=BENCH_SPREAD)
     write_shards(folder / "emb", vectors, "npy", shard_rows)

@@ -1,5 +1,5 @@
-"""What the benchmarks share: the repository on the import path, the embeddings' spread,
-shard writing, timing a process, the machine's name for the tables."""
+"""What the benchmarks share: the repository and tests/synthetic.py on the import path, the
+embeddings' spread, shard writing, timing a process, the machine's name for the tables."""
 
 import json
 import os
@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the benchmarks use utils/ (utils.synthetic)
+sys.path.insert(0, str(REPO))  # the benchmarks use utils/
+# and the tests' seeded data (tests/synthetic.py: one generator for tests and benchmarks)
+sys.path.append(str(REPO / "tests"))
 
 BENCH_SPREAD = 0.4  # noise around the cluster centres of the benchmarks' embeddings
 

@@ -9,7 +9,7 @@ torch and Triton (comes with torch's CUDA builds), never faiss or vLLM: without 
 density's kNN is the library's exact torch search. Steps, in the order they run:
 
 - c0  a synthetic clustered pool, the paper's size (396,000 x 4,096 float32, 6.5 GB): the
-      recipe of ``utils.synthetic.clustered_vectors`` drawn by torch on the device.
+      recipe of ``tests/synthetic.py``'s ``clustered_vectors`` drawn by torch on the device.
 - d   NovelSum (``utils.api.novelsum``, the default 18-point grid) of 10,000 pool rows against
       the whole pool as reference.
 - c1  the density factor of every pool row (exact kNN, the pool as reference).
@@ -113,7 +113,7 @@ def kernel_variable(value):
 def clustered_pool(n, dim, device, seed=0, n_clusters=8, spread=BENCH_SPREAD,
                    chunk_rows=50_000):
     """(n, dim) float32 host array: ``n_clusters`` Gaussian centres plus ``spread`` x noise,
-    the recipe of ``utils.synthetic.clustered_vectors`` drawn by torch on ``device`` in row
+    the recipe of ``clustered_vectors`` (tests/synthetic.py) drawn by torch on ``device`` in row
     chunks (numpy draws 1.6e9 normals in about half a minute on one core)."""
     import torch
 
@@ -214,7 +214,7 @@ def build_engine(ctx, kernel, k):
     """The engine for ``kernel``: on a GPU ``make_engine`` (what the API runs), which must
     choose that kernel; on the CPU (smoke) the engine class itself, Triton in its interpreter
     (make_engine chooses numba on the CPU)."""
-    from utils.selection.engines import make_engine
+    from utils.selection.engine_choice import make_engine
     from utils.selection.gpu import TorchEngine, TritonEngine
 
     if not ctx.on_gpu:
@@ -264,8 +264,8 @@ def run_selection(ctx, kernel, k):
     """``k`` picks with ``kernel``; returns (clock, engine build seconds). ``OutOfTime`` carries
     how far it got and the extrapolated whole."""
     from utils.numerics.rows import unit_rows
-    from utils.selection.engine import first_pick
-    from utils.selection.engines import select
+    from utils.selection.selection_engine import first_pick
+    from utils.selection.engine_choice import select
     from utils.selection.memory import check_memory
 
     n = len(ctx.pool)

@@ -59,7 +59,7 @@ and of best, and their ops and host reads, counted op by op with a ``TorchDispat
 the CPU torch engine (each aten op's tensor inputs read, outputs written; views free), against
 the formulas above; (2) the tail fraction f: the share of a candidate's stored values behind
 the new one, over all candidates and sampled steps, from the numba engine on synthetic
-clustered pools (``utils.synthetic``, 50 clusters; real embeddings may give another f);
+clustered pools (``tests/synthetic.py``, 50 clusters; real embeddings may give another f);
 (3) torch's CPU dispatch time per op; (4) one ``ShardedEngine`` step on 2 gloo ranks
 (``torchrun``): its collectives and other torch ops, and its time against the local engine's
 (the CPU's gloo, for scale; the GPU model uses the NCCL latencies above). Nothing here runs
@@ -160,7 +160,7 @@ def count_step_traffic(rows, dim, k=8):
     host reads, on the CPU torch engine (one chunk)."""
     from utils.numerics.rows import unit_rows
     from utils.selection.gpu import TorchEngine
-    from utils.synthetic import clustered_vectors
+    from synthetic import clustered_vectors
 
     unit = unit_rows(clustered_vectors(rows, dim, 8, seed=1, spread=BENCH_SPREAD))
     engine = TorchEngine(unit, np.ones(rows, dtype=np.float32), k, 1.0, "cpu")
@@ -184,7 +184,7 @@ def measure_tail_fraction(rows, dim, k, every):
     from utils.density.reference import pool_density
     from utils.numerics.rows import unit_rows
     from utils.selection.cpu import NumpyEngine
-    from utils.synthetic import clustered_vectors
+    from synthetic import clustered_vectors
 
     vectors = clustered_vectors(rows, dim, 50, seed=0, spread=BENCH_SPREAD)
     engine = NumpyEngine(unit_rows(vectors), pool_density(vectors), k, 1.0, kernels="numba")

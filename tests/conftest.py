@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from utils.runtime.device import nvidia_driver_present
-from utils.synthetic import clustered_vectors  # noqa: F401 (the tests' clustered pools)
+from synthetic import clustered_vectors  # noqa: F401 (the tests' clustered pools)
 
 if not nvidia_driver_present():
     # Without a GPU, Triton's interpreter runs the GPU engine's kernel on CPU tensors; it must

@@ -29,7 +29,7 @@ from utils.io.vectors import load_vectors
 from utils.numerics.rows import unit_rows
 from utils.runtime.distributed import start_ranks, stop_ranks
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engine import first_pick
+from utils.selection.selection_engine import first_pick
 from utils.selection.gpu import TorchEngine
 from utils.selection.sharded import ShardedEngine
 
@@ -130,6 +130,35 @@ def exact_ties_resume(ranks):
     return failed
 
 
+def exact_ties_oracle(ranks):
+    """Binary pools (1 to 4 ones, every alpha of tests/exact_oracle.py): the sharded picks,
+    and those resumed from a prefix, on each CPU kernel and the torch engine, break exact
+    ties to the lowest index as exact arithmetic does (tests/test_exact_ties.py)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from exact_oracle import ALPHAS, binary_pool, tie_failures
+    from test_exact_ties import ROUNDING, TIE_RTOL
+
+    failed = []
+    for engine_class in (NUMBA_ENGINE, NUMPY_ENGINE, TorchEngine):
+        for hot in (1, 2, 3, 4):
+            for alpha in ALPHAS:
+                pool = binary_pool(1001, hot, n=60)
+                unit, factors, k = unit_rows(pool), np.ones(len(pool), dtype=np.float32), 16
+                start, stop = ranks.block(len(pool))
+
+                def sharded():
+                    local = engine_class(unit[start:stop], factors[start:stop], k, alpha,
+                                         *(["cpu"] if engine_class is TorchEngine else []))
+                    return ShardedEngine(ranks, local, start, len(pool))
+
+                picks = sharded().run(first_pick(len(pool), 1))
+                if tie_failures(pool, picks, alpha, TIE_RTOL, ROUNDING):
+                    failed.append((hot, alpha))
+                if sharded().run(picks[:7]) != picks:
+                    failed.append((hot, alpha, "resumed"))
+    return failed
+
+
 def density_bitwise(ranks, reference, queries):
     """Sharded mean kNN distances equal one process's bit for bit (duplicates included)."""
     ks = [3, 10]
@@ -175,6 +204,7 @@ def main():
                    [(2, 2, False), (4, 4, False), (4, 3, True), (7, 7, True), (9, 5, False)]],
         "density_bitwise": density_bitwise(ranks, reference, queries) and crowd_bitwise(ranks),
         "exact_ties_failures": exact_ties_resume(ranks),
+        "exact_ties_oracle_failures": exact_ties_oracle(ranks),
         "triton_golden": triton_golden(ranks, pool),
     }
     stop_ranks(ranks)

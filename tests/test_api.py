@@ -73,7 +73,7 @@ def test_the_package_top_names_the_public_api_only():
 
 
 def test_density_factors_that_would_overflow_float32_are_refused_naming_the_power():
-    """Vectors of norm ~1e-3 and beta = 8: sigma^8 is about 1e48 (issue 14)."""
+    """Vectors of norm ~1e-3 and beta = 8: sigma^8 is about 1e48."""
     vectors = np.random.default_rng(0).normal(size=(40, 8)) * 1e-3
     with pytest.raises(InputError, match=r"^density_power=8: density factors reach .* more than "
                                          r"float32 holds"):

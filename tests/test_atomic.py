@@ -1,4 +1,4 @@
-"""Outputs are all or nothing: one file, or a set of files (issue 14, item 8)."""
+"""Outputs are all or nothing: one file, or a set of files."""
 
 import errno
 

@@ -9,8 +9,8 @@ from utils.numerics.rows import unit_rows
 from utils.numerics.compute import bytes_per_pair, pair_blocks
 from utils.pipelines.novelselect_outputs import output_stem
 from utils.selection import baselines
-from utils.selection.engine import first_pick
-from utils.synthetic import clustered_vectors, with_duplicates
+from utils.selection.selection_engine import first_pick
+from synthetic import clustered_vectors, with_duplicates
 
 ENGINES = ["numpy", "torch"]  # "torch" runs the GPU code path on CPU tensors
 

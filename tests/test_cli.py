@@ -26,7 +26,7 @@ def test_help_example_pastes_into_a_shell(runner, script):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["novelsum", "novelselect", "embedding"])
 def test_help_example_runs_from_the_repository_root(runner, tmp_path, script):
-    """The example's paths are the shipped examples/ (issue 14): run as shown from a folder
+    """The example's paths are the shipped examples/: run as shown from a folder
     laid out as the repository root, with MODEL_DIR the shipped MiniLM model."""
     from test_embedding import MINILM
 
@@ -146,8 +146,8 @@ def test_nested_stages_in_a_log_keep_one_stage_a_line(golden, tmp_path):
 @pytest.mark.slow
 def test_a_long_stage_in_a_log_reports_count_rate_and_eta(golden, tmp_path):
     """Off a terminal a stage writes a line at its start, at its end, and every
-    NOVELSUM_LOG_INTERVAL_S seconds between (30 by default) with done/total, rate and ETA
-    (issue 14): here every 0.01 s, so that a short selection shows them."""
+    NOVELSUM_LOG_INTERVAL_S seconds between (30 by default) with done/total, rate and ETA:
+    here every 0.01 s, so that a short selection shows them."""
     import re
 
     select = golden / "novelselect"

@@ -1,5 +1,5 @@
 """The paper's comparison from the command line: baseline metrics beside NovelSum, baseline
-selections beside NovelSelect (issue 8), checked against the library functions they wrap."""
+selections beside NovelSelect, checked against the library functions they wrap."""
 
 import csv
 import json
@@ -14,7 +14,7 @@ from utils.io.vectors import load_vectors
 from utils.metrics.registry import compute_metrics
 from utils.numerics.rows import unit_rows
 from utils.selection import baselines
-from utils.selection.engine import first_pick
+from utils.selection.selection_engine import first_pick
 
 CASE = GOLDEN / "novelsum_default_grid"
 SELECT = GOLDEN / "novelselect"

@@ -16,7 +16,7 @@ from utils.density.flat_index import (
     merge_topk,
 )
 from utils.errors import InputError
-from utils.synthetic import with_duplicates
+from synthetic import with_duplicates
 
 TINY_BLOCK_MIB = 2 / 1024  # 2 KiB: many query and reference blocks on small sets
 
@@ -306,25 +306,22 @@ def awkward_rows(dim, seed=0):
 
 @pytest.mark.parametrize("dim", [1, 2, 3, 64, 257])
 @pytest.mark.parametrize("kernel", ["numba", "numpy"])
-def test_the_cpu_reranking_is_bitwise_the_torch_one(dim, kernel, monkeypatch):
-    """The numba and the numpy re-ranking (no torch on the CPU) and the torch one that runs on
-    a GPU give bitwise the same float64 distances and the same order (distance, then row), on
+def test_the_cpu_reranking_is_bitwise_the_torch_one(dim, kernel):
+    """The numba and the numpy re-ranking (no torch on the CPU), each asked for by name, and
+    the torch one that runs on a GPU give bitwise the same float64 distances and the same order (distance, then row), on
     rows with duplicates, large norms and odd widths; duplicates of a query's row tie
     exactly."""
     pytest.importorskip("torch")
-    from utils.density import rerank_cpu
     from utils.density.exact_knn import rerank_exact_torch
-    from utils.density.rerank_cpu import rerank_exact_cpu, rerank_exact_numpy
+    from utils.density.rerank_cpu import rerank_exact_cpu
 
-    monkeypatch.setattr(rerank_cpu, "SMALL_RERANK_ELEMENTS", 0)  # rerank_exact_cpu: numba
-    rerank = rerank_exact_cpu if kernel == "numba" else rerank_exact_numpy
     rows, queries = awkward_rows(dim)
     rng = np.random.default_rng(dim)
     copies = [3, 50, 51, 399, 7, 8]  # every copy of the duplicated rows, first
     others = np.setdiff1d(np.arange(len(rows)), copies)
     labels = np.stack([np.concatenate([copies, rng.permutation(others)[:144]])
                        for _ in queries])
-    cpu_d, cpu_l = rerank(queries, rows, labels, 12, block_bytes=2**16)
+    cpu_d, cpu_l = rerank_exact_cpu(queries, rows, labels, 12, 2**16, kernels=kernel)
     torch_d, torch_l = rerank_exact_torch(queries, rows, labels, 12, 2**30)
     np.testing.assert_array_equal(cpu_d, torch_d)
     np.testing.assert_array_equal(cpu_l, torch_l)
@@ -332,3 +329,15 @@ def test_the_cpu_reranking_is_bitwise_the_torch_one(dim, kernel, monkeypatch):
     differences = queries[:, None, :].astype(np.float64) - rows[labels].astype(np.float64)
     exact = (differences * differences).sum(-1)
     np.testing.assert_allclose(cpu_d, np.sort(exact, axis=1)[:, :12], rtol=1e-14, atol=0)
+
+
+def test_the_reranking_takes_numba_exactly_when_the_search_runs_it():
+    """The CPU re-ranking's kernels are chosen by the search (no guess from what the process
+    has imported): numba's after a search large enough to run numba, else by size."""
+    from utils.density.flat_index import NumpyFlatIndex
+
+    index = NumpyFlatIndex(clustered_vectors(300, 8, seed=3))
+    index.expect_queries(300)
+    assert index.rerank_kernels() == "auto"
+    index.expect_queries(10**7)  # 3e9 query-row pairs: the numba search
+    assert index.rerank_kernels() == "numba"

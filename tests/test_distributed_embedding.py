@@ -1,4 +1,4 @@
-"""embedding.py under torchrun (issue 7): whole shards shared out between ranks, the same files
+"""embedding.py under torchrun: whole shards shared out between ranks, the same files
 as one process, one error line, resume. Real runs on the CPU (gloo) with all-MiniLM-L6-v2."""
 
 import json

@@ -153,7 +153,7 @@ def test_resume_redoes_a_json_shard_whose_input_changed(runner, tmp_path):
 
 
 def test_vectors_made_otherwise_are_embedded_again_and_never_mixed(runner, tmp_path):
-    """Each shard records what made its vectors (issue 14): another --max_length re-embeds
+    """Each shard records what made its vectors: another --max_length re-embeds
     every shard, and says why; the same command again skips them."""
     (tmp_path / "in").mkdir()
     for i in range(2):

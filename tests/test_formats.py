@@ -50,7 +50,7 @@ def mtbench_records():
 
 @pytest.mark.parametrize("text_field", [None, "turns"])
 def test_mtbench_records_are_conversations_of_user_turns(tmp_path, text_field):
-    """MT-Bench's "turns", a list of strings, is a conversation (issue 14), with or without
+    """MT-Bench's "turns", a list of strings, is a conversation, with or without
     --text_field turns, and gives the text of the same questions as ShareGPT turns."""
     conversations, records = mtbench_records()
     assert len(records) == 80 and all(len(r["turns"]) == 2 for r in records)

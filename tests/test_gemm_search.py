@@ -11,7 +11,7 @@ from utils.density import gemm_search, rerank_cpu
 from utils.density.factor import DensityReference
 from utils.density.flat_index import NumpyFlatIndex, flat_index
 from utils.density.gemm_search import GemmSearch, block_rows, sq_norms32
-from utils.synthetic import with_duplicates
+from synthetic import with_duplicates
 
 
 def float32_distances(queries, rows):

@@ -22,8 +22,8 @@ def test_gpu_selection_reproduces_golden_picks(engine_name):
     from utils.density.factor import DensityReference, density_factor
     from utils.io.vectors import load_vectors
     from utils.numerics.rows import unit_rows
-    from utils.selection.engine import first_pick
-    from utils.selection.engines import select
+    from utils.selection.selection_engine import first_pick
+    from utils.selection.engine_choice import select
     from utils.selection.gpu import TorchEngine, TritonEngine
 
     if engine_name == "triton":
@@ -46,7 +46,7 @@ def test_triton_kernel_equals_torch_kernel_on_gpu(block):
     """Same picks, same stored values, same sums after 1,100 picks from 3,000 candidates."""
     pytest.importorskip("triton", reason="the fused GPU kernel needs Triton")
     from utils.numerics.rows import unit_rows
-    from utils.selection.engines import select
+    from utils.selection.engine_choice import select
     from utils.selection.gpu import TorchEngine, TritonEngine, triton_self_check
 
     assert triton_self_check("cuda:0") is None
@@ -127,7 +127,7 @@ def test_gpu_engines_beside_a_given_set_and_resumed_pick_as_the_cpu(engine_name)
     a given set, and runs resumed from prefixes, pick as the numpy engine does."""
     from utils.numerics.rows import unit_rows
     from utils.selection.cpu import NumpyEngine
-    from utils.selection.engines import select
+    from utils.selection.engine_choice import select
     from utils.selection.gpu import TorchEngine, TritonEngine
 
     if engine_name == "triton":

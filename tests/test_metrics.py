@@ -25,7 +25,7 @@ from utils.metrics.vendi import vendi
 from utils.numerics.blocks import MIB, row_blocks
 from utils.numerics.compute import NUMPY_PAIR_BYTES, TORCH_PAIR_BYTES, pair_blocks
 from utils.numerics.kmeans import kmeans_centroids, split_empty_clusters
-from utils.synthetic import clustered_vectors, with_duplicates
+from synthetic import clustered_vectors, with_duplicates
 
 GOLDEN = Path(__file__).parent / "golden" / "partition_entropy"
 ENGINES = ["numpy", "torch"]  # "torch" runs the GPU code path on CPU tensors
@@ -211,7 +211,7 @@ def test_partition_entropy_golden(golden_reference, case, engine):
 def test_entropy_bits():
     assert entropy_bits([0, 0, 1, 1], 4) == pytest.approx(1.0)
     assert entropy_bits([2, 2, 2], 4) == 0.0
-    assert math.copysign(1.0, entropy_bits([2, 2, 2], 4)) == 1.0  # never -0.0 (issue 14)
+    assert math.copysign(1.0, entropy_bits([2, 2, 2], 4)) == 1.0  # never -0.0
     assert entropy_bits([0, 1, 2, 3], 4) == pytest.approx(2.0)
 
 
@@ -286,6 +286,6 @@ def test_a_default_cluster_count_is_lowered_to_what_small_data_allows(names, siz
                                                                       expected, data, reference):
     fitted = fitting_cluster_count(names, 100, sizes, n_reference)
     assert fitted == expected
-    if names == METRIC_NAMES and sizes[0] == 80:  # and then every metric computes (issue 14)
+    if names == METRIC_NAMES and sizes[0] == 80:  # and then every metric computes
         got = compute_metrics(names, data[:80], reference, n_clusters=fitted)
         assert all(np.isfinite(value) for value in got.values())

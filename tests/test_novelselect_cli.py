@@ -12,6 +12,7 @@ import pytest
 from conftest import GOLDEN, REPO, clustered_vectors, write_json_shards
 
 from utils.cli.novelselect import main
+from utils.pipelines.novelselect import NovelselectOptions
 
 SELECT = GOLDEN / "novelselect"
 
@@ -178,8 +179,8 @@ def test_density_power_zero_uses_no_neighbours(runner, pool):
     (90 samples), and the picks are those of a pool whose factors are all 1."""
     from utils.io.vectors import load_vectors
     from utils.numerics.rows import unit_rows
-    from utils.selection.engine import first_pick
-    from utils.selection.engines import select
+    from utils.selection.selection_engine import first_pick
+    from utils.selection.engine_choice import select
 
     folder, texts, embeddings = pool
     out = folder / "out"
@@ -237,3 +238,9 @@ def test_the_pick_log_is_written_as_pandas_writes_it(runner, tmp_path):
     text = log.read_text()
     assert text.splitlines()[1].split(",")[4] == ""  # the first pick's novelty
     assert pd.read_csv(log).to_csv(index=False, lineterminator="\n") == text
+
+
+def test_run_options_are_given_by_name():
+    """Twenty options in a row are too easy to shift by one: they are keyword-only."""
+    with pytest.raises(TypeError):
+        NovelselectOptions(*["x"] * 20)

@@ -12,7 +12,7 @@ from utils.density.reference import pool_density
 from utils.io.vectors import load_vectors
 from utils.numerics.rows import unit_rows
 from utils.selection.cpu import NumpyEngine, uses_numpy_kernels
-from utils.synthetic import with_duplicates
+from synthetic import with_duplicates
 
 
 def awkward_pool():

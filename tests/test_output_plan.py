@@ -1,4 +1,4 @@
-"""A run's outputs are planned before any work (issue 14): no two on one path, none over an
+"""A run's outputs are planned before any work: no two on one path, none over an
 input or inside an input folder, none replacing another run's outputs without --overwrite."""
 
 import json
@@ -104,7 +104,7 @@ def test_embedding_never_writes_over_its_input(runner, tmp_path):
 
 
 def test_embedding_leaves_its_output_folder_out_of_the_input(runner, tmp_path):
-    """Outputs inside the input folder are not read as text on the next run (issue 14)."""
+    """Outputs inside the input folder are not read as text on the next run."""
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "0.json").write_text(json.dumps(QUESTIONS))

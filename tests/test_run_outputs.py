@@ -97,7 +97,7 @@ def test_pick_log_novelty_equals_a_direct_recomputation(runner, tmp_path, with_q
 
 def test_a_run_resumed_into_its_folder_logs_every_pick_s_novelty(runner, tmp_path):
     """Resumed from 8 picks of a 20-pick run, in the same folder: the new pick log has a
-    novelty for every pick but the random first one (issue 14)."""
+    novelty for every pick but the random first one."""
     out = tmp_path / "out"
     args = ["--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),
             "--output_dir", str(out), "--quiet"]
@@ -173,7 +173,7 @@ def test_selection_record_and_plots_are_written(runner, tmp_path):
 
 
 def test_one_pick_has_no_novelty_to_plot_and_says_so(runner, tmp_path):
-    """--k 1 --plot: the only pick is the random first one (issue 14)."""
+    """--k 1 --plot: the only pick is the random first one."""
     out = tmp_path / "out"
     result = runner.invoke(select_main, [
         "--text_dir", str(SELECT / "texts"), "--figure_dir", str(SELECT / "embeddings"),

@@ -13,17 +13,17 @@ from utils.numerics.fixed_order import (
     fixed_order_bytes_per_row,
     fixed_order_dots,
     fixed_order_dots_many,
-    halving_row_sums,
+    halving_sums,
 )
 from utils.numerics.rows import unit_rows
 from utils.numerics.weights import rank_weights, tail_coefficients
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engine import REBUILD_SUM_RTOL, first_pick
-from utils.selection.engines import select
+from utils.selection.selection_engine import REBUILD_SUM_RTOL, first_pick
+from utils.selection.engine_choice import select
 from utils.selection.gpu import INSERT_BYTES_PER_VALUE, TorchEngine
 from utils.selection.inputs import check_quality_scores
 from utils.selection.memory import check_memory, density_memory_bytes, selection_memory_bytes
-from utils.synthetic import with_duplicates
+from synthetic import with_duplicates
 
 SMALL_BLOCK_MIB = 4 / 1024  # 4 KiB: the torch engine works in many row chunks on small pools
 ENGINES = {"numba": lambda u, r, k, a: NumpyEngine(u, r, k, a, kernels="numba"),
@@ -158,7 +158,7 @@ def test_bad_quality_scores(scores, message):
 
 
 def test_memory_need_is_pool_times_budget_times_four_bytes():
-    assert selection_memory_bytes(396_000, 10_000, 0) == 396_000 * 9_999 * 4 + 396_000 * 24
+    assert selection_memory_bytes(396_000, 10_000, 0) == 396_000 * 9_999 * 4 + 396_000 * 32
     with pytest.raises(InputError, match=r"^k=1000000 on a pool of 10000000: the selection "
                                          r"needs .* GiB .* free; lower k or"):
         check_memory(10_000_000, 1_000_000, 4096, "cpu")
@@ -169,7 +169,7 @@ def test_memory_need_is_pool_times_budget_times_four_bytes():
 
 def test_the_memory_check_counts_the_density_stage():
     """A small selection against a reference of 50M x 256 rows: the selection fits, the
-    density's copies of the reference (two of 51 GB) do not (issue 14)."""
+    density's copies of the reference (two of 51 GB) do not."""
     check_memory(1_000, 10, 256, "cpu")
     assert density_memory_bytes(50_000_000, 256) == 50_000_000 * (2 * 256 * 4 + 16)
     with pytest.raises(InputError, match=r"^the density stage over 50,000,000 reference rows "
@@ -181,11 +181,11 @@ def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():
     unit, rho = pool_inputs(n=160, seed=4)
     chunked = TorchEngine(unit, rho, 40, 1.0, "cpu", block_mib=SMALL_BLOCK_MIB)
     whole = TorchEngine(unit, rho, 40, 1.0, "cpu", block_mib=1024)
-    # 112 bytes per row for the distances (12 columns: the products, the copy of their first
-    # halving, the later halvings), then 33 bytes per stored value for the insertion: 4 KiB
-    # holds 36 rows, then 124 rows down to 3
+    # 112 bytes per row for the dots (12 columns: the products, the copy of their first
+    # halving, the later halvings) and 24 for the float64 cosine, factor sum and value: 4 KiB
+    # holds 30 rows; then 33 bytes per stored value for the insertion: 124 rows down to 3
     assert fixed_order_bytes_per_row(12) == 112 and INSERT_BYTES_PER_VALUE == 33
-    assert len(chunked.distance_chunks()) == 5 and len(whole.distance_chunks()) == 1
+    assert len(chunked.distance_chunks()) == 6 and len(whole.distance_chunks()) == 1
     assert chunked.run(0) == whole.run(0)
     assert len(chunked.insertion_chunks()) == -(-160 // (4096 // (33 * 39))) == 54
     for start, stop in chunked.insertion_chunks():
@@ -195,12 +195,12 @@ def test_torch_engine_chunks_stay_in_budget_and_equal_one_chunk():
 
 
 @pytest.mark.parametrize("width", [0, 1, 2, 5, 8, 13])
-def test_halving_row_sums_equal_sums_and_ignore_the_chunk(width):
+def test_halving_sums_equal_sums_and_ignore_the_chunk(width):
     torch = pytest.importorskip("torch")
     matrix = torch.from_numpy(np.random.default_rng(width).normal(size=(9, width)))
-    sums = halving_row_sums(matrix)
+    sums = halving_sums(matrix)
     np.testing.assert_allclose(sums.numpy(), matrix.sum(dim=1).numpy(), rtol=1e-14)
-    assert bool((torch.cat([halving_row_sums(matrix[:4]), halving_row_sums(matrix[4:])])
+    assert bool((torch.cat([halving_sums(matrix[:4]), halving_sums(matrix[4:])])
                  == sums).all())
 
 
@@ -374,10 +374,12 @@ def test_rebuild_equals_the_incremental_state(alpha):
 
 @pytest.mark.parametrize("engine_name, bytes_per_row, blocks", [
     ("numba", 16 * 50, 25),              # 65,536 // 800 = 81 rows a block
-    # the numpy kernel's products and halvings (8 x 37 + 16), its values and their float64
-    ("numpy", (8 * 37 + 16 + 4 + 8) * 50, 500),  # 65,536 // 16,200 = 4 rows a block
-    # products, their first halving's copy, later halvings (8 x 37 + 16), dots and values (8)
-    ("torch-cpu", (8 * 37 + 16 + 8) * 50, 500),  # 65,536 // 16,000 = 4 rows a block
+    # the numpy kernel's products and halvings (8 x 37 + 16), the float64 cosines and factor
+    # sums, the values and their weighted float64 copy
+    ("numpy", (8 * 37 + 16 + 8 + 8 + 4 + 8) * 50, 667),  # 65,536 // 17,000 = 3 rows a block
+    # products, their first halving's copy, later halvings (8 x 37 + 16), dots, float64
+    # cosines and factor sums, values (4 + 8 + 8 + 4)
+    ("torch-cpu", (8 * 37 + 16 + 24) * 50, 667),  # 65,536 // 16,800 = 3 rows a block
 ])
 def test_rebuild_runs_in_row_blocks_under_the_budget(engine_name, bytes_per_row, blocks):
     unit, rho = pool_inputs(n=2000, dim=37, seed=22)

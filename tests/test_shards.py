@@ -30,7 +30,7 @@ def test_natural_order_puts_2_before_10_and_words_after_numbers(tmp_path):
 
 
 def test_a_superscript_digit_in_a_name_is_a_word_not_a_number(tmp_path):
-    for stem in ["²", "2", "1"]:  # "²".isdigit() is true, yet int("²") fails (issue 14)
+    for stem in ["²", "2", "1"]:  # "²".isdigit() is true, yet int("²") fails
         (tmp_path / f"{stem}.json").write_text("[[1.0]]")
     assert [p.stem for p in list_shards(tmp_path, (".json",))] == ["1", "2", "²"]
     assert load_vectors(tmp_path).vectors.shape == (3, 1)

@@ -25,7 +25,7 @@ from test_selection import (
 
 from utils.numerics.rows import unit_rows
 from utils.selection.cpu import NumpyEngine
-from utils.selection.engines import select
+from utils.selection.engine_choice import select
 from utils.selection.gpu import DeviceError, is_device_fault, triton_self_check
 
 pytest.importorskip("triton", reason="Triton checks the GPU kernel here: "

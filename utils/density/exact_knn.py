@@ -52,19 +52,39 @@ def candidate_count(n_results, n_rows):
     return min(2 * n_results, n_rows)
 
 
-SEARCH_ERROR_SIGMAS = 4  # how many standard deviations of the search's rounding are allowed
+FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
+SEARCH_ERROR_SIGMAS = 4  # standard deviations of the random-walk model (``probable``)
 
 
-def search_error_bound(query_norms, row_norm_bound, dim):
+def worst_case_gamma(dim):
+    """gamma_n = n u / (1 - n u) for n = dim + 2 float32 operations: a dot product of ``dim``
+    terms summed in any order (with or without fused multiply-adds) errs by at most
+    gamma_dim * sum |q_i r_i|; the norms likewise, and the two additions of
+    ||q||^2 + ||r||^2 - 2 q.r add one rounding each."""
+    steps = (dim + 2) * FLOAT32_UNIT_ROUNDOFF
+    return steps / (1.0 - steps)
+
+
+def probable_gamma(dim):
+    """Four standard deviations of a random-walk model of the rounding: sqrt(dim) u each."""
+    return SEARCH_ERROR_SIGMAS * math.sqrt(dim) * FLOAT32_UNIT_ROUNDOFF
+
+
+# How far a float32 search's squared distance may lie from the exact one, relative to
+# (||q|| + ||r||)^2: "worst_case" holds whatever the BLAS does (docs/method.md section 3);
+# "probable" is the random-walk model, smaller by sqrt(dim) / 4.
+SEARCH_ERROR_GAMMAS = {"worst_case": worst_case_gamma, "probable": probable_gamma}
+DEFAULT_SEARCH_ERROR = "worst_case"
+
+
+def search_error_bound(query_norms, row_norm_bound, dim, model=DEFAULT_SEARCH_ERROR):
     """How far a float32 search's squared distance may lie from the exact one, per query.
 
-    The search computes ||q||^2 + ||r||^2 - 2 q.r; rounding a sum of ``dim`` products in
-    float32 errs like a random walk, about sqrt(dim) * 2^-24 of the terms' size, and the terms
-    are at most (||q|| + ||r||)^2, ||r|| <= ``row_norm_bound``. Four standard deviations of
-    that (float64).
-    """
-    gamma = SEARCH_ERROR_SIGMAS * math.sqrt(dim) * 2.0 ** -24
-    return gamma * (query_norms + row_norm_bound) ** 2
+    The search computes ||q||^2 + ||r||^2 - 2 q.r; each term is at most (||q|| + ||r||)^2
+    in size, ||r|| <= ``row_norm_bound``, so its error is at most gamma (||q|| + ||r||)^2,
+    gamma from ``SEARCH_ERROR_GAMMAS[model]`` (float64; the bound's own rounding is far
+    below its size)."""
+    return SEARCH_ERROR_GAMMAS[model](dim) * (query_norms + row_norm_bound) ** 2
 
 
 def max_sq_norm(rows, block_rows=8192):
@@ -78,7 +98,8 @@ def max_sq_norm(rows, block_rows=8192):
 
 
 def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu",
-                      max_row_sq_norm=None):
+                      max_row_sq_norm=None, error_model=DEFAULT_SEARCH_ERROR,
+                      rerank_kernels="auto"):
     """The exact ``n_results`` nearest rows of each query: ``(distances, labels)``, float64
     exact squared distances (``rerank_exact``) and row numbers, nearest first, ties to the
     lower row.
@@ -90,7 +111,9 @@ def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu
     nearer than D (triangle inequality), so the bound uses min(max ||r||, ||q|| + sqrt(D)):
     one outlier of large norm cannot inflate it. Unsettled queries are searched again with
     twice as many candidates, up to every row, so that a crowd of near-duplicates cannot push
-    a true neighbour out of the candidates. ``max_row_sq_norm``: ``max_sq_norm(rows)``.
+    a true neighbour out of the candidates. ``max_row_sq_norm``: ``max_sq_norm(rows)``;
+    ``error_model``: a key of ``SEARCH_ERROR_GAMMAS``; ``rerank_kernels``: the CPU re-ranking's
+    (``rerank_cpu.rerank_exact_cpu``).
     """
     n_rows = len(rows)
     if max_row_sq_norm is None:  # callers that search often pass it, computed once
@@ -107,7 +130,8 @@ def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu
             which = todo[start:stop]
             q = np.ascontiguousarray(queries[which], dtype=np.float32)
             rough, labels = search(q, m)
-            distances, nearest = rerank_exact(q, rows, labels, n_results, block_bytes, device)
+            distances, nearest = rerank_exact(q, rows, labels, n_results, block_bytes, device,
+                                              rerank_kernels)
             if m >= n_rows:
                 settled = np.ones(len(which), dtype=bool)
             else:
@@ -116,7 +140,7 @@ def nearest_certified(search, rows, queries, n_results, block_bytes, device="cpu
                 row_norms = np.minimum(math.sqrt(max_row_sq_norm),
                                        query_norms + np.sqrt(distances[:, -1]))
                 floor = rough.max(axis=1).astype(np.float64) - search_error_bound(
-                    query_norms, row_norms, q.shape[1])
+                    query_norms, row_norms, q.shape[1], error_model)
                 settled = distances[:, -1] < floor
             out_d[which[settled]] = distances[settled]
             out_l[which[settled]] = nearest[settled]
@@ -159,7 +183,7 @@ def nearest_by_distance_then_row(distances, labels, n_keep):
 RERANK_BYTES_PER_ELEMENT = 4 + 8 + 8 + 8 + 4
 
 
-def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu"):
+def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu", kernels="auto"):
     """The ``n_keep`` nearest of each query's candidate rows by exact distance.
 
     ``queries`` (n, d) float32; ``rows``: the searched rows (numpy or a torch tensor on
@@ -168,11 +192,13 @@ def rerank_exact(queries, rows, labels, n_keep, block_bytes, device="cpu"):
     distances in the order of their row numbers. On the CPU a numba kernel
     (``rerank_cpu.rerank_exact_cpu``: no torch import, a row of d float64 per thread), on a
     GPU torch (``rerank_exact_torch``, within ``block_bytes``); the values are bitwise equal.
+    ``kernels``: the CPU's choice of numba or numpy (``rerank_exact_cpu``).
     """
     if device == "cpu":
         from .rerank_cpu import rerank_exact_cpu
 
-        return rerank_exact_cpu(queries, np.asarray(rows), labels, n_keep, block_bytes)
+        return rerank_exact_cpu(queries, np.asarray(rows), labels, n_keep, block_bytes,
+                                kernels)
     return rerank_exact_torch(queries, rows, labels, n_keep, block_bytes, device)
 
 

@@ -6,7 +6,7 @@ from ..errors import InputError, setting
 from ..numerics.blocks import DEFAULT_BLOCK_MIB, MIB
 from ..runtime.progress import tracked
 from .dedup import DistinctQueries, RowLookup, unique_rows
-from .exact_knn import drop_self, max_sq_norm, nearest_certified
+from .exact_knn import DEFAULT_SEARCH_ERROR, drop_self, max_sq_norm, nearest_certified
 from .flat_index import flat_index
 
 DENSITY_EPS = 1e-9
@@ -39,8 +39,9 @@ class DensityReference:
     queries. ``block_mib``: working memory of one block of the torch search."""
 
     def __init__(self, vectors, device="cpu", backend=None, source="the reference set",
-                 block_mib=DEFAULT_BLOCK_MIB):
+                 block_mib=DEFAULT_BLOCK_MIB, search_error=DEFAULT_SEARCH_ERROR):
         self.rows, self._lookup = unique_rows(vectors)
+        self.search_error = search_error  # the search's error bound (``nearest_certified``)
         self.device = device
         self.backend = backend
         self.source = source
@@ -95,4 +96,5 @@ class DensityReference:
         if self._max_sq_norm is None:
             self._max_sq_norm = max_sq_norm(self.rows)
         return nearest_certified(index.search, index.reference, queries, n_results,
-                                 self.block_mib * MIB, index.device, self._max_sq_norm)
+                                 self.block_mib * MIB, index.device, self._max_sq_norm,
+                                 self.search_error, index.rerank_kernels())

@@ -35,6 +35,11 @@ class FlatIndex(abc.ABC):
         """Hear that about ``count`` queries will be searched, in several calls (a search may
         choose its method by the whole job, not by one call's share)."""
 
+    def rerank_kernels(self):
+        """The CPU re-ranking's kernels after this search (``rerank_cpu.rerank_exact_cpu``):
+        chosen by the re-ranking's size, unless the search runs numba itself."""
+        return "auto"
+
 
 class NumpyFlatIndex(FlatIndex):
     """The CPU's search: float32 matrix products in blocks within ``block_mib`` and a partial
@@ -52,6 +57,10 @@ class NumpyFlatIndex(FlatIndex):
 
     def expect_queries(self, count):
         self.searcher.expected_queries = count
+
+    def rerank_kernels(self):
+        """numba's when the search runs its numba kernels (numba's start is paid then)."""
+        return "auto" if self.searcher.is_small(0) else "numba"
 
 
 class FaissFlatIndex(FlatIndex):

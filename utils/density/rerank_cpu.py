@@ -11,90 +11,44 @@ orders them. Working memory: one row of d float64 per thread, besides the output
 """
 
 import functools
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..numerics.blocks import row_blocks
 from ..numerics.fixed_order import halving_sums
+from ..runtime.device import cpu_threads
 
-# Below this many (query, candidate, dimension) elements a re-ranking runs in numpy
-# (``rerank_exact_numpy``, the same bits) unless numba is loaded already: a small search then
-# starts no numba (about 0.8 s), and a large one, whose search loaded it, re-ranks its blocks
-# of queries at numba's speed (about 20 times numpy's).
+# Below this many (query, candidate, dimension) elements a re-ranking left to choose its
+# kernels ("auto") runs in numpy (``rerank_exact_numpy``, the same bits): it then starts no
+# numba (about 0.8 s). A search that runs numba kernels itself asks for numba's (about 20
+# times numpy's speed), whatever the size (``FlatIndex.rerank_kernels``).
 SMALL_RERANK_ELEMENTS = 10**8
+RERANK_KERNELS = ("auto", "numba", "numpy")
 # the gathered rows (float32), their float64 differences, and the first halving's copy
 RERANK_NUMPY_BYTES_PER_ELEMENT = 4 + 8 + 8
 RERANK_BLOCK_BYTES = 64 * 2**20
 
 
-@functools.cache  # one compiled dispatcher per process (loaded from numba's disk cache)
+@functools.cache  # numba and the kernel load on the first numba re-ranking
 def _rerank_kernel():
-    import numba
-
-    # One function, no jitted helper: numba caches it on disk only without closures.
-    @numba.njit(parallel=True, cache=True)
-    def rerank_rows(queries, rows, labels, out_d, out_l):
-        n, m = labels.shape
-        n_keep = out_d.shape[1]
-        dim = queries.shape[1]
-        half = 1  # the largest power of two below dim (the halving tree's first step)
-        while half * 2 < dim:
-            half *= 2
-        for i in numba.prange(n):
-            squares = np.empty(half, dtype=np.float64)
-            query, query_high = queries[i], queries[i, half:]
-            best_d, best_l = out_d[i], out_l[i]
-            count = 0
-            for c in range(m):
-                label = labels[i, c]
-                row, row_high = rows[label], rows[label, half:]
-                if dim == 1:
-                    difference = np.float64(query[0]) - np.float64(row[0])
-                    distance = difference * difference
-                else:
-                    for j in range(half):
-                        difference = np.float64(query[j]) - np.float64(row[j])
-                        squares[j] = difference * difference
-                    for j in range(dim - half):
-                        difference = np.float64(query_high[j]) - np.float64(row_high[j])
-                        squares[j] += difference * difference
-                    width = half
-                    while width > 1:
-                        width //= 2
-                        for j in range(width):
-                            squares[j] += squares[j + width]
-                    distance = squares[0]
-                # Keep the n_keep smallest by (distance, row), sorted: an insertion.
-                if count < n_keep:
-                    position = count
-                    count += 1
-                elif distance < best_d[n_keep - 1] or (
-                        distance == best_d[n_keep - 1] and label < best_l[n_keep - 1]):
-                    position = n_keep - 1
-                else:
-                    continue
-                while position > 0 and (distance < best_d[position - 1] or (
-                        distance == best_d[position - 1] and label < best_l[position - 1])):
-                    best_d[position] = best_d[position - 1]
-                    best_l[position] = best_l[position - 1]
-                    position -= 1
-                best_d[position] = distance
-                best_l[position] = label
+    from .rerank_kernels import rerank_rows
 
     return rerank_rows
 
 
-def rerank_exact_cpu(queries, rows, labels, n_keep, block_bytes=RERANK_BLOCK_BYTES):
+def rerank_exact_cpu(queries, rows, labels, n_keep, block_bytes=RERANK_BLOCK_BYTES,
+                     kernels="auto"):
     """The ``n_keep`` nearest of each query's candidate rows by exact squared distance, on the
     CPU: ``(distances, labels)``, (n, n_keep) float64 and int64, nearest first, equal
     distances in the order of their row numbers (``exact_knn.rerank_exact``'s contract).
 
     ``queries`` (n, d) and ``rows`` (r, d) float32; ``labels`` (n, m) candidate rows, m at
-    least ``n_keep``, each a row of ``rows``. A small re-ranking in a process without numba
-    runs in numpy (``SMALL_RERANK_ELEMENTS``), within ``block_bytes``.
+    least ``n_keep``, each a row of ``rows``. ``kernels``: "numba", "numpy" (within
+    ``block_bytes``), or "auto": numpy below ``SMALL_RERANK_ELEMENTS``, numba above.
     """
+    if kernels not in RERANK_KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(RERANK_KERNELS)}, not {kernels!r}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
@@ -103,7 +57,8 @@ def rerank_exact_cpu(queries, rows, labels, n_keep, block_bytes=RERANK_BLOCK_BYT
                          f"{n_keep} to keep")
     if len(labels) and (labels.min(initial=0) < 0 or labels.max(initial=0) >= len(rows)):
         raise ValueError(f"candidate rows must lie in 0..{len(rows) - 1}")
-    if labels.size * rows.shape[1] < SMALL_RERANK_ELEMENTS and "numba" not in sys.modules:
+    if kernels == "numpy" or (kernels == "auto"
+                              and labels.size * rows.shape[1] < SMALL_RERANK_ELEMENTS):
         return rerank_exact_numpy(queries, rows, labels, n_keep, block_bytes)
     out_d = np.empty((len(queries), n_keep), dtype=np.float64)
     out_l = np.empty((len(queries), n_keep), dtype=np.int64)
@@ -115,8 +70,8 @@ def rerank_exact_cpu(queries, rows, labels, n_keep, block_bytes=RERANK_BLOCK_BYT
 def rerank_exact_numpy(queries, rows, labels, n_keep, block_bytes):
     """``rerank_exact_cpu`` in numpy, bitwise: the float64 differences, squares and halving
     tree as elementwise operations (``halving_sums``), in blocks of queries within
-    ``block_bytes`` (two at once, on two threads: numpy releases the GIL); the ``n_keep``
-    nearest by (distance, row)."""
+    ``block_bytes`` (one block per thread at once, ``cpu_threads``: numpy releases the GIL);
+    the ``n_keep`` nearest by (distance, row)."""
     n, m = labels.shape
     out_d = np.empty((n, n_keep), dtype=np.float64)
     out_l = np.empty((n, n_keep), dtype=np.int64)
@@ -132,7 +87,8 @@ def rerank_exact_numpy(queries, rows, labels, n_keep, block_bytes):
         out_d[start:stop] = np.take_along_axis(distances, order, axis=1)
         out_l[start:stop] = np.take_along_axis(block_l, order, axis=1)
 
-    blocks = list(row_blocks(n, per_query, block_bytes // 2))
-    with ThreadPoolExecutor(max_workers=2) as threads:
+    n_threads = cpu_threads()
+    blocks = list(row_blocks(n, per_query, block_bytes // n_threads))
+    with ThreadPoolExecutor(max_workers=n_threads) as threads:
         list(threads.map(rerank_block, blocks))
     return out_d, out_l

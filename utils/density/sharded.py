@@ -100,7 +100,7 @@ class ShardedDensityReference:
             take = min(n_results, len(self.kept_rows))
             distances, labels = nearest_certified(
                 index.search, index.reference, chunk, take, self.block_mib * MIB, index.device,
-                self.max_sq_norm)
+                self.max_sq_norm, rerank_kernels=index.rerank_kernels())
             local_d[:, :take] = distances
             local_i[:, :take] = self.kept_labels[labels]
         size = self.ranks.size

@@ -32,7 +32,7 @@ def shard_stem(path):
 def natural_key(stem):
     """Sort key putting ``2`` before ``10`` and numbers before words (``"a10"`` after ``"a9"``)."""
     parts = re.split(r"(\d+)", stem)
-    # isdecimal, not isdigit: "²" is a digit that int() cannot read (issue 14)
+    # isdecimal, not isdigit: "²" is a digit that int() cannot read
     return tuple((0, int(p), "") if p.isdecimal() else (1, 0, p) for p in parts if p != "")
 
 

@@ -61,12 +61,6 @@ def _copy(tensor):
     return tensor.clone() if hasattr(tensor, "clone") else tensor.copy()
 
 
-def halving_row_sums(matrix):
-    """Row sums of a (rows, width) torch tensor or numpy array in ``halving_sums``'s fixed
-    order."""
-    return halving_sums(matrix)
-
-
 def fixed_order_bytes_per_row(dim):
     """Working bytes per row of ``fixed_order_dots``: the float32 products, their first
     halving's copy and the later, smaller halvings."""

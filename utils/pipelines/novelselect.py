@@ -41,9 +41,10 @@ from .novelsum_tables import RECOMMENDED, setting_text
 from .session import Session
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NovelselectOptions:
-    """A run's options, checked by the command (``utils/cli/novelselect.py``)."""
+    """A run's options, checked by the command (``utils/cli/novelselect.py``), given by name:
+    twenty fields in a row are too easy to shift by one."""
 
     text_dir: str
     figure_dir: str
@@ -156,7 +157,7 @@ def embedding_sets(options):
 
 def plan_outputs(options):
     """Before any work: no output on an input or inside an input folder, none replacing
-    another run's (issue 14). The checkpoint may be the file resumed from: it is read first."""
+    another run's. The checkpoint may be the file resumed from: it is read first."""
     stem = output_stem(options.method, options.k, options.density_power, options.distance_power)
     names = [f"{stem}.json", f"{stem}_indices.json", f"{stem}_run.json"]
     if options.method == "novelselect":
@@ -308,7 +309,7 @@ def baseline_picks(method, vectors, k, seed, quality, max_similarity, device, re
     order; ``given``: vectors of a set already held (kcenter's first centres, repr_filter's
     first kept rows)."""
     from ..numerics.rows import unit_rows
-    from ..selection.engine import first_pick
+    from ..selection.selection_engine import first_pick
 
     n = len(vectors)
     progress = report.progress(f"selecting ({method})", "step")

@@ -139,7 +139,7 @@ def run_novelsum(options):
 
 def plan_outputs(options):
     """Before any work: the outputs on distinct paths, none on an input, none replacing
-    another run's (issue 14)."""
+    another run's."""
     csv = options.output_csv
     record = csv.with_name(f"{csv.stem}_run.json")
     outputs = [("--output_csv", csv), ("--per_sample_csv", options.per_sample_csv),

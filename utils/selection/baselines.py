@@ -75,7 +75,7 @@ def kcenter_selection(unit, k, first, device="cpu", engine=None, progress=None, 
     ----------
     unit : (n, d) float32 unit rows.
     k : number of picks, 1 <= k <= n.
-    first : the first pick (``utils.selection.engine.first_pick(n, seed)``); None with
+    first : the first pick (``utils.selection.selection_engine.first_pick(n, seed)``); None with
         ``given``.
     given : (m, d) float32 unit rows of a set already held (docs/method.md section 10): the
         first centres, so every pick is an argmax and none is drawn.

@@ -7,7 +7,8 @@ import numpy as np
 
 from ..numerics.blocks import MIB
 from . import numpy_kernels
-from .engine import SelectionEngine, tie_floor
+from .selection_engine import SelectionEngine, tie_floor
+from .pair_values import squared_norms
 from .memory import TORCH_BLOCK_MIB
 
 # Working bytes per value of one row block of the numba rebuild: the float64 products of one
@@ -58,6 +59,7 @@ class NumpyEngine(SelectionEngine):
         self.block_bytes = block_mib * MIB  # working memory of one rebuild block
         self.unit = np.ascontiguousarray(unit, dtype=np.float32)
         self.density_factors = np.ascontiguousarray(density_factors, dtype=np.float32)
+        self.squared_norms = squared_norms(self.unit)
         self.sorted_values = np.empty((self.n, self.width), dtype=np.float32)
         self.weighted_sums = np.zeros(self.n, dtype=np.float64)
         self.values = np.zeros(self.n, dtype=np.float32)
@@ -68,10 +70,11 @@ class NumpyEngine(SelectionEngine):
     def _insert_vector(self, target, pick_density_factor, taken):
         if taken is not None:
             self.active[taken] = False
-        self.kernel(self.unit, self.density_factors,
-                    np.ascontiguousarray(target, dtype=np.float32),
-                    np.float32(pick_density_factor), self.sorted_values, self.weighted_sums,
-                    self.values, self.t, self.coefficients, self.weights, self.active)
+        target = np.ascontiguousarray(target, dtype=np.float32)
+        self.kernel(self.unit, self.squared_norms, self.density_factors, target,
+                    float(squared_norms(target[None])[0]), np.float32(pick_density_factor),
+                    self.sorted_values, self.weighted_sums, self.values, self.t,
+                    self.coefficients, self.weights, self.active)
 
     def rebuild_bytes_per_row(self, t):
         if self.small:
@@ -83,9 +86,11 @@ class NumpyEngine(SelectionEngine):
         self.active[np.asarray(taken, dtype=np.int64)] = False
         targets = np.ascontiguousarray(targets, dtype=np.float32)
         pick_density_factors = np.ascontiguousarray(pick_density_factors, dtype=np.float32)
+        pick_squared_norms = squared_norms(targets)
         for start, stop in blocks:  # Ctrl-C is heard between blocks
-            kernel(self.unit, self.density_factors, targets, pick_density_factors,
-                   self.sorted_values, self.weighted_sums, self.weights, self.active, start, stop)
+            kernel(self.unit, self.squared_norms, self.density_factors, targets,
+                   pick_squared_norms, pick_density_factors, self.sorted_values,
+                   self.weighted_sums, self.weights, self.active, start, stop)
 
     def weighted_sums_host(self):
         return self.weighted_sums

@@ -3,7 +3,7 @@
 Imported only when a CPU engine is built (numba loads then, not at start-up). Every float
 operation of a value x(u, s) is written out in the order of ``numerics.fixed_order`` (the dot
 u . s by a halving tree over the float32 products), without fastmath, so values are bitwise
-those of the torch and Triton engines (selection/engine.py).
+those of the torch and Triton engines (selection/selection_engine.py).
 
 The step's cost is the tails: a new value lands after m of a candidate's t stored values and
 the t - m behind it move one rank down (docs/method.md section 5). Each tail is walked twice,
@@ -22,6 +22,8 @@ import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from ..numerics.fixed_order_kernels import halve, halving_power
 
 TASK_ROWS = 64  # candidates per parallel task
 
@@ -43,15 +45,6 @@ def shift_right_by_one(typingctx, row, start, stop):
 
 
 @numba.njit(cache=True, inline="always")
-def halving_power(width):
-    """The largest power of two below ``width`` (1 for widths 1 and 2)."""
-    half = 1
-    while half * 2 < width:
-        half *= 2
-    return half
-
-
-@numba.njit(cache=True, inline="always")
 def fixed_order_dot(vector, target, products, half):
     """u . s in float32 by the halving tree of ``numerics.fixed_order`` (``products``: scratch
     of ``half`` = ``halving_power(d)`` entries)."""
@@ -63,18 +56,21 @@ def fixed_order_dot(vector, target, products, half):
         products[j] = vector[j] * target[j]
     for j in range(dim - half):
         products[j] += vector_high[j] * target_high[j]
-    width = half
-    while width > 1:
-        width //= 2
-        for j in range(width):
-            products[j] += products[j + width]
-    return products[0]
+    return halve(products, half)
+
+
+@numba.njit(cache=True, inline="always")
+def pair_value(dot, squared_norm, density_factor, pick_squared_norm, pick_density_factor):
+    """x(u, s) from u . s, as ``selection.pair_values`` computes it (float64, rounded once)."""
+    cosine = np.float64(dot) / np.sqrt(squared_norm * pick_squared_norm)
+    return np.float32((1.0 - cosine) * (np.float64(density_factor)
+                                        + np.float64(pick_density_factor)))
 
 
 @numba.njit(cache=True, inline="always")
 def tail_sum(tail, coefficients, sums):
     """sum_i coefficients[i] * tail[i] in float64 by a halving tree over the ranks i (the
-    order of ``halving_row_sums``); ``sums``: scratch of at least len(tail) entries."""
+    order of ``halving_sums``); ``sums``: scratch of at least len(tail) entries."""
     width = tail.shape[0]
     if width == 0:
         return 0.0
@@ -86,19 +82,16 @@ def tail_sum(tail, coefficients, sums):
         sums[i] = coefficients[i] * np.float64(tail[i])
     for i in range(width - half):
         sums[i] += coefficients_high[i] * np.float64(tail_high[i])
-    while half > 1:
-        half //= 2
-        for i in range(half):
-            sums[i] += sums[i + half]
-    return sums[0]
+    return halve(sums, half)
 
 
 @numba.njit(parallel=True, cache=True)
-def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_values,
-                    weighted_sums, values, t, coefficients, weights, active):
+def add_pick_values(unit, squared_norms, density_factors, target, pick_squared_norm,
+                    pick_density_factor, sorted_values, weighted_sums, values, t, coefficients,
+                    weights, active):
     """One step: every active candidate's value against the pick (``target``, its unit vector;
     ``pick_density_factor``), inserted after the ``t`` it holds, and its weighted sum updated:
-    A += w_{m+1} x - sum_{r>m} c_r x_(r) (selection/engine.py). BLAS stays out of the loop:
+    A += w_{m+1} x - sum_{r>m} c_r x_(r) (selection/selection_engine.py). BLAS stays out of the loop:
     its threads spinning between calls would fight numba's for the cores."""
     n, dim = unit.shape
     half = halving_power(dim)
@@ -109,7 +102,8 @@ def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_v
             if not active[u]:
                 continue
             dot = fixed_order_dot(unit[u], target, products, half)
-            x = (np.float32(1.0) - dot) * (density_factors[u] + pick_density_factor)
+            x = pair_value(dot, squared_norms[u], density_factors[u], pick_squared_norm,
+                           pick_density_factor)
             values[u] = x
             row = sorted_values[u]
             low, high = 0, t  # first stored value greater than x: the insertion point m
@@ -126,12 +120,13 @@ def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_v
 
 
 @numba.njit(parallel=True, cache=True)
-def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_values,
-                 weighted_sums, weights, active, start, stop):
+def rebuild_rows(unit, squared_norms, density_factors, targets, pick_squared_norms,
+                 pick_density_factors, sorted_values, weighted_sums, weights, active, start,
+                 stop):
     """Rows ``start:stop`` of the rebuild (SelectionEngine.rebuild): each active candidate's
     values against every given pick (``targets``, their unit vectors), by the step's
     fixed-order dot (bitwise the same values), sorted in place, then weighted and summed in
-    float64 by halving over the ranks, the order of ``halving_row_sums``."""
+    float64 by halving over the ranks, the order of ``halving_sums``."""
     t = targets.shape[0]
     half = halving_power(unit.shape[1])
     for task in numba.prange((stop - start + TASK_ROWS - 1) // TASK_ROWS):
@@ -145,6 +140,7 @@ def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_va
             row = sorted_values[u]
             for j in range(t):
                 dot = fixed_order_dot(vector, targets[j], products, half)
-                row[j] = (np.float32(1.0) - dot) * (density_factors[u] + pick_density_factors[j])
+                row[j] = pair_value(dot, squared_norms[u], density_factors[u],
+                                    pick_squared_norms[j], pick_density_factors[j])
             row[:t].sort()
             weighted_sums[u] = tail_sum(row[:t], weights[:t], sums)

@@ -9,10 +9,11 @@ from ..numerics.fixed_order import (
     fixed_order_bytes_per_row,
     fixed_order_dots,
     fixed_order_dots_many,
-    halving_row_sums,
+    halving_sums,
 )
-from .engine import SelectionEngine, tie_floor
+from .selection_engine import SelectionEngine, tie_floor
 from .memory import TORCH_BLOCK_MIB
+from .pair_values import pair_values, squared_norms
 
 GPU_KERNEL_VARIABLE = "NOVELSELECT_GPU_KERNEL"  # "torch": skip the fused Triton kernel
 
@@ -24,9 +25,15 @@ INSERT_BYTES_PER_VALUE = 1 + 4 + 8 + 8 + 8 + 4
 
 
 # Working bytes per value (candidate x given pick) of one row block of the torch rebuild, past
-# the products of the dot (``fixed_order_bytes_per_row`` per value): the dots and the values
-# (4 + 4); the sort and the float64 sums that follow need less (4 + 8 + 8 + 8 + 8).
-REBUILD_BYTES_PER_VALUE = 4 + 4
+# the products of the dot (``fixed_order_bytes_per_row`` per value): the dots (4), the float64
+# cosines and factor sums (8 + 8), the values (4); the sort and the float64 sums that follow
+# need less.
+REBUILD_BYTES_PER_VALUE = 4 + 8 + 8 + 4
+
+
+# Working bytes per row of the distance step past the dot's products: the float64 cosine,
+# factor sum and value before its rounding to float32.
+VALUE_BYTES_PER_ROW = 8 + 8 + 8
 
 
 # Messages of errors after which a GPU's CUDA context is unusable (the torch kernel would fail
@@ -58,6 +65,7 @@ class TorchEngine(SelectionEngine):
         self.unit = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32)).to(self.device)
         self.density_factors = torch.from_numpy(
             np.ascontiguousarray(density_factors, dtype=np.float32)).to(self.device)
+        self.squared_norms = squared_norms(self.unit)
         self.weights_t = torch.from_numpy(self.weights).to(self.device)
         self.coefficients_t = torch.from_numpy(self.coefficients).to(self.device)
         self.sorted_values = torch.zeros((self.n, self.width), dtype=torch.float32,
@@ -68,13 +76,16 @@ class TorchEngine(SelectionEngine):
 
     def distance_chunks(self):
         """Row chunks ``(start, stop)`` of the distance step (``fixed_order_dots``)."""
-        return list(row_blocks(self.n, fixed_order_bytes_per_row(self.unit.shape[1]),
-                               self.block_bytes))
+        return list(row_blocks(self.n, fixed_order_bytes_per_row(self.unit.shape[1])
+                               + VALUE_BYTES_PER_ROW, self.block_bytes))
 
     def insertion_chunks(self):
         """Row chunks of the insertion step at the current ``t`` stored values per row."""
         return list(row_blocks(self.n, INSERT_BYTES_PER_VALUE * max(self.t, 1),
                                self.block_bytes))
+
+    def compute_array(self, array):
+        return self.torch.as_tensor(np.asarray(array)).to(self.device)
 
     def on_device(self, values, dtype):
         """``values`` (numpy, torch or a number) as a tensor of ``dtype`` on this engine's
@@ -85,15 +96,17 @@ class TorchEngine(SelectionEngine):
         """Mark row ``taken`` (if any) as taken and return every candidate's value x(u, s)
         against the pick s with unit vector ``target`` and density factor
         ``pick_density_factor`` (docs/method.md section 5), computed in the fixed order that
-        makes duplicates tie exactly."""
+        makes duplicates tie exactly (``pair_values``)."""
         if taken is not None:
             self.active[taken] = 0
         target = self.on_device(target, self.torch.float32)
-        pick_density_factor = self.on_device(pick_density_factor, self.torch.float32)
-        dots = self.torch.empty(self.n, dtype=self.torch.float32, device=self.device)
+        pick_squared_norm = squared_norms(target[None])[0]
+        pick_density_factor = self.on_device(pick_density_factor, self.torch.float32).double()
+        self.values = self.torch.empty(self.n, dtype=self.torch.float32, device=self.device)
         for start, stop in self.distance_chunks():
-            dots[start:stop] = fixed_order_dots(self.unit[start:stop], target)
-        self.values = (1.0 - dots) * (self.density_factors + pick_density_factor)
+            self.values[start:stop] = pair_values(
+                fixed_order_dots(self.unit[start:stop], target), self.squared_norms[start:stop],
+                self.density_factors[start:stop], pick_squared_norm, pick_density_factor)
         return self.values
 
     def rebuild_bytes_per_row(self, t):
@@ -105,12 +118,15 @@ class TorchEngine(SelectionEngine):
         targets = self.on_device(targets, torch.float32)
         pick_density_factors = self.on_device(pick_density_factors, torch.float32)
         weights = self.weights_t[:t]
+        pick_squared_norms = squared_norms(targets)
+        pick_density_factors = pick_density_factors.double()
         for start, stop in blocks:
-            dots = fixed_order_dots_many(self.unit[start:stop], targets)
-            factors = self.density_factors[start:stop, None] + pick_density_factors
-            values = torch.sort((1.0 - dots) * factors, dim=1).values
+            values = torch.sort(pair_values(
+                fixed_order_dots_many(self.unit[start:stop], targets),
+                self.squared_norms[start:stop, None], self.density_factors[start:stop, None],
+                pick_squared_norms, pick_density_factors), dim=1).values
             self.sorted_values[start:stop, :t] = values
-            self.weighted_sums[start:stop] = halving_row_sums(values.double() * weights)
+            self.weighted_sums[start:stop] = halving_sums(values.double() * weights)
 
     def _insert_vector(self, target, pick_density_factor, taken):
         torch, t = self.torch, self.t
@@ -119,7 +135,7 @@ class TorchEngine(SelectionEngine):
             stored = self.sorted_values[start:stop, :t]
             x = values[start:stop]
             above = stored > x[:, None]
-            tail = halving_row_sums(
+            tail = halving_sums(
                 torch.where(above, stored, 0.0).double().mul_(self.coefficients_t[:t]))
             insert_at = t - above.sum(dim=1)
             self.sorted_values[start:stop, 1:t + 1] = torch.where(

@@ -12,8 +12,8 @@ from ..errors import InputError
 from ..io.vectors import as_vectors
 from ..numerics.rows import unit_rows
 from ..runtime.distributed import SINGLE, block_starts
-from .engine import first_pick
-from .engines import make_engine, select
+from .selection_engine import first_pick
+from .engine_choice import make_engine, select
 from .gpu import TorchEngine
 from .inputs import check_pick_count, check_quality_scores, check_resume_picks
 from .memory import check_memory

@@ -5,14 +5,15 @@ import os
 
 from ..errors import InputError, option, setting
 from ..numerics.blocks import MIB
-from .engine import VALUE_BYTES
+from .selection_engine import VALUE_BYTES
 
 TORCH_BLOCK_MIB = 1024  # default working memory of one row chunk (torch) or rebuild block
 
 
 def selection_memory_bytes(n, k, dim):
-    """Bytes the selection holds: pool x (k - 1) stored values, the unit vectors, sums."""
-    return n * max(k - 1, 1) * VALUE_BYTES + n * dim * 4 + n * 8 * 3
+    """Bytes the selection holds: pool x (k - 1) stored values, the unit vectors, sums and
+    squared norms."""
+    return n * max(k - 1, 1) * VALUE_BYTES + n * dim * 4 + n * 8 * 4
 
 
 def density_memory_bytes(reference_rows, dim):

@@ -16,15 +16,9 @@ from ..numerics.fixed_order import (
     fixed_order_bytes_per_row,
     fixed_order_dots,
     fixed_order_dots_many,
-    halving_row_sums,
     halving_sums,
 )
-
-
-def pick_values(unit, density_factors, target, pick_density_factor):
-    """x(u, s) = (1 - u . s) * (rho(u) + rho(s)) in float32, the dot in fixed order."""
-    dots = fixed_order_dots(unit, target)
-    return (np.float32(1.0) - dots) * (density_factors + np.float32(pick_density_factor))
+from .pair_values import pair_values
 
 
 def tail_sums(stored, insertion_points, coefficients):
@@ -59,14 +53,16 @@ def insert_after(stored, values, insertion_points):
     return rows
 
 
-def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_values,
-                    weighted_sums, values, t, coefficients, weights, active):
+def add_pick_values(unit, squared_norms, density_factors, target, pick_squared_norm,
+                    pick_density_factor, sorted_values, weighted_sums, values, t, coefficients,
+                    weights, active):
     """One step (``cpu_kernels.add_pick_values``): each active candidate's value against the
     pick, inserted after the ``t`` it holds, and A += w_{m+1} x - sum_{r>m} c_r x_(r)."""
     rows = np.flatnonzero(active)
     if not len(rows):
         return
-    x = pick_values(unit[rows], density_factors[rows], target, pick_density_factor)
+    x = pair_values(fixed_order_dots(unit[rows], target), squared_norms[rows],
+                    density_factors[rows], pick_squared_norm, pick_density_factor)
     values[rows] = x
     stored = sorted_values[rows, :t]
     insertion_points = t - (stored > x[:, None]).sum(axis=1)  # the first value greater than x
@@ -77,12 +73,14 @@ def add_pick_values(unit, density_factors, target, pick_density_factor, sorted_v
 
 def rebuild_bytes_per_value(dim):
     """Working bytes of ``rebuild_rows`` per (row, pick): the fixed-order dot's products and
-    halvings, the float32 value and its weighted float64 copy."""
-    return fixed_order_bytes_per_row(dim) + 4 + 8
+    halvings, the float64 cosine and factor sum, the float32 value and its weighted float64
+    copy."""
+    return fixed_order_bytes_per_row(dim) + 8 + 8 + 4 + 8
 
 
-def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_values,
-                 weighted_sums, weights, active, start, stop):
+def rebuild_rows(unit, squared_norms, density_factors, targets, pick_squared_norms,
+                 pick_density_factors, sorted_values, weighted_sums, weights, active, start,
+                 stop):
     """Rows ``start:stop`` of the rebuild (``cpu_kernels.rebuild_rows``): each active
     candidate's values against every given pick, sorted, weighted and summed by halving.
     The sums are numba's bit for bit; the sorted values equal numba's, and are bitwise what
@@ -91,8 +89,9 @@ def rebuild_rows(unit, density_factors, targets, pick_density_factors, sorted_va
     t = len(targets)
     if not len(rows):
         return
-    dots = fixed_order_dots_many(unit[rows], targets)
-    x = (np.float32(1.0) - dots) * (density_factors[rows][:, None] + pick_density_factors)
+    x = pair_values(fixed_order_dots_many(unit[rows], targets), squared_norms[rows, None],
+                    density_factors[rows, None], pick_squared_norms,
+                    pick_density_factors.astype(np.float64))
     x.sort(axis=1, kind="stable")  # equal values (+0.0, -0.0) in pick order, as inserted
     sorted_values[rows, :t] = x
-    weighted_sums[rows] = halving_row_sums(x.astype(np.float64) * weights[:t])
+    weighted_sums[rows] = halving_sums(x.astype(np.float64) * weights[:t])

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..runtime.distributed import block_starts, owner_of
-from .engine import SelectionEngine, tie_floor
+from .selection_engine import SelectionEngine, tie_floor
 
 
 class ShardedEngine(SelectionEngine):
@@ -65,6 +65,9 @@ class ShardedEngine(SelectionEngine):
         """Every rank inserts the pick given by its vector; ``taken`` is a global index."""
         rows = self._local_rows([] if taken is None else [taken])
         self.local.add_vector(target, pick_density_factor, rows[0] if rows else None)
+
+    def compute_array(self, array):
+        return self.local.compute_array(array)
 
     def rebuild_bytes_per_row(self, t):
         return self.local.rebuild_bytes_per_row(t)

@@ -23,9 +23,12 @@ products p_j = u_j s_j: with h the largest power of two below d, p_j += p_{j+h} 
 then p_j += p_{j+h'} for j < h' = h/2, h/4, ..., 1, and p_0 is the dot (``halving_sums``). No
 step is fused or reordered: numba runs without fastmath, torch runs it as elementwise
 operations, each exactly rounded; on a GPU that is a dozen elementwise operations per row
-chunk (log2 d), where a sequential order would need one per block of columns. The values
-x(u, s) are then bitwise the same on the numba, torch and Triton engines (on a GPU too, by
-construction; tests/test_gpu.py checks it there), and the lowest index wins among duplicates.
+chunk (log2 d), where a sequential order would need one per block of columns. The cosine
+divides u . s by the rows' own computed norms, in float64 (``pair_values``: cos(u, u) is
+exactly 1, so a pick's duplicate gets 0). The values x(u, s) are then bitwise the same on the
+numba, torch and Triton engines (on a GPU too, by construction; tests/test_gpu.py checks it
+there), and the lowest index wins among duplicates; ties between distinct candidates are
+decided by ``TIE_RTOL``.
 The insertion's tail sum is also fixed per row: by halving over the tail's ranks in numba
 (its order set by t and the insertion point, never by where the row sits in memory) and in
 torch, per block of ranks in Triton; the sums may differ between
@@ -35,7 +38,7 @@ whatever the chunking.
 An engine can also start from t given picks (a resumed or extended run, ``rebuild``): every
 candidate's t values against them are computed in one batched pass over row blocks, with the
 same fixed-order dot (so the values are bitwise those of the incremental path), sorted once per
-row, and summed in float64 by halving over the ranks (``halving_row_sums``; the numba kernel
+row, and summed in float64 by halving over the ranks (``halving_sums``; the numba kernel
 halves in the same order, so every engine rebuilds bitwise the same sums). A sum built by t
 insertions carries the rounding of each insertion, which no single sum can reproduce, so the
 rebuilt sums equal the incremental ones to a relative 1e-12 (``REBUILD_SUM_RTOL``; measured:
@@ -49,16 +52,22 @@ import abc
 import numpy as np
 
 from ..numerics.blocks import row_blocks
+from ..numerics.fixed_order import fixed_order_bytes_per_row, fixed_order_dots, halving_sums
 from ..numerics.weights import rank_weights, tail_coefficients
 from .inputs import check_resume_picks
+from .pair_values import as_float64, concatenated, pair_values, squared_norms
 
 VALUE_BYTES = 4  # float32 per stored value
 
 
 REBUILD_SUM_RTOL = 1e-12  # rebuilt sums vs the incremental ones (module docstring)
 # Scores within this relative distance of the largest are a tie, won by the lowest index
-# (SPEC section 6): sums built in another order (a resumed run) then pick what one run picks.
-TIE_RTOL = 1e-12
+# (docs/method.md section 6). Each stored value is its exact value rounded once to float32
+# (``pair_values``; relative error at most 2^-24 where the dots are exact), so two candidates
+# whose novelties tie in exact arithmetic differ by at most 2^-23 relative, plus the float64
+# sums' order (1e-12, ``REBUILD_SUM_RTOL``): 2^-22 covers both, and lies well inside the
+# near-ties (1e-6) where either pick is right.
+TIE_RTOL = 2.0**-22
 
 
 def tie_floor(best):
@@ -71,27 +80,32 @@ def first_pick(n, seed):
     return int(np.random.RandomState(seed).randint(0, n))
 
 
-GIVEN_NOVELTY_BYTES = 64 * 2**20  # dot products held at once by ``given_novelty``
+PICK_NOVELTY_BYTES = 64 * 2**20  # working memory of one block of ``pick_novelty``
 
 
-def given_novelty(targets, factors, weights, first=1):
+def pick_novelty(targets, factors, weights, first=1):
     """The novelty each of the picks ``first``, ``first + 1``, ... had when it was picked,
-    from the unit vectors ``targets`` (t, d) and density factors (t,) of every pick in order
-    (a given set's rows first, when there is one); NaN for the picks before ``first`` (the
-    first of a run was drawn at random). Pick j's j values against the picks before it,
-    sorted, weighted and averaged as a step of the selection computes them (float32 values,
-    float64 sums; the dot products come from one matrix product, so they agree with the
-    run's to float32 rounding)."""
-    targets = np.asarray(targets, dtype=np.float32)
-    factors = np.asarray(factors, dtype=np.float32)
-    novelty = np.full(len(targets), np.nan)
-    rows = max(1, GIVEN_NOVELTY_BYTES // (4 * max(1, len(targets))))
-    for start in range(max(first, 1), len(targets), rows):
-        stop = min(start + rows, len(targets))
-        dots = targets[start:stop] @ targets[:stop].T
-        for j in range(start, stop):
-            values = np.sort((np.float32(1) - dots[j - start, :j]) * (factors[:j] + factors[j]))
-            novelty[j] = float(np.dot(weights[:j], values.astype(np.float64))) / j
+    from the rows ``targets`` (t, d) and density factors (t,) of every pick in order (a given
+    set's rows first, when there is one), as numpy arrays or torch tensors on the engine's
+    device; NaN for the picks before ``first`` (the first of a run was drawn at random).
+
+    Pick j's values against the j picks before it are the rebuild's (``pair_values`` of
+    fixed-order dots, so bitwise those its step inserted), sorted and summed in float64 by
+    halving over the ranks, as ``SelectionEngine.rebuild`` sums them: the novelty equals the
+    one the run logged to ``REBUILD_SUM_RTOL``. ``weights``: float64 w_r, like ``targets``."""
+    t = len(targets)
+    novelty = np.full(t, np.nan)
+    if t < 2:
+        return novelty
+    squares = squared_norms(targets)
+    step = max(1, PICK_NOVELTY_BYTES // fixed_order_bytes_per_row(targets.shape[1]))
+    for j in range(max(first, 1), t):
+        values = pair_values(concatenated([fixed_order_dots(targets[a:min(a + step, j)],
+                                                            targets[j])
+                                           for a in range(0, j, step)]),
+                             squares[:j], factors[:j], squares[j], float(factors[j]))
+        ordered = values.sort().values if hasattr(values, "clone") else np.sort(values)
+        novelty[j] = float(halving_sums(as_float64(ordered) * weights[:j])) / j
     return novelty
 
 
@@ -175,6 +189,16 @@ class SelectionEngine(abc.ABC):
         self.t = t
         return blocks
 
+    def pick_novelty(self, targets, pick_density_factors, first=1):
+        """``pick_novelty`` of picks given by their rows and density factors (numpy), computed
+        where this engine computes."""
+        return pick_novelty(self.compute_array(targets), self.compute_array(pick_density_factors),
+                            self.compute_array(self.weights), first)
+
+    def compute_array(self, array):
+        """A numpy array as this engine computes with it (a torch tensor on a GPU engine)."""
+        return np.asarray(array)
+
     def _insert(self, pick):
         """Insert every active candidate's value against ``pick`` after the ``t`` it holds."""
         self._insert_vector(self.unit[pick], self.density_factors[pick], pick)
@@ -253,7 +277,7 @@ class SelectionEngine(abc.ABC):
         of ``picks`` with its novelty when it was picked."""
         if given is None:
             if on_pick:
-                novelty = (given_novelty(*self.pick_vectors(picks), self.weights)
+                novelty = (self.pick_novelty(*self.pick_vectors(picks))
                            if len(picks) > 1 else [float("nan")])
                 for pick, value in zip(picks, novelty):
                     on_pick(pick, float(value))
@@ -269,7 +293,7 @@ class SelectionEngine(abc.ABC):
             targets = np.concatenate([targets, more_targets])
             factors = np.concatenate([factors, more_factors])
             if on_pick:
-                novelty = given_novelty(targets, factors, self.weights, first=len(given[0]))
+                novelty = self.pick_novelty(targets, factors, first=len(given[0]))
                 for pick, value in zip(picks, novelty[len(given[0]):]):
                     on_pick(pick, float(value))
         if len(picks) < count:

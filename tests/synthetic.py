@@ -1,4 +1,5 @@
-"""Seeded synthetic embeddings for tests, benchmarks and device checks.
+"""Seeded synthetic embeddings for the tests, and for the benchmarks and device checks, which
+import them from here (benchmarks/common.py).
 
 Real embeddings of instruction data cluster by topic and hold exact duplicates (591 of 12,000
 embedded ShareGPT conversations); both generators here make such data reproducibly.
