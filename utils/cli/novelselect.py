@@ -8,6 +8,7 @@ import click
 from ..pipelines.novelselect import NovelselectOptions, run_novelselect
 from ..selection import baselines
 from .errors import clean_errors
+from .report_options import report_options
 from .options import (
     FINITE_FLOAT,
     ReferenceStyleCommand,
@@ -28,7 +29,8 @@ def refuse_unused_options(ctx, method):
               "--plot": ("plot", {"novelselect"}),
               "--max_similarity": ("max_similarity", {"repr_filter"}),
               "--resume_from": ("resume_from", {"novelselect"}),
-              "--checkpoint_every": ("checkpoint_every", {"novelselect"})}
+              "--checkpoint_every": ("checkpoint_every", {"novelselect"}),
+              "--report": ("report", {"novelselect"})}
     for option, (name, users) in unused.items():
         if method not in users and ctx.get_parameter_source(name) == \
                 click.core.ParameterSource.COMMANDLINE:
@@ -88,13 +90,15 @@ def refuse_unused_options(ctx, method):
               help="Every N picks, write the picks so far to {stem}_checkpoint.json in "
                    "--output_dir (atomically), for --resume_from after a killed run; removed "
                    "when the run completes.")
+@report_options("the pool's map with the picks and their texts, the pick curve, density "
+                "factors and duplicates")
 @replace_option
 @quiet_option
 @click.pass_context
 @clean_errors
 def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
          distance_power, seed, dense_ref_dir, given_dir, quality_scores, embedding_field, plot,
-         method, max_similarity, resume_from, checkpoint_every, overwrite, quiet):
+         method, max_similarity, resume_from, checkpoint_every, overwrite, quiet, report):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
@@ -125,7 +129,7 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
     summary = run_novelselect(NovelselectOptions(
         text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power, distance_power,
         seed, dense_ref_dir, quality_scores, embedding_field, plot, method, max_similarity,
-        resume_from, checkpoint_every, quiet, overwrite, given_dir))
+        resume_from, checkpoint_every, quiet, overwrite, given_dir, report))
     if summary is not None:
         click.echo(summary)
 

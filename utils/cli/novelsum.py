@@ -18,6 +18,7 @@ from ..metrics.registry import (
 from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..pipelines.novelsum import NovelsumOptions, run_novelsum
 from .errors import clean_errors
+from .report_options import report_options
 from .options import (
     NumberList,
     ReferenceStyleCommand,
@@ -85,13 +86,15 @@ def spaced(numbers):
 @click.option("--n_clusters", "--n-clusters", type=int, default=DEFAULT_N_CLUSTERS,
               show_default=True, help="Clusters of the cluster_inertia and partition_entropy "
                                       "metrics.")
+@report_options("NovelSum of each dataset, the whole grid, per-sample novelty and a map of "
+                "all datasets", selection=False, comparison=True)
 @replace_option
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, given_dir, output_csv, gpu_id,
          neighbors,
          density_powers, distance_powers, block_mib, embedding_field, neighbor_density,
-         exclude_self, per_sample_csv, plot, metrics, n_clusters, overwrite, quiet):
+         exclude_self, per_sample_csv, plot, metrics, n_clusters, overwrite, quiet, report):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
     Lists may be space- or comma-separated. Next to the CSV, {csv stem}_run.json records how
@@ -118,7 +121,8 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, given_dir, outp
         plot, gpu_id, neighbors, density_powers, distance_powers, typed_powers, block_mib,
         embedding_field, neighbor_density, exclude_self, metrics, n_clusters, quiet,
         n_clusters_given=click.get_current_context().get_parameter_source("n_clusters")
-        != click.core.ParameterSource.DEFAULT, overwrite=overwrite, given_dir=given_dir))
+        != click.core.ParameterSource.DEFAULT, overwrite=overwrite, given_dir=given_dir,
+        report=report))
     if summary is not None:
         click.echo(summary)
 

@@ -23,6 +23,7 @@ from ..selection.inputs import (
     check_quality_scores,
     check_resume_picks,
 )
+from .report_outputs import planned_report
 from .novelselect_outputs import (
     Checkpoints,
     check_output_folder,
@@ -57,6 +58,7 @@ class NovelselectOptions:
     quiet: bool
     overwrite: bool = False
     given_dir: str | None = None
+    report: object = None  # ReportSettings of --report, or None
 
     def parameters(self):
         """The options as the run record lists them."""
@@ -114,6 +116,7 @@ def plan_outputs(options):
     if options.method == "novelselect":
         names += [f"{stem}_picks.csv"] + ([f"{stem}_novelty.png"] if options.plot else [])
     outputs = [("--output_dir", options.output_dir / name) for name in names]
+    outputs += planned_report(options.report)
     check_output_plan(outputs, [("--text_dir", options.text_dir),
                                 ("--figure_dir", options.figure_dir),
                                 ("--dense_ref_dir", options.dense_ref_dir),

@@ -36,6 +36,7 @@ from .novelsum_tables import (
     results_table,
     write_table,
 )
+from .report_outputs import comparison_report_writer, planned_report, report_path
 from .session import Session
 
 
@@ -64,6 +65,7 @@ class NovelsumOptions:
     n_clusters_given: bool = True  # False: the default, lowered to what small data allows
     overwrite: bool = False
     given_dir: str | None = None  # data already held: each dataset is measured beside it
+    report: tuple | None = None  # (ReportSettings, texts folder) of --report, or None
 
     @property
     def uses_density(self):
@@ -96,6 +98,8 @@ class Measured:
     row: dict
     spread: object
     frame: object
+    path: Path = None  # where the dataset's embeddings are
+    own_novelty: dict = None  # with --report: per-sample novelty of its own rows, per column
 
 
 def run_novelsum(options):
@@ -140,6 +144,7 @@ def plan_outputs(options):
     outputs = [("--output_csv", csv), ("--per_sample_csv", options.per_sample_csv),
                ("--plot", csv.with_suffix(".png") if options.plot else None),
                ("the run record", record)]
+    outputs += planned_report(options.report and options.report[0])
     check_output_plan(outputs, [("--single_dataset_path", options.single_dataset_path),
                                 ("--multi_datasets_dir", options.multi_datasets_dir),
                                 ("--dense_ref_dir", options.dense_ref_dir),
@@ -313,7 +318,10 @@ def measure_parts(parts, path, options, session, references, metric_cache):
                         cache=metric_cache))
     frame = (per_sample_frame(name, parts, result, marked=bool(options.given_dir))
              if options.per_sample_csv else None)
-    return Measured(row, result.per_sample[options.shown], frame)
+    own = len(parts[-1][0].vectors)  # beside a given set, the dataset's rows come last
+    own_novelty = {column: values[-own:] for column, values in result.per_sample.items()} \
+        if options.report else None
+    return Measured(row, result.per_sample[options.shown], frame, path, own_novelty)
 
 
 def output_writers(options, session, results):
@@ -337,6 +345,11 @@ def output_writers(options, session, results):
             shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
             .replace("_distance_", ", alpha=")
             + (f"; each beside {rows[0]['Dataset Name']}" if options.given_dir else ""), path)
+    if options.report:
+        writers[report_path(options.report[0])] = comparison_report_writer(
+            options.report, [(r.row, r.path, r.own_novelty) for r in results],
+            dataset_name(Path(options.given_dir)) if options.given_dir else None,
+            options.embedding_field)
     summary = {r.row["Dataset Name"]: {"samples": len(r.spread), shown: r.row[shown]}
                for r in results}
     writers[output_csv.with_name(f"{output_csv.stem}_run.json")] = \
