@@ -144,7 +144,9 @@ def plan_outputs(options):
     outputs = [("--output_csv", csv), ("--per_sample_csv", options.per_sample_csv),
                ("--plot", csv.with_suffix(".png") if options.plot else None),
                ("the run record", record)]
-    outputs += planned_report(options.report and options.report[0])
+    outputs += planned_report(options.report and options.report[0], [
+        column_name(k, beta, alpha, options.typed_powers) for beta in options.density_powers
+        for k in options.neighbors for alpha in options.distance_powers])
     check_output_plan(outputs, [("--single_dataset_path", options.single_dataset_path),
                                 ("--multi_datasets_dir", options.multi_datasets_dir),
                                 ("--dense_ref_dir", options.dense_ref_dir),

@@ -61,13 +61,18 @@ def input_path(parameters, name, record):
     return value
 
 
-def read_pick_log(path):
-    """Picks and novelty (NaN where empty) from a pick log."""
+def read_csv_rows(path, what):
+    """The rows of a CSV file as dicts."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+            return list(csv.DictReader(handle))
     except OSError as err:
-        raise InputError(f"{path}: cannot read the pick log ({err.strerror or err})") from None
+        raise InputError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+
+
+def read_pick_log(path):
+    """Picks and novelty (NaN where empty) from a pick log."""
+    rows = read_csv_rows(path, "the pick log")
     picks = [int(row["index"]) for row in rows]
     novelty = np.array([float(row["novelty"]) if row["novelty"] else np.nan for row in rows])
     logged = np.array([float(row["density_factor"]) for row in rows])
@@ -109,11 +114,7 @@ def selection_data(folder, run, report):
 
 def read_results(path):
     """The rows of a novelsum CSV, grid columns as floats."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as err:
-        raise InputError(f"{path}: cannot read the results ({err.strerror or err})") from None
+    rows = read_csv_rows(path, "the results")
     if not rows or "Dataset Name" not in rows[0] or not grid_columns(rows[0]):
         raise InputError(f"{path}: not a novelsum results CSV (Dataset Name and "
                          f"neighbor_..._density_..._distance_... columns)")

@@ -7,7 +7,7 @@ from ..errors import InputError
 from ..io.listing import TEXT_SUFFIXES
 from ..io.texts import load_items
 from ..io.vectors import load_vectors
-from ..report.comparison import DatasetView, comparison_page
+from ..report.comparison import DatasetView, chosen_column, comparison_page
 from ..report.selection import SelectionData, check_texts, write_selection_report
 from ..report.settings import check_settings
 
@@ -17,12 +17,15 @@ def report_path(settings):
     return Path(settings.path).absolute()
 
 
-def planned_report(settings):
+def planned_report(settings, columns=None):
     """``[("--report", path)]`` for the output plan, its settings checked first (before any
-    long work); ``[]`` without a report."""
+    long work; ``columns``: the grid columns a comparison will have); ``[]`` without a
+    report."""
     if settings is None:
         return []
     check_settings(settings)
+    if columns is not None:
+        chosen_column(columns, settings.column)
     return [("--report", report_path(settings))]
 
 

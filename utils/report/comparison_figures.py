@@ -26,7 +26,8 @@ def grid_figure(names, columns, values):
                                   text=[[f"{v:.4g}" for v in row] for row in values],
                                   texttemplate="%{text}", colorbar=dict(title="NovelSum")))
     figure.update_layout(title="NovelSum over the whole grid", template="plotly_white",
-                         height=max(320, 60 + 40 * len(names)), xaxis=dict(tickangle=-45))
+                         height=max(320, 60 + 40 * len(names)), xaxis=dict(tickangle=-45),
+                         yaxis=dict(autorange="reversed"))  # datasets top-down, as the bars
     return figure
 
 
