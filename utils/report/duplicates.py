@@ -130,14 +130,16 @@ def component_labels(count, pairs):
     return connected_components(graph, directed=False)[1]
 
 
-def duplicate_groups(vectors, threshold=DEFAULT_SIMILARITY):
+def duplicate_groups(vectors, threshold=DEFAULT_SIMILARITY, axes=None):
     """The exact and near duplicate groups of ``vectors`` (n, d); see ``DuplicateGroups``.
 
     Identical rows are found by value (``density.dedup``); similarities are computed once per
-    distinct row, so a row and its copies always fall in one group."""
+    distinct row, so a row and its copies always fall in one group. ``axes``: orthonormal
+    columns (d, m) to rule pairs out with (any such set is exact; leading principal axes rule
+    out most), computed when None."""
     check_similarity(threshold)
     rows, which = distinct_rows(vectors)
-    near = component_labels(len(rows), similar_pairs(rows, threshold))[which]
+    near = component_labels(len(rows), similar_pairs(rows, threshold, axes))[which]
     return DuplicateGroups(threshold, groups_from_labels(which), groups_from_labels(near))
 
 

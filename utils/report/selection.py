@@ -68,14 +68,14 @@ def point_labels(data, rows, order_of, groups_of):
     near duplicates, and the text."""
     labels = []
     for i in rows:
-        numbers = [("index", int(i))]
+        numbers = []
         order = order_of.get(int(i))
         if order is not None:
             numbers += [("pick", order + 1), ("novelty when picked", number(data.novelty[order]))]
         numbers.append(("density factor", number(float(data.density_factor[i]))))
         if groups_of[i] >= 0:
-            numbers.append(("near duplicates", "in a group (table below)"))
-        labels.append(hover_label(f"row {i}", numbers, excerpt(data.items[i])))
+            numbers.append(("near-duplicate group", groups_of[i] + 1))
+        labels.append(hover_label(f"index {i}", numbers, excerpt(data.items[i])))
     return labels
 
 
@@ -88,7 +88,7 @@ def map_points(data, coordinates, settings, groups_of):
     points = {"not picked": (coordinates[others], point_labels(data, others, order_of,
                                                                 groups_of), GREY)}
     if given_count:
-        points["given"] = (coordinates[n:], [hover_label(f"given row {i}", [])
+        points["given"] = (coordinates[n:], [hover_label(f"given, index {i}", [])
                                              for i in range(given_count)], GIVEN_COLOUR)
     points["picks"] = (coordinates[picks], point_labels(data, picks, order_of, groups_of),
                        np.arange(1, len(picks) + 1))
@@ -134,7 +134,7 @@ def selection_page(data, settings):
     vectors = data.vectors if data.given is None else np.concatenate([data.vectors, data.given])
     axes = unit_axes(vectors, min(PREFILTER_AXES, vectors.shape[1]))
     coordinates = map_coordinates(vectors, settings.map_method, axes=axes)
-    duplicates = duplicate_groups(data.vectors, settings.similarity)
+    duplicates = duplicate_groups(data.vectors, settings.similarity, axes[1])
     groups_of = group_of_rows(duplicates.near, n)
     points, note = map_points(data, coordinates, settings, groups_of)
     p = data.parameters
