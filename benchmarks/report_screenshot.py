@@ -25,12 +25,16 @@ def main():
     browser = Browser(width=1300, height=900)
     try:
         browser.open(report)
-        # the hover label of the 8th pick, as a pointer over it would show it
-        browser.evaluate("""(() => {
+        # the pointer over the 8th pick, so that its hover label shows
+        x, y = browser.evaluate("""(() => {
             const map = document.getElementById('map');
-            const trace = map._fullData.findIndex(t => t.name === 'picks');
-            Plotly.Fx.hover(map, [{curveNumber: trace, pointNumber: 7}]);
-            return true; })()""")
+            map.scrollIntoView();
+            const trace = map._fullData.find(t => t.name === 'picks');
+            const layout = map._fullLayout, box = map.getBoundingClientRect();
+            return [box.left + layout.margin.l + layout.xaxis.l2p(trace.x[7]),
+                    box.top + layout.margin.t + layout.yaxis.l2p(trace.y[7])]; })()""")
+        browser.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=x, y=y)
+        browser.evaluate("new Promise(done => setTimeout(done, 1000))")
         errors, requests = browser.errors(), browser.requests()
         if errors or requests:
             raise SystemExit(f"the page reported {errors} and asked for {requests}")

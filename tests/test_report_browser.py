@@ -82,6 +82,7 @@ def check_selection_page(path, picks, n, max_points):
         np.testing.assert_allclose(got, sign * expected[:, axis], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_selection_report_in_chromium_offline(runner, tmp_path):
     result = runner.invoke(novelselect_main, [
         "--text_dir", str(POOL / "text"), "--figure_dir", str(POOL / "embeddings"),
@@ -100,6 +101,7 @@ def test_selection_report_in_chromium_offline(runner, tmp_path):
     check_selection_page(tmp_path / "again.html", picks, n, 400)
 
 
+@pytest.mark.slow
 def test_comparison_report_in_chromium_offline(runner, tmp_path):
     subsets = sorted((REPO / "examples" / "subsets").glob("*.npy"))
     result = runner.invoke(novelsum_main, [

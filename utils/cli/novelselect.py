@@ -8,7 +8,6 @@ import click
 from ..pipelines.novelselect import NovelselectOptions, run_novelselect
 from ..selection import baselines
 from .errors import clean_errors
-from .report_options import report_options
 from .options import (
     FINITE_FLOAT,
     ReferenceStyleCommand,
@@ -17,6 +16,7 @@ from .options import (
     quiet_option,
     replace_option,
 )
+from .report_options import report_options
 
 
 def refuse_unused_options(ctx, method):

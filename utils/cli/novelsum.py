@@ -18,7 +18,6 @@ from ..metrics.registry import (
 from ..numerics.blocks import DEFAULT_BLOCK_MIB
 from ..pipelines.novelsum import NovelsumOptions, run_novelsum
 from .errors import clean_errors
-from .report_options import report_options
 from .options import (
     NumberList,
     ReferenceStyleCommand,
@@ -27,6 +26,7 @@ from .options import (
     quiet_option,
     replace_option,
 )
+from .report_options import report_options
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
                 "--distance-powers", "--metrics")

@@ -23,7 +23,6 @@ from ..selection.inputs import (
     check_quality_scores,
     check_resume_picks,
 )
-from .report_outputs import planned_report
 from .novelselect_outputs import (
     Checkpoints,
     check_output_folder,
@@ -31,6 +30,7 @@ from .novelselect_outputs import (
     write_baseline,
     write_selection,
 )
+from .report_outputs import planned_report
 from .session import Session
 
 

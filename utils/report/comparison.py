@@ -7,13 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .comparison_figures import (
-    bars_figure,
-    datasets_map_figure,
-    grid_figure,
-    short_column,
-    spread_figure,
-)
 from .hover import excerpt, hover_label, number
 from .page import Page
 from .projection import map_coordinates
@@ -86,6 +79,14 @@ def map_traces(datasets, settings, column):
 
 def comparison_page(rows, datasets, settings, given_name=None):
     """The comparison report as a ``Page``: ``rows`` are the results CSV's rows (dicts)."""
+    from .comparison_figures import (  # plotly, imported when a page is drawn
+        bars_figure,
+        datasets_map_figure,
+        grid_figure,
+        short_column,
+        spread_figure,
+    )
+
     columns = grid_columns(rows[0])
     column = chosen_column(columns, settings.column)
     names = [row["Dataset Name"] for row in rows]

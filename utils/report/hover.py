@@ -2,13 +2,16 @@
 
 import html
 import json
-import textwrap
+import re
 
 from ..errors import InputError
 from ..io.text_items import item_text
 
 EXCERPT_CHARACTERS = 300
 LINE_CHARACTERS = 90  # hover labels do not wrap by themselves
+# up to 90 characters ending at a space, or 90 of a longer word (a regex: textwrap took 11 s
+# for the 40,000 labels of a 100,000-row pool)
+LINE = re.compile(r".{1,%d}(?:\s+|$)|.{%d}" % (LINE_CHARACTERS, LINE_CHARACTERS))
 
 
 def excerpt(item, limit=EXCERPT_CHARACTERS):
@@ -25,15 +28,15 @@ def label_text(text):
     """``text`` for a plotly label: escaped, its lines wrapped, joined with ``<br>``."""
     lines = []
     for line in text.splitlines() or [""]:
-        lines += textwrap.wrap(line, LINE_CHARACTERS, break_long_words=True,
-                               replace_whitespace=False) or [""]
-    return "<br>".join(html.escape(line) for line in lines)
+        lines += LINE.findall(line) or [""]
+    # quotes stay as they are: plotly's labels decode &lt; &gt; &amp; but show &quot; as typed
+    return "<br>".join(html.escape(line.rstrip(), quote=False) for line in lines)
 
 
 def hover_label(heading, numbers, text=None):
     """``heading`` in bold, then ``name: value`` lines, then the text excerpt."""
-    parts = [f"<b>{html.escape(heading)}</b>"]
-    parts += [f"{html.escape(name)}: {value}" for name, value in numbers]
+    parts = [f"<b>{html.escape(heading, quote=False)}</b>"]
+    parts += [f"{html.escape(name, quote=False)}: {value}" for name, value in numbers]
     if text is not None:
         parts.append(label_text(text))
     return "<br>".join(parts)

@@ -12,7 +12,6 @@ from .hover import excerpt, hover_label, number
 from .page import Page, table_html
 from .projection import map_coordinates, unit_axes
 from .sampling import drawn_others, sample_note
-from .selection_figures import GIVEN_COLOUR, GREY, density_figure, map_figure, pick_curve_figure
 
 CURVE_POINTS = 24  # pick numbers at which the subset's NovelSum is computed
 TABLE_PICKS = 50
@@ -81,6 +80,7 @@ def point_labels(data, rows, order_of, groups_of):
 
 def map_points(data, coordinates, settings, groups_of):
     """The map's traces (``map_figure``) and the note on what was drawn."""
+    from .selection_figures import GIVEN_COLOUR, GREY
     n, picks = len(data.vectors), np.asarray(data.picks, dtype=np.int64)
     given_count = 0 if data.given is None else len(data.given)
     others = drawn_others(n, picks, max(0, settings.max_points - given_count))
@@ -130,6 +130,8 @@ def duplicates_html(data, duplicates, groups_of):
 
 def selection_page(data, settings):
     """The whole selection report as a ``Page``."""
+    from .selection_figures import density_figure, map_figure, pick_curve_figure  # plotly
+
     n, k = len(data.vectors), len(data.picks)
     vectors = data.vectors if data.given is None else np.concatenate([data.vectors, data.given])
     axes = unit_axes(vectors, min(PREFILTER_AXES, vectors.shape[1]))
