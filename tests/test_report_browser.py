@@ -104,20 +104,31 @@ def test_selection_report_in_chromium_offline(runner, tmp_path):
 @pytest.mark.slow
 def test_comparison_report_in_chromium_offline(runner, tmp_path):
     subsets = sorted((REPO / "examples" / "subsets").glob("*.npy"))
+    chosen = json.loads((REPO / "examples" / "subsets_indices.json").read_text())
+    texts = pool_texts()
+    (tmp_path / "texts").mkdir()
+    for name, rows in chosen.items():  # each subset's texts, under its name
+        (tmp_path / "texts" / f"{name}.json").write_text(json.dumps([texts[i] for i in rows]))
     result = runner.invoke(novelsum_main, [
         "--multi_datasets_dir", str(REPO / "examples" / "subsets"), "--dense_ref_dir",
         str(POOL / "embeddings"), "--output_csv", str(tmp_path / "n.csv"), "--quiet",
         "--report", str(tmp_path / "n.html"), "--report_column",
-        "neighbor_5_density_0.25_distance_2"])
+        "neighbor_5_density_0.25_distance_2", "--report_texts", str(tmp_path / "texts")])
     assert result.exit_code == 0, result.output
-    errors, requests, traces, title = page_state(
-        tmp_path / "n.html", "document.getElementById('spread').layout.title.text")
+    errors, requests, traces, shown = page_state(tmp_path / "n.html", """(() => {
+        const map = document.getElementById('datasets_map')._fullData;
+        return {title: document.getElementById('spread').layout.title.text,
+                labels: Object.fromEntries(map.map(t => [t.name, t.text]))}; })()""")
     assert errors == [] and requests == []
     rows = {p.stem: len(np.load(p)) for p in subsets}
     assert traces["bars"] == {"NovelSum": ("bar", len(subsets))}
     assert traces["spread"] == {name: ("box", count) for name, count in rows.items()}
     assert traces["datasets_map"] == {name: ("scattergl", count) for name, count in rows.items()}
-    assert "k=5, beta=0.25, alpha=2" in title
+    assert "k=5, beta=0.25, alpha=2" in shown["title"]
+    assert set(chosen) == set(rows)
+    for name, picked in chosen.items():
+        for label, row in zip(shown["labels"][name], picked):
+            assert squeezed(texts[row][:300]) in label_text(label)
 
 
 def test_the_browser_check_sees_errors_and_requests(tmp_path):

@@ -64,12 +64,13 @@ def leading_part(unit, axes):
             np.ascontiguousarray(np.hstack([part, ones, half_sq]), dtype=np.float32))
 
 
-def tile_pairs(mask, start, other):
-    """The (i, j) of a tile's True entries, global, i < j."""
-    if other == start:
-        mask = np.triu(mask, k=1)
-    i, j = np.nonzero(mask)
-    return np.stack([i + start, j + other], axis=1)
+def tile_pairs(flat, width, start, other):
+    """Global (i, j), i < j, of a tile's flat positions ``flat`` (row-major, ``width``
+    columns)."""
+    i, j = np.divmod(flat, width)
+    i, j = i + start, j + other
+    upper = j > i  # on a diagonal tile, each pair once and no row with itself
+    return np.stack([i[upper], j[upper]], axis=1)
 
 
 def checked_pairs(pairs, unit64, threshold):
@@ -83,15 +84,14 @@ def tile_similar_pairs(operands, unit, unit64, threshold, start, other):
     the leading axes; where a tile holds many, the tile's full float32 products narrow them
     before the float64 check."""
     left, right = operands
-    stop = start + TILE_ROWS
+    stop, last = start + TILE_ROWS, other + TILE_ROWS
     limit = np.float32(-(2 - 2 * threshold + PREFILTER_MARGIN) / 2)
-    candidates = left[start:stop] @ right[other:other + TILE_ROWS].T >= limit
-    if not candidates.any():
-        return None
-    if np.count_nonzero(candidates) > DENSE_TILE_PAIRS:
-        candidates &= unit[start:stop] @ unit[other:other + TILE_ROWS].T >= np.float32(
-            threshold - FULL_PRODUCT_MARGIN)
-    return checked_pairs(tile_pairs(candidates, start, other), unit64, threshold)
+    leading = left[start:stop] @ right[other:last].T
+    flat = np.flatnonzero(leading >= limit)  # one pass: most tiles hold few or none
+    if len(flat) > DENSE_TILE_PAIRS:
+        full = unit[start:stop] @ unit[other:last].T
+        flat = flat[full.ravel()[flat] >= np.float32(threshold - FULL_PRODUCT_MARGIN)]
+    return checked_pairs(tile_pairs(flat, leading.shape[1], start, other), unit64, threshold)
 
 
 def similar_pairs(rows, threshold, axes=None):
@@ -111,7 +111,7 @@ def similar_pairs(rows, threshold, axes=None):
     for start in range(0, len(unit), TILE_ROWS):
         for other in range(start, len(unit), TILE_ROWS):
             pairs = tile_similar_pairs(operands, unit, unit64, threshold, start, other)
-            if pairs is not None and len(pairs):
+            if len(pairs):
                 found.append(pairs)
                 count += len(pairs)
         if count > MAX_PAIRS:
