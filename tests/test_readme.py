@@ -47,7 +47,7 @@ def option_rows(section):
     return rows
 
 
-@pytest.mark.parametrize("script", ["novelsum", "novelselect", "embedding"])
+@pytest.mark.parametrize("script", ["novelsum", "novelselect", "embedding", "report"])
 def test_every_option_is_in_the_cli_doc(script):
     module = __import__(script)
     section = cli_section(script)
@@ -140,6 +140,8 @@ def test_readme_commands_run_as_written(tmp_path):
     assert sorted(p.name for p in (outputs / "my_embeddings").iterdir()
                   if not p.name.endswith(".source.json")) == [  # beside: each shard's source
         ".embedding_run.json", "0.json", "1.json", "2.json", "3.json"]
+    page = (outputs / "picked.html").read_text()  # the README's --report: a selection's page
+    assert "NovelSelect: 80 picks of 744 rows" in page and 'id="map"' in page
     for picture in ["novelsum_examples.png",
                     "picked/novelselect_80_dense_0.5_dist_1.0_novelty.png"]:
         assert (outputs / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -168,8 +170,8 @@ def test_readme_outputs_are_ignored_by_git():
     """The README's commands write only under folders that .gitignore keeps out of git status."""
     targets = [word for command in readme_commands() for option, word in
                zip(command.split(), command.split()[1:])
-               if option in ("--output_csv", "--output_dir", "--per_sample_csv")]
-    assert len(targets) == 6
+               if option in ("--output_csv", "--output_dir", "--per_sample_csv", "--report")]
+    assert len(targets) == 7
     for target in targets:
         result = subprocess.run(["git", "check-ignore", "-q", "--no-index", target], cwd=REPO)
         assert result.returncode == 0, f"{target} would show in git status"

@@ -18,6 +18,7 @@ from .options import (
     quiet_option,
     replace_option,
 )
+from .report_options import report_options
 
 
 def refuse_unused_options(ctx, method):
@@ -30,7 +31,8 @@ def refuse_unused_options(ctx, method):
               "--plot": ("plot", {"novelselect"}),
               "--max_similarity": ("max_similarity", {"repr_filter"}),
               "--resume_from": ("resume_from", {"novelselect"}),
-              "--checkpoint_every": ("checkpoint_every", {"novelselect"})}
+              "--checkpoint_every": ("checkpoint_every", {"novelselect"}),
+              "--report": ("report", {"novelselect"})}
     for option, (name, users) in unused.items():
         if method not in users and ctx.get_parameter_source(name) == \
                 click.core.ParameterSource.COMMANDLINE:
@@ -92,6 +94,8 @@ def refuse_unused_options(ctx, method):
                    "resumes from it; it is removed when the run completes.")
 @mixed_embeddings_option
 @debug_option
+@report_options("the pool's map with the picks and their texts, the pick curve, density "
+                "factors and duplicates")
 @replace_option
 @quiet_option
 @click.pass_context
@@ -99,7 +103,7 @@ def refuse_unused_options(ctx, method):
 def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_power,
          distance_power, seed, dense_ref_dir, given_dir, quality_scores, embedding_field, plot,
          method, max_similarity, resume_from, checkpoint_every, allow_mixed_embeddings, overwrite,
-         quiet):
+         quiet, report):
     """Pick K samples of a pool, each the most novel given the ones before (NovelSelect).
 
     Writes novelselect_{K}_dense_{beta}_dist_{alpha}.json (the picked items, in pick order)
@@ -134,7 +138,8 @@ def main(ctx, text_dir, figure_dir, output_dir, k, gpu_id, neighbors, density_po
         embedding_field=embedding_field, plot=plot, method=method,
         max_similarity=max_similarity, resume_from=resume_from,
         checkpoint_every=checkpoint_every, quiet=quiet, overwrite=overwrite,
-        given_dir=given_dir, allow_mixed_embeddings=allow_mixed_embeddings))
+        given_dir=given_dir, allow_mixed_embeddings=allow_mixed_embeddings,
+        report=report))
     if summary is not None:
         click.echo(summary)
 

@@ -28,6 +28,7 @@ from .options import (
     quiet_option,
     replace_option,
 )
+from .report_options import report_options
 
 LIST_OPTIONS = ("--neighbors", "--density_powers", "--density-powers", "--distance_powers",
                 "--distance-powers", "--metrics")
@@ -89,13 +90,15 @@ def spaced(numbers):
                                       "metrics.")
 @mixed_embeddings_option
 @debug_option
+@report_options("NovelSum of each dataset, the whole grid, per-sample novelty and a map of "
+                "all datasets", selection=False, comparison=True)
 @replace_option
 @quiet_option
 @clean_errors
 def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, given_dir, output_csv, gpu_id,
          neighbors, density_powers, distance_powers, block_mib, embedding_field,
          neighbor_density, exclude_self, per_sample_csv, plot, metrics, n_clusters,
-         allow_mixed_embeddings, overwrite, quiet):
+         allow_mixed_embeddings, overwrite, quiet, report):
     """Compute NovelSum for embedded datasets and write one CSV row per dataset.
 
     Lists may be space- or comma-separated. Next to the CSV, {csv stem}_run.json records how
@@ -123,7 +126,7 @@ def main(single_dataset_path, multi_datasets_dir, dense_ref_dir, given_dir, outp
         embedding_field, neighbor_density, exclude_self, metrics, n_clusters, quiet,
         n_clusters_given=click.get_current_context().get_parameter_source("n_clusters")
         != click.core.ParameterSource.DEFAULT, overwrite=overwrite, given_dir=given_dir,
-        allow_mixed_embeddings=allow_mixed_embeddings))
+        allow_mixed_embeddings=allow_mixed_embeddings, report=report))
     if summary is not None:
         click.echo(summary)
 

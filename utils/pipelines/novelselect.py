@@ -38,6 +38,7 @@ from .novelselect_outputs import (
     write_selection,
 )
 from .novelsum_tables import RECOMMENDED, setting_text
+from .report_outputs import planned_report
 from .session import Session
 
 
@@ -67,6 +68,7 @@ class NovelselectOptions:
     overwrite: bool = False
     given_dir: str | None = None
     allow_mixed_embeddings: bool = False
+    report: object = None  # ReportSettings of --report, or None
 
     def parameters(self):
         """The options as the run record lists them."""
@@ -163,6 +165,7 @@ def plan_outputs(options):
     if options.method == "novelselect":
         names += [f"{stem}_picks.csv"] + ([f"{stem}_novelty.png"] if options.plot else [])
     outputs = [("--output_dir", options.output_dir / name) for name in names]
+    outputs += planned_report(options.report)
     check_output_plan(outputs, [("--text_dir", options.text_dir),
                                 ("--figure_dir", options.figure_dir),
                                 ("--dense_ref_dir", options.dense_ref_dir),

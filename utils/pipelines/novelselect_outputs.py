@@ -253,6 +253,11 @@ def write_selection(options, session, inputs, selection, resumed):
         given_rows = None if inputs.given is None else len(inputs.given.vectors)
         writers[f"{stem}_novelty.png"] = lambda path: plot_pick_novelty(
             selection.novelty, path, novelty_title(k, n, options, given_rows))
+    if options.report is not None:
+        from .report_outputs import report_path, selection_report_writer
+
+        writers[str(report_path(options.report))] = selection_report_writer(options, inputs,
+                                                                            selection)
     last = float(selection.novelty[-1])
     summary = {"picked": k, "pool": n, "last_novelty": last if np.isfinite(last) else None,
                "resumed_from_picks": resumed,

@@ -38,6 +38,7 @@ from .novelsum_tables import (
     summary_line,
     write_table,
 )
+from .report_outputs import comparison_report_writer, planned_report, report_path
 from .session import Session
 
 
@@ -67,6 +68,7 @@ class NovelsumOptions:
     overwrite: bool = False
     given_dir: str | None = None  # data already held: each dataset is measured beside it
     allow_mixed_embeddings: bool = False
+    report: tuple | None = None  # (ReportSettings, texts folder) of --report, or None
 
     @property
     def uses_density(self):
@@ -100,6 +102,8 @@ class Measured:
     row: dict
     spread: object
     frame: object
+    path: Path = None  # where the dataset's embeddings are
+    own_novelty: dict = None  # with --report: per-sample novelty of its own rows, per column
 
 
 def run_novelsum(options):
@@ -145,6 +149,9 @@ def plan_outputs(options):
     outputs = [("--output_csv", csv), ("--per_sample_csv", options.per_sample_csv),
                ("--plot", csv.with_suffix(".png") if options.plot else None),
                ("the run record", record)]
+    outputs += planned_report(options.report and options.report[0], [
+        column_name(k, beta, alpha, options.typed_powers) for beta in options.density_powers
+        for k in options.neighbors for alpha in options.distance_powers])
     check_output_plan(outputs, [("--single_dataset_path", options.single_dataset_path),
                                 ("--multi_datasets_dir", options.multi_datasets_dir),
                                 ("--dense_ref_dir", options.dense_ref_dir),
@@ -337,7 +344,10 @@ def measure_parts(parts, path, options, session, references, metric_cache):
                     report.notice(empty_inertia_notice(name, options.n_clusters))
     frame = (per_sample_frame(name, parts, result, marked=bool(options.given_dir))
              if options.per_sample_csv else None)
-    return Measured(row, result.per_sample[options.shown], frame)
+    own = len(parts[-1][0].vectors)  # beside a given set, the dataset's rows come last
+    own_novelty = {column: values[-own:] for column, values in result.per_sample.items()} \
+        if options.report else None
+    return Measured(row, result.per_sample[options.shown], frame, path, own_novelty)
 
 
 def empty_inertia_notice(name, n_clusters):
@@ -371,6 +381,11 @@ def output_writers(options, session, results):
             shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
             .replace("_distance_", ", alpha=")
             + (f"; each beside {rows[0]['Dataset Name']}" if options.given_dir else ""), path)
+    if options.report:
+        writers[report_path(options.report[0])] = comparison_report_writer(
+            options.report, [(r.row, r.path, r.own_novelty) for r in results],
+            dataset_name(Path(options.given_dir)) if options.given_dir else None,
+            options.embedding_field)
     summary = {r.row["Dataset Name"]: {"samples": len(r.spread), shown: r.row[shown]}
                for r in results}
     writers[output_csv.with_name(f"{output_csv.stem}_run.json")] = \
