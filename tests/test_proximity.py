@@ -6,7 +6,13 @@ from conftest import clustered_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.metrics.proximity import column_name, format_number, per_sample_grid, proximity_profile
+from utils.metrics.proximity import (
+    column_name,
+    column_setting,
+    format_number,
+    per_sample_grid,
+    proximity_profile,
+)
 from utils.numerics.blocks import row_blocks
 from utils.numerics.weights import rank_weights
 
@@ -90,6 +96,8 @@ def test_format_and_column_names():
     assert [format_number(v) for v in [0, 0.0, 0.25, 1.0, 2, 1e-3]] == ["0", "0", "0.25", "1",
                                                                          "2", "0.001"]
     assert column_name(10, 0.5, 1.0) == "neighbor_10_density_0.5_distance_1"
+    assert column_setting("neighbor_10_density_0.5_distance_1") == "k=10, beta=0.5, alpha=1"
+    assert column_setting("neighbor_7_density_0.75_distance_2.0") == "k=7, beta=0.75, alpha=2.0"
 
 
 def test_grid_order_beta_outer_then_k_then_alpha():

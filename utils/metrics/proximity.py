@@ -223,6 +223,13 @@ def column_name(k, beta, alpha, typed_powers=(False, False)):
             f"_distance_{grid_number_text(alpha, typed_powers[1])}")
 
 
+def column_setting(column):
+    """The grid point of a CSV column as text: ``k=10, beta=0.5, alpha=1`` for
+    ``neighbor_10_density_0.5_distance_1``."""
+    return (column.replace("neighbor_", "k=").replace("_density_", ", beta=")
+            .replace("_distance_", ", alpha="))
+
+
 def density_grid(neighbors, density_powers):
     """The (beta, k) pairs of the grid in column order: beta outer, then k."""
     return [(beta, k) for beta in density_powers for k in neighbors]

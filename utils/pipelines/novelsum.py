@@ -16,7 +16,7 @@ from ..io.outputs import check_output_plan, check_previous_run
 from ..io.records import RunRecord, vector_inputs
 from ..io.vectors import dataset_rows, load_vectors
 from ..metrics.novelsum import novelsum_grid
-from ..metrics.proximity import column_name
+from ..metrics.proximity import column_name, column_setting
 from ..metrics.registry import (
     CLUSTER_METRICS,
     check_metric_inputs,
@@ -378,9 +378,7 @@ def output_writers(options, session, results):
         writers[output_csv.with_suffix(".png")] = lambda path: plot_novelsum(
             [row["Dataset Name"] for row in rows], [row[shown] for row in rows],
             [r.spread for r in results],
-            shown.replace("neighbor_", "k=").replace("_density_", ", beta=")
-            .replace("_distance_", ", alpha=")
-            + (f"; each beside {rows[0]['Dataset Name']}" if options.given_dir else ""), path)
+            column_setting(shown) + (f"; each beside {rows[0]['Dataset Name']}" if options.given_dir else ""), path)
     if options.report:
         writers[report_path(options.report[0])] = comparison_report_writer(
             options.report, [(r.row, r.path, r.own_novelty) for r in results],

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..metrics.proximity import column_name, format_number
+from ..metrics.proximity import column_name, column_setting, format_number
 
 
 def is_missing(value):
@@ -112,9 +112,8 @@ def gains_table(rows, column):
     the given set plus the dataset, less the given set's own."""
     given, *rows = rows
     name_width = max(len("dataset"), *(len(r["Dataset Name"]) for r in rows))
-    point = column.replace("neighbor_", "k=").replace("_density_", ", beta=").replace(
-        "_distance_", ", alpha=")
-    lines = [f"gain over {given['Dataset Name']} ({given[column]:.6g} alone) at {point}:",
+    lines = [f"gain over {given['Dataset Name']} ({given[column]:.6g} alone) at "
+             f"{column_setting(column)}:",
              f"{'dataset':<{name_width}}  {'with it':>10}  {'gain':>10}"]
     lines += [f"{row['Dataset Name']:<{name_width}}  {row[column]:>10.6g}  "
               f"{row[column] - given[column]:>+10.6g}" for row in rows]

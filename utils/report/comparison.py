@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..metrics.proximity import column_setting
 from .hover import excerpt, hover_label, number
 from .page import Page
 from .projection import map_coordinates
@@ -83,7 +84,6 @@ def comparison_page(rows, datasets, settings, given_name=None):
         bars_figure,
         datasets_map_figure,
         grid_figure,
-        short_column,
         spread_figure,
     )
 
@@ -91,7 +91,7 @@ def comparison_page(rows, datasets, settings, given_name=None):
     column = chosen_column(columns, settings.column)
     names = [row["Dataset Name"] for row in rows]
     page = Page(f"NovelSum of {len(rows)} dataset{'s' * (len(rows) != 1)}",
-                f"shown: {short_column(column)}"
+                f"shown: {column_setting(column)}"
                 + (f"; each dataset measured beside {given_name}" if given_name else ""))
     page.section("NovelSum of each dataset")
     page.figure(bars_figure(names, [float(row[column]) for row in rows], column), "bars")

@@ -4,24 +4,20 @@ per-sample novelty, and a map of all datasets together."""
 import numpy as np
 import plotly.graph_objects as go
 
-
-def short_column(column):
-    """``neighbor_10_density_0.5_distance_1`` as ``k=10, beta=0.5, alpha=1``."""
-    return (column.replace("neighbor_", "k=").replace("_density_", ", beta=")
-            .replace("_distance_", ", alpha="))
+from ..metrics.proximity import column_setting
 
 
 def bars_figure(names, values, column):
     figure = go.Figure(go.Bar(x=names, y=values, text=[f"{v:.4g}" for v in values],
                               textposition="outside", name="NovelSum"))
-    figure.update_layout(title=f"NovelSum of each dataset ({short_column(column)})",
+    figure.update_layout(title=f"NovelSum of each dataset ({column_setting(column)})",
                          height=420, yaxis_title="NovelSum", template="plotly_white")
     return figure
 
 
 def grid_figure(names, columns, values):
     """A heat map: one row per dataset, one column per grid point, the value written in."""
-    labels = [short_column(c) for c in columns]
+    labels = [column_setting(c) for c in columns]
     figure = go.Figure(go.Heatmap(z=values, x=labels, y=names, colorscale="Blues",
                                   text=[[f"{v:.4g}" for v in row] for row in values],
                                   texttemplate="%{text}", colorbar=dict(title="NovelSum")))
@@ -37,7 +33,7 @@ def spread_figure(spreads, column):
     for name, values in spreads.items():
         figure.add_trace(go.Box(y=np.asarray(values, dtype=np.float32), name=name,
                                 boxmean=True, boxpoints=False))
-    figure.update_layout(title=f"Per-sample novelty ({short_column(column)}; dashed: mean)",
+    figure.update_layout(title=f"Per-sample novelty ({column_setting(column)}; dashed: mean)",
                          height=420, yaxis_title="novelty of the sample",
                          template="plotly_white", showlegend=False)
     return figure
