@@ -3,6 +3,7 @@ from a file URL with the network unreachable, collect console errors and network
 evaluate JavaScript after the page's scripts ran, take a screenshot."""
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -114,10 +115,8 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self):
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):  # already gone
             self.call("Browser.close", timeout=10)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -252,46 +252,14 @@ def test_api_refuses_bad_resume_lists():
                          resume_source="my picks")
 
 
-@pytest.mark.slow
-def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
-    """SIGINT after a checkpoint: exit 130, one line naming the checkpoint, no other output;
-    resuming from the checkpoint gives the picks of an uninterrupted run."""
+def pool_to_interrupt(tmp_path):
+    """A 3,000-row pool (embeddings and texts) whose selection of 2,999 runs long enough to be
+    interrupted: ``(vectors, embeddings folder, texts folder)``."""
     vectors = clustered_vectors(3000, 32, seed=13)
     embeddings = write_json_shards(tmp_path / "emb", vectors, [3000])
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "0.json").write_text(json.dumps([str(i) for i in range(3000)]))
-    out = tmp_path / "out"
-    checkpoint = out / "novelselect_2999_dense_0.5_dist_1.0_checkpoint.json"
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(tmp_path / "texts"),
-         "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", "2999",
-         "--checkpoint_every", "40", "--quiet"],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert process.poll() is None, "novelselect.py ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    _stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
-    assert "Traceback" not in stderr
-    saved = json.loads(checkpoint.read_text())
-    assert len(saved) >= 40 and len(saved) % 40 == 0
-    assert (f"holds the first {len(saved)}: run the same command again to continue from there "
-            f"(or give --resume_from {checkpoint})") in stderr
-    assert sorted(p.name for p in out.iterdir()) == [  # nothing else, no temp file
-        ".novelselect_2999_dense_0.5_dist_1.0_checkpoint.run.json", checkpoint.name]
-    k = len(saved) + 25
-    uninterrupted = novelselect(vectors, k).picks
-    assert saved == uninterrupted[:len(saved)]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(tmp_path / "texts"),
-         "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", str(k),
-         "--resume_from", str(checkpoint), "--quiet"], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert json.loads((out / f"novelselect_{k}_dense_0.5_dist_1.0_indices.json")
-                      .read_text()) == uninterrupted
+    return vectors, embeddings, tmp_path / "texts"
 
 
 def interrupt_after_a_checkpoint(command, checkpoint, env=None):
@@ -310,17 +278,44 @@ def interrupt_after_a_checkpoint(command, checkpoint, env=None):
 
 
 @pytest.mark.slow
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    """SIGINT after a checkpoint: exit 130, one line naming the checkpoint, no other output;
+    resuming from the checkpoint gives the picks of an uninterrupted run."""
+    vectors, embeddings, texts = pool_to_interrupt(tmp_path)
+    out = tmp_path / "out"
+    checkpoint = out / "novelselect_2999_dense_0.5_dist_1.0_checkpoint.json"
+    stderr = interrupt_after_a_checkpoint(
+        [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(texts),
+         "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", "2999",
+         "--checkpoint_every", "40", "--quiet"], checkpoint)
+    assert "Traceback" not in stderr
+    saved = json.loads(checkpoint.read_text())
+    assert len(saved) >= 40 and len(saved) % 40 == 0
+    assert (f"holds the first {len(saved)}: run the same command again to continue from there "
+            f"(or give --resume_from {checkpoint})") in stderr
+    assert sorted(p.name for p in out.iterdir()) == [  # nothing else, no temp file
+        ".novelselect_2999_dense_0.5_dist_1.0_checkpoint.run.json", checkpoint.name]
+    k = len(saved) + 25
+    uninterrupted = novelselect(vectors, k).picks
+    assert saved == uninterrupted[:len(saved)]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(texts),
+         "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", str(k),
+         "--resume_from", str(checkpoint), "--quiet"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / f"novelselect_{k}_dense_0.5_dist_1.0_indices.json")
+                      .read_text()) == uninterrupted
+
+
+@pytest.mark.slow
 def test_the_same_command_again_resumes_without_being_told(tmp_path):
     """No --checkpoint_every: checkpoints come by time (every 60 s; 0.05 s here). A Ctrl-C'd
     run's command, run again as it was, resumes with a notice and picks what an uninterrupted
     run picks; another run's command is refused rather than let write over the checkpoint;
     --overwrite starts over."""
-    vectors = clustered_vectors(3000, 32, seed=13)
-    embeddings = write_json_shards(tmp_path / "emb", vectors, [3000])
-    (tmp_path / "texts").mkdir()
-    (tmp_path / "texts" / "0.json").write_text(json.dumps([str(i) for i in range(3000)]))
+    vectors, embeddings, texts = pool_to_interrupt(tmp_path)
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(tmp_path / "texts"),
+    command = [sys.executable, str(REPO / "novelselect.py"), "--text_dir", str(texts),
                "--figure_dir", str(embeddings), "--output_dir", str(out), "--k", "2999"]
     checkpoint = out / "novelselect_2999_dense_0.5_dist_1.0_checkpoint.json"
     env = {**os.environ, "NOVELSUM_CHECKPOINT_INTERVAL_S": "0.05"}
